@@ -1,0 +1,43 @@
+# Orchard. `make help` lists the targets.
+export CGO_ENABLED := 1   # mattn/go-sqlite3 and the race detector need cgo
+
+BIN := bin/orchard
+GO  ?= go
+
+.PHONY: help run build test test-short lint generate check-generate demo fuzz clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 18
+
+run: build ## build and serve on 127.0.0.1:8080 with the defaults
+	./$(BIN) serve
+
+build: ## build bin/orchard
+	$(GO) build -o $(BIN) ./server
+
+test: ## run every test with the race detector
+	$(GO) test -race -count=1 ./...
+
+test-short: ## run the fast tests only
+	$(GO) test -short ./...
+
+lint: ## go vet and gofmt (fails on any finding)
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+generate: ## regenerate ent, entgql and gqlgen code
+	$(GO) generate .
+
+check-generate: generate ## fail when generated code is not up to date
+	@git diff --exit-code -- ent graph gqlgen.yml || (echo "generated code is stale: run make generate and commit"; exit 1)
+	@test -z "$$(git status --porcelain -- ent graph)" || (git status --porcelain -- ent graph; echo "make generate wrote untracked files"; exit 1)
+
+demo: build ## serve with the Apple simulator, sample tokens and an admin key
+	./$(BIN) demo
+
+fuzz: ## run each fuzz target briefly (FUZZTIME=10s)
+	$(GO) test ./modules/tokenfile/vpptoken -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-10s}
+	$(GO) test ./modules/secrets/aesgcm -run '^$$' -fuzz FuzzOpen -fuzztime $${FUZZTIME:-10s}
+
+clean: ## remove the binary
+	rm -rf bin

@@ -1,0 +1,40 @@
+//go:build ignore
+
+// entc generates the ent client and, through entgql, the GraphQL schema
+// (graph/ent.graphqls). Run it from the module root through `make generate`:
+// entgql compares these paths with the ones gqlgen.yml lists, so they must be
+// relative to the directory that holds gqlgen.yml.
+package main
+
+import (
+	"log"
+
+	"entgo.io/contrib/entgql"
+	"entgo.io/ent/entc"
+	"entgo.io/ent/entc/gen"
+)
+
+func main() {
+	ex, err := entgql.NewExtension(
+		entgql.WithConfigPath("./gqlgen.yml"),
+		entgql.WithSchemaGenerator(),
+		entgql.WithSchemaPath("./graph/ent.graphqls"),
+		entgql.WithWhereInputs(true),
+	)
+	if err != nil {
+		log.Fatalf("creating entgql extension: %v", err)
+	}
+	cfg := &gen.Config{
+		Features: []gen.Feature{
+			gen.FeatureGlobalID,
+			gen.FeaturePrivacy,
+			gen.FeatureEntQL,
+			gen.FeatureUpsert,
+			gen.FeatureLock,
+			gen.FeatureExecQuery,
+		},
+	}
+	if err := entc.Generate("./ent/schema", cfg, entc.Extensions(ex)); err != nil {
+		log.Fatalf("running ent codegen: %v", err)
+	}
+}

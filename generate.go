@@ -1,0 +1,6 @@
+// Package orchard holds the code generation entry point. ent (with entgql) runs
+// first because gqlgen reads the schema it writes.
+package orchard
+
+//go:generate go run -mod=mod ./ent/entc.go
+//go:generate go tool gqlgen generate

@@ -1,0 +1,368 @@
+package domain
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/orchard-msp/orchard/ent"
+	"github.com/orchard-msp/orchard/ent/app"
+	"github.com/orchard-msp/orchard/ent/predicate"
+	"github.com/orchard-msp/orchard/ent/servertoken"
+	"github.com/orchard-msp/orchard/ent/viewer"
+	"github.com/orchard-msp/orchard/modules/apple"
+	"github.com/orchard-msp/orchard/modules/fault"
+)
+
+// LicenceTotals sums the licence counts of a set of apps. Unlimited (free)
+// assets are counted in Unlimited only.
+type LicenceTotals struct {
+	Total          int `json:"total"`
+	Assigned       int `json:"assigned"`
+	Available      int `json:"available"`
+	Retired        int `json:"retired"`
+	UnlimitedCount int `json:"unlimitedCount"`
+}
+
+// unlimitedTotal is the totalCount Apple reports for unlimited free assets
+// when the unlimited parameter is omitted.
+const unlimitedTotal = 2147483647
+
+// AppCount returns the number of apps bought under a token.
+func (s *Service) AppCount(ctx context.Context, tokenID int) (int, error) {
+	return s.client.App.Query().Where(app.TokenID(tokenID)).Count(ctx)
+}
+
+// TokenLicences sums the licences of a token's apps.
+func (s *Service) TokenLicences(ctx context.Context, tokenID int) (*LicenceTotals, error) {
+	return s.licences(ctx, app.TokenID(tokenID))
+}
+
+// CustomerLicences sums the licences of all apps of a customer's tokens.
+func (s *Service) CustomerLicences(ctx context.Context, customerID int) (*LicenceTotals, error) {
+	return s.licences(ctx, app.CustomerID(customerID))
+}
+
+func (s *Service) licences(ctx context.Context, where ...predicate.App) (*LicenceTotals, error) {
+	var rows []struct {
+		Unlimited bool `json:"unlimited"`
+		Total     int  `json:"total"`
+		Assigned  int  `json:"assigned"`
+		Available int  `json:"available"`
+		Retired   int  `json:"retired"`
+		N         int  `json:"n"`
+	}
+	err := s.client.App.Query().Where(where...).
+		GroupBy(app.FieldUnlimited).
+		Aggregate(
+			ent.As(ent.Sum(app.FieldTotalCount), "total"),
+			ent.As(ent.Sum(app.FieldAssignedCount), "assigned"),
+			ent.As(ent.Sum(app.FieldAvailableCount), "available"),
+			ent.As(ent.Sum(app.FieldRetiredCount), "retired"),
+			ent.As(ent.Count(), "n"),
+		).Scan(ctx, &rows)
+	if err != nil {
+		return nil, fmt.Errorf("summing licences: %w", err)
+	}
+	var t LicenceTotals
+	for _, r := range rows {
+		if r.Unlimited {
+			t.UnlimitedCount += r.N
+			t.Assigned += r.Assigned
+			continue
+		}
+		t.Total += r.Total
+		t.Assigned += r.Assigned
+		t.Available += r.Available
+		t.Retired += r.Retired
+	}
+	return &t, nil
+}
+
+// SyncServerToken re-reads a token's health and apps from Apple now.
+func (s *Service) SyncServerToken(ctx context.Context, id int) (tok *ent.ServerToken, err error) {
+	defer func() { s.audit(ctx, "token.sync", customerOf(tok), &id, err, "") }()
+	if _, err := requireWriter(ctx); err != nil {
+		return nil, err
+	}
+	tok, err = s.client.ServerToken.Get(ctx, id)
+	if err != nil {
+		return nil, notFound(err, "server token")
+	}
+	if tok.State != servertoken.StateACTIVE {
+		return tok, fault.New(fault.InvalidState, "Only an ACTIVE token can be synced; this one is %s. Upload a new token for this location, or claim it back.", tok.State)
+	}
+	if err := s.SyncToken(ctx, id); err != nil {
+		return nil, err
+	}
+	return s.client.ServerToken.Get(ctx, id)
+}
+
+// SyncToken checks one ACTIVE token's health with Apple and, if it is still
+// Orchard's, brings its apps up to date. Its outcome is stored on the token;
+// the error is returned too.
+func (s *Service) SyncToken(ctx context.Context, id int) error {
+	sys := viewer.SystemContext(ctx)
+	tok, err := s.client.ServerToken.Get(sys, id)
+	if err != nil {
+		return notFound(err, "server token")
+	}
+	if tok.State != servertoken.StateACTIVE {
+		return nil
+	}
+	secret, err := s.sealer.Open(tok.SealedToken, sealAAD(tok.ID, tok.CustomerID))
+	if err != nil {
+		return fmt.Errorf("opening sealed token %d: %w", tok.ID, err)
+	}
+	cfg, err := s.apple.ClientConfig(ctx, secret)
+	if err != nil {
+		return s.recordFailure(sys, tok, explainApple(err))
+	}
+	if other := otherMDM(cfg.MDMInfo, tok.MdmID); other != nil {
+		err := conflictError(other)
+		_, uerr := s.client.ServerToken.UpdateOneID(tok.ID).
+			Where(servertoken.StateEQ(servertoken.StateACTIVE)).
+			SetState(servertoken.StateCONFLICT).
+			SetManagedBy(other).
+			SetLastErrorCode(string(fault.TokenConflict)).
+			SetLastError(fault.MessageOf(err)).
+			SetLastErrorAt(s.Now()).
+			Save(sys)
+		if uerr != nil && !ent.IsNotFound(uerr) {
+			return uerr
+		}
+		s.log.WarnContext(ctx, "another MDM took over a location", "token", tok.ID, "mdm", other.Name)
+		return err
+	}
+	assets, err := s.apple.Assets(ctx, secret)
+	if err != nil {
+		return s.recordFailure(sys, tok, explainApple(err))
+	}
+	if err := s.storeApps(sys, tok, assets.Assets); err != nil {
+		return fmt.Errorf("storing apps of token %d: %w", tok.ID, err)
+	}
+	s.fillMetadata(sys, tok, secret)
+
+	exp := expiryOf(cfg.TokenExpiresAt, tok.FileExpiresAt)
+	upd := s.client.ServerToken.UpdateOneID(tok.ID).
+		Where(servertoken.StateEQ(servertoken.StateACTIVE)).
+		SetLastSyncedAt(s.Now()).
+		SetLocationName(cfg.LocationName).
+		SetExpiresAt(exp).
+		SetLastErrorCode("").
+		SetLastError("").
+		ClearLastErrorAt()
+	if cfg.MDMInfo != nil {
+		upd.SetManagedBy(toSchemaMDM(cfg.MDMInfo))
+	}
+	if !exp.Equal(tok.ExpiresAt) {
+		upd.ClearWarnedDays().ClearWarnedExpiry()
+		armExpiry(upd, exp, s.cfg.WarnDays)
+	}
+	if _, err := upd.Save(sys); err != nil && !ent.IsNotFound(err) {
+		return err
+	}
+	return nil
+}
+
+// recordFailure stores a failed check on the token and moves it to the state
+// Apple's verdict implies: 9625 → REVOKED, 9622/9722/9601 → INVALID, 9621 →
+// expired (its expiry date is set to now if Apple says so earlier).
+func (s *Service) recordFailure(ctx context.Context, tok *ent.ServerToken, cause error) error {
+	now := s.Now()
+	upd := s.client.ServerToken.UpdateOneID(tok.ID).
+		SetLastErrorCode(string(fault.CodeOf(cause))).
+		SetLastError(fault.MessageOf(cause)).
+		SetLastErrorAt(now)
+	switch fault.CodeOf(cause) {
+	case fault.TokenRevoked:
+		upd.SetState(servertoken.StateREVOKED)
+	case fault.TokenInvalid:
+		upd.SetState(servertoken.StateINVALID)
+	case fault.TokenExpired:
+		if tok.ExpiresAt.After(now) {
+			upd.SetExpiresAt(now).ClearWarnedDays().ClearWarnedExpiry().SetNextWarnAt(now)
+		}
+	}
+	if _, err := upd.Save(ctx); err != nil && !ent.IsNotFound(err) {
+		s.log.ErrorContext(ctx, "recording sync failure", "token", tok.ID, "err", err)
+	}
+	s.log.WarnContext(ctx, "token check failed", "token", tok.ID, "code", fault.CodeOf(cause), "err", cause)
+	return cause
+}
+
+type appKey struct{ adamID, pricing string }
+
+// storeApps makes the token's App rows match Apple's list in one
+// transaction, writing only what changed.
+func (s *Service) storeApps(ctx context.Context, tok *ent.ServerToken, assets []apple.Asset) error {
+	return withTx(ctx, s.client, func(tx *ent.Tx) error {
+		existing, err := tx.App.Query().Where(app.TokenID(tok.ID)).All(ctx)
+		if err != nil {
+			return err
+		}
+		have := make(map[appKey]*ent.App, len(existing))
+		for _, a := range existing {
+			have[appKey{a.AdamID, a.PricingParam}] = a
+		}
+		seen := make(map[appKey]bool, len(assets))
+		var creates []*ent.AppCreate
+		for _, as := range assets {
+			k := appKey{as.AdamID, as.PricingParam}
+			if seen[k] {
+				continue
+			}
+			seen[k] = true
+			unlimited := as.Unlimited || as.TotalCount == unlimitedTotal
+			total, avail := as.TotalCount, as.AvailableCount
+			if unlimited {
+				total, avail = 0, 0
+			}
+			platforms := as.SupportedPlatforms
+			if platforms == nil {
+				platforms = []string{}
+			}
+			kind := app.ProductTypeAPP
+			if strings.EqualFold(as.ProductType, "Book") {
+				kind = app.ProductTypeBOOK
+			}
+			cur, ok := have[k]
+			if !ok {
+				creates = append(creates, tx.App.Create().
+					SetTokenID(tok.ID).SetCustomerID(tok.CustomerID).
+					SetAdamID(as.AdamID).SetPricingParam(as.PricingParam).
+					SetProductType(kind).
+					SetTotalCount(total).SetAssignedCount(as.AssignedCount).
+					SetAvailableCount(avail).SetRetiredCount(as.RetiredCount).
+					SetUnlimited(unlimited).SetSupportedPlatforms(platforms))
+				continue
+			}
+			if cur.TotalCount == total && cur.AssignedCount == as.AssignedCount && cur.AvailableCount == avail &&
+				cur.RetiredCount == as.RetiredCount && cur.Unlimited == unlimited && cur.ProductType == kind &&
+				slices.Equal(cur.SupportedPlatforms, platforms) {
+				continue
+			}
+			if err := tx.App.UpdateOne(cur).
+				SetProductType(kind).
+				SetTotalCount(total).SetAssignedCount(as.AssignedCount).
+				SetAvailableCount(avail).SetRetiredCount(as.RetiredCount).
+				SetUnlimited(unlimited).SetSupportedPlatforms(platforms).Exec(ctx); err != nil {
+				return err
+			}
+		}
+		for chunk := range slices.Chunk(creates, 500) {
+			if err := tx.App.CreateBulk(chunk...).Exec(ctx); err != nil {
+				return err
+			}
+		}
+		var gone []int
+		for k, a := range have {
+			if !seen[k] {
+				gone = append(gone, a.ID)
+			}
+		}
+		for chunk := range slices.Chunk(gone, 500) {
+			if _, err := tx.App.Delete().Where(app.IDIn(chunk...)).Exec(ctx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// metadataRefresh is how old a name may be before the sync looks it up again.
+const metadataRefresh = 7 * 24 * time.Hour
+
+// fillMetadata looks up names, bundle IDs and icons for the token's apps
+// that lack them. Metadata is nice to have: a failure is logged, never
+// returned, and leaves the fields null.
+func (s *Service) fillMetadata(ctx context.Context, tok *ent.ServerToken, secret []byte) {
+	missing, err := s.client.App.Query().
+		Where(app.TokenID(tok.ID), app.Or(app.NameIsNil(), app.UpdatedAtLT(s.Now().Add(-metadataRefresh)))).
+		Select(app.FieldID, app.FieldAdamID).All(ctx)
+	if err != nil || len(missing) == 0 {
+		return
+	}
+	ids := make([]string, 0, len(missing))
+	for _, a := range missing {
+		ids = append(ids, a.AdamID)
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	meta, err := s.apple.Metadata(ctx, secret, strings.ToLower(tok.CountryCode), tok.DefaultPlatform, ids)
+	if err != nil {
+		s.log.WarnContext(ctx, "app metadata lookup failed; names stay empty", "token", tok.ID, "err", err)
+		return
+	}
+	err = withTx(ctx, s.client, func(tx *ent.Tx) error {
+		for _, a := range missing {
+			m, ok := meta[a.AdamID]
+			if !ok {
+				continue
+			}
+			upd := tx.App.UpdateOneID(a.ID).SetName(m.Name)
+			if m.BundleID != "" {
+				upd.SetBundleID(m.BundleID)
+			}
+			if m.IconURL != "" {
+				upd.SetIconURL(m.IconURL)
+			}
+			if err := upd.Exec(ctx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		s.log.WarnContext(ctx, "storing app metadata", "token", tok.ID, "err", err)
+	}
+}
+
+// SyncDue syncs every ACTIVE token last synced before olderThan, a few at a
+// time; one token's failure never stops the others.
+func (s *Service) SyncDue(ctx context.Context, olderThan time.Time, workers int) (synced, failed int) {
+	sys := viewer.SystemContext(ctx)
+	ids, err := s.client.ServerToken.Query().
+		Where(servertoken.StateEQ(servertoken.StateACTIVE),
+			servertoken.Or(servertoken.LastSyncedAtIsNil(), servertoken.LastSyncedAtLT(olderThan))).
+		IDs(sys)
+	if err != nil {
+		s.log.ErrorContext(ctx, "listing tokens to sync", "err", err)
+		return 0, 0
+	}
+	type result struct{ err error }
+	jobs := make(chan int)
+	results := make(chan result, len(ids))
+	for range max(workers, 1) {
+		go func() {
+			for id := range jobs {
+				results <- result{s.SyncToken(ctx, id)}
+			}
+		}()
+	}
+	go func() {
+		defer close(jobs)
+		for _, id := range ids {
+			select {
+			case jobs <- id:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	for range ids {
+		select {
+		case r := <-results:
+			if r.err != nil {
+				failed++
+			} else {
+				synced++
+			}
+		case <-ctx.Done():
+			return synced, failed
+		}
+	}
+	return synced, failed
+}

@@ -1,0 +1,240 @@
+package appsandbooks_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/orchard-msp/orchard/modules"
+	"github.com/orchard-msp/orchard/modules/apple"
+	"github.com/orchard-msp/orchard/modules/apple/appletest"
+	_ "github.com/orchard-msp/orchard/modules/apple/appsandbooks"
+	"github.com/orchard-msp/orchard/modules/fault"
+)
+
+func newClient(t *testing.T, fake *appletest.Server, extra string) apple.Client {
+	t.Helper()
+	cfg := `{"baseURL":"` + fake.BaseURL() + `","minBackoff":"5ms","maxBackoff":"50ms","retryBudget":"2s","timeout":"2s"` + extra + `}`
+	c, err := modules.Load[apple.Client](context.Background(), "apple.appsandbooks", json.RawMessage(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func setup(t *testing.T) (*appletest.Server, []byte, *appletest.Location) {
+	t.Helper()
+	fake := appletest.New()
+	t.Cleanup(fake.Close)
+	token := appletest.TokenFile("Contoso", time.Now().AddDate(1, 0, 0), "secret-1")
+	loc := &appletest.Location{UID: "2049025000431439", Name: "Contoso HQ", Country: "DE", ExpiresAt: time.Date(2030, 11, 8, 22, 33, 22, 0, time.UTC)}
+	fake.AddLocation(token, loc)
+	return fake, token, loc
+}
+
+func TestClientConfig(t *testing.T) {
+	fake, token, _ := setup(t)
+	c := newClient(t, fake, "")
+	cfg, err := c.ClientConfig(context.Background(), token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.LocationUID != "2049025000431439" || cfg.LocationName != "Contoso HQ" || cfg.CountryCode != "DE" || cfg.MDMInfo != nil {
+		t.Fatalf("config = %+v", cfg)
+	}
+	if !cfg.TokenExpiresAt.Equal(time.Date(2030, 11, 8, 22, 33, 22, 0, time.UTC)) {
+		t.Fatalf("expiry = %v", cfg.TokenExpiresAt)
+	}
+}
+
+func TestSetMDMInfo(t *testing.T) {
+	fake, token, loc := setup(t)
+	c := newClient(t, fake, "")
+	t.Run("OK", func(t *testing.T) {
+		cfg, err := c.SetMDMInfo(context.Background(), token, apple.MDMInfo{ID: "ours", Name: "Orchard", Metadata: "msp.example"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.MDMInfo == nil || cfg.MDMInfo.ID != "ours" || loc.MDM.Metadata != "msp.example" {
+			t.Fatalf("mdmInfo not stored: %+v", cfg.MDMInfo)
+		}
+	})
+	t.Run("ErrIncomplete", func(t *testing.T) {
+		_, err := c.SetMDMInfo(context.Background(), token, apple.MDMInfo{ID: "ours", Name: "Orchard"})
+		var ae *apple.Error
+		if !errors.As(err, &ae) || ae.Number != 9723 {
+			t.Fatalf("got %v, want Apple's 9723", err)
+		}
+	})
+}
+
+func TestTokenErrorsAreNotRetried(t *testing.T) {
+	for _, tc := range []struct {
+		number int
+		code   fault.Code
+	}{
+		{9621, fault.TokenExpired},
+		{9622, fault.TokenInvalid},
+		{9625, fault.TokenRevoked},
+		{9722, fault.TokenInvalid},
+		{9601, fault.TokenInvalid},
+	} {
+		t.Run(strconv.Itoa(tc.number), func(t *testing.T) {
+			fake, token, loc := setup(t)
+			loc.ErrorNumber = tc.number
+			c := newClient(t, fake, "")
+			_, err := c.ClientConfig(context.Background(), token)
+			if got := fault.CodeOf(err); got != tc.code {
+				t.Fatalf("code = %s (%v), want %s", got, err, tc.code)
+			}
+			if n := fake.Count("GET /mdm/v2/client/config"); n != 1 {
+				t.Fatalf("%d requests, want 1 (never retried)", n)
+			}
+		})
+	}
+}
+
+// Apple answers an unknown token with HTTP 200 and an error body.
+func TestUnknownTokenWith200(t *testing.T) {
+	fake, _, _ := setup(t)
+	c := newClient(t, fake, "")
+	_, err := c.ClientConfig(context.Background(), []byte("not-a-known-token"))
+	if fault.CodeOf(err) != fault.TokenInvalid {
+		t.Fatalf("got %v, want TOKEN_INVALID", err)
+	}
+}
+
+func TestRetries(t *testing.T) {
+	t.Run("RateLimitHonoursRetryAfter", func(t *testing.T) {
+		fake, token, _ := setup(t)
+		fake.Fail(appletest.Failure{Status: 429, ErrorNumber: 9646, RetryAfter: "1"}, appletest.Failure{Status: 429, ErrorNumber: 9646})
+		c := newClient(t, fake, "")
+		start := time.Now()
+		if _, err := c.ClientConfig(context.Background(), token); err != nil {
+			t.Fatal(err)
+		}
+		if el := time.Since(start); el < time.Second {
+			t.Fatalf("retried after %v, before Retry-After's 1s", el)
+		}
+		if n := fake.Count("GET /mdm/v2/client/config"); n != 3 {
+			t.Fatalf("%d requests, want 3", n)
+		}
+	})
+	t.Run("RateLimitedPastBudget", func(t *testing.T) {
+		fake, token, _ := setup(t)
+		for range 100 {
+			fake.Fail(appletest.Failure{Status: 200, ErrorNumber: 9646}) // 9646 wrapped in HTTP 200
+		}
+		c := newClient(t, fake, `,"retryBudget":"300ms"`)
+		_, err := c.ClientConfig(context.Background(), token)
+		if fault.CodeOf(err) != fault.AppleRateLimited {
+			t.Fatalf("got %v, want APPLE_RATE_LIMITED", err)
+		}
+	})
+	t.Run("ServerErrorsPastBudget", func(t *testing.T) {
+		fake, token, _ := setup(t)
+		for range 100 {
+			fake.Fail(appletest.Failure{Status: 500})
+		}
+		c := newClient(t, fake, `,"retryBudget":"300ms"`)
+		_, err := c.ClientConfig(context.Background(), token)
+		if fault.CodeOf(err) != fault.AppleUnavailable {
+			t.Fatalf("got %v, want APPLE_UNAVAILABLE", err)
+		}
+		if n := fake.Count("GET /mdm/v2/client/config"); n < 2 {
+			t.Fatalf("%d requests: 500s were not retried", n)
+		}
+	})
+	t.Run("TransientThenOK", func(t *testing.T) {
+		fake, token, _ := setup(t)
+		fake.Fail(appletest.Failure{Status: 503, ErrorNumber: 9729}, appletest.Failure{Status: 500, ErrorNumber: 9603}, appletest.Failure{Status: 502})
+		c := newClient(t, fake, "")
+		if _, err := c.ClientConfig(context.Background(), token); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("NetworkDown", func(t *testing.T) {
+		fake, token, _ := setup(t)
+		c := newClient(t, fake, `,"retryBudget":"200ms"`)
+		fake.Close()
+		_, err := c.ClientConfig(context.Background(), token)
+		if fault.CodeOf(err) != fault.AppleUnavailable {
+			t.Fatalf("got %v, want APPLE_UNAVAILABLE", err)
+		}
+		if strings.Contains(err.Error(), string(token)) {
+			t.Fatal("error carries the token")
+		}
+	})
+	t.Run("ContextCancels", func(t *testing.T) {
+		fake, token, _ := setup(t)
+		fake.Latency = 2 * time.Second
+		c := newClient(t, fake, "")
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		_, err := c.ClientConfig(ctx, token)
+		if err == nil || time.Since(start) > time.Second {
+			t.Fatalf("got %v after %v; want an error soon after the context ends", err, time.Since(start))
+		}
+	})
+}
+
+func TestAssetsAllPages(t *testing.T) {
+	fake, token, loc := setup(t)
+	loc.Assets = appletest.MakeAssets(1234)
+	loc.Assets[0].TotalCount = 2147483647 // an unlimited free app
+	fake.PageSize = 100
+	fake.Latency = 10 * time.Millisecond
+	c := newClient(t, fake, "")
+	got, err := c.Assets(context.Background(), token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Assets) != 1234 || got.Pages != 13 {
+		t.Fatalf("got %d assets in %d pages, want 1234 in 13", len(got.Assets), got.Pages)
+	}
+	seen := map[string]bool{}
+	for _, a := range got.Assets {
+		seen[a.AdamID] = true
+	}
+	if len(seen) != 1234 {
+		t.Fatalf("%d distinct assets, want 1234", len(seen))
+	}
+	if m := fake.MaxInFlight(); m > 5 || m < 2 {
+		t.Fatalf("max %d requests in flight, want 2..5 (parallel, within Apple's limit)", m)
+	}
+}
+
+func TestAssetsRestartOnVersionChange(t *testing.T) {
+	fake, token, loc := setup(t)
+	loc.Assets = appletest.MakeAssets(500)
+	fake.ChangeVersionOnPage = 3
+	c := newClient(t, fake, "")
+	got, err := c.Assets(context.Background(), token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Assets) != 500 {
+		t.Fatalf("got %d assets", len(got.Assets))
+	}
+	if n := fake.Count("GET /mdm/v2/assets"); n != 10 {
+		t.Fatalf("%d page requests, want 10 (5 pages read twice)", n)
+	}
+}
+
+func TestMetadata(t *testing.T) {
+	fake, token, loc := setup(t)
+	loc.Names = map[string]string{"1": "One", "2": "Two"}
+	c := newClient(t, fake, "")
+	got, err := c.Metadata(context.Background(), token, "de", "volumestore", []string{"1", "2", "3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got["1"].Name != "One" || got["2"].BundleID != "com.example.2" || !strings.Contains(got["1"].IconURL, "512x512") {
+		t.Fatalf("metadata = %+v", got)
+	}
+}

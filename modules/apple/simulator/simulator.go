@@ -1,0 +1,222 @@
+// Package simulator registers "apple.simulator", an in-process stand-in for
+// Apple's Apps and Books API for demos and offline work. It takes no settings.
+//
+// A token file's inner "token" chooses the scenario. A token whose inner
+// value (base64-decoded) starts with "sim:" is read as semicolon-separated
+// settings, for example
+//
+//	sim:location=Contoso HQ;uid=1001;country=GB;apps=1200;mdm=Jamf Pro;state=revoked
+//
+// location, uid and country describe the location; apps is how many assets
+// it holds; mdm names another MDM that manages it (a CONFLICT on upload);
+// state is one of expired, revoked, invalid, ratelimited or unavailable,
+// which Apple would answer to every call. Any other token is a valid
+// location with no other MDM and 25 apps, derived from the token's hash.
+// The demo (orchard demo) writes one file per scenario.
+package simulator
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/orchard-msp/orchard/modules"
+	"github.com/orchard-msp/orchard/modules/apple"
+	"github.com/orchard-msp/orchard/modules/fault"
+)
+
+func init() { modules.Register(&Client{}) }
+
+// Client is the simulated Apple.
+type Client struct {
+	mu  sync.Mutex
+	mdm map[string]*apple.MDMInfo // by location UID: what "Apple" stores
+}
+
+// Interface guard.
+var _ apple.Client = (*Client)(nil)
+
+// ModuleInfo implements modules.Module.
+func (*Client) ModuleInfo() modules.Info {
+	return modules.Info{ID: "apple.simulator", New: func() modules.Module { return new(Client) }}
+}
+
+type scenario struct {
+	uid, location, country string
+	apps                   int
+	otherMDM               string
+	state                  string
+	expires                time.Time
+}
+
+func parse(token []byte) (*scenario, error) {
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(token)))
+	if err != nil {
+		return nil, fault.New(fault.TokenInvalid, "Invalid authentication token")
+	}
+	var f struct {
+		Token   string `json:"token"`
+		ExpDate string `json:"expDate"`
+	}
+	if json.Unmarshal(raw, &f) != nil || f.Token == "" {
+		return nil, fault.New(fault.TokenInvalid, "Invalid authentication token")
+	}
+	sum := sha256.Sum256([]byte(f.Token))
+	sc := &scenario{
+		uid:      strconv.FormatUint(binary.BigEndian.Uint64(sum[:8])%1e16, 10),
+		location: "Simulated location " + fmt.Sprintf("%x", sum[:2]),
+		country:  "US",
+		apps:     25,
+	}
+	for _, layout := range []string{"2006-01-02T15:04:05Z0700", time.RFC3339} {
+		if t, err := time.Parse(layout, f.ExpDate); err == nil {
+			sc.expires = t.UTC()
+			break
+		}
+	}
+	inner, err := base64.StdEncoding.DecodeString(f.Token)
+	if err != nil || !strings.HasPrefix(string(inner), "sim:") {
+		return sc, nil
+	}
+	for _, kv := range strings.Split(strings.TrimPrefix(string(inner), "sim:"), ";") {
+		k, v, _ := strings.Cut(kv, "=")
+		switch strings.TrimSpace(k) {
+		case "uid":
+			sc.uid = v
+		case "location":
+			sc.location = v
+		case "country":
+			sc.country = v
+		case "apps":
+			sc.apps, _ = strconv.Atoi(v)
+		case "mdm":
+			sc.otherMDM = v
+		case "state":
+			sc.state = v
+		}
+	}
+	return sc, nil
+}
+
+func (sc *scenario) err() error {
+	switch sc.state {
+	case "expired":
+		return fault.Wrap(&apple.Error{Number: 9621, Status: 401}, fault.TokenExpired, "Apple says the token has expired.")
+	case "revoked":
+		return fault.Wrap(&apple.Error{Number: 9625, Status: 401}, fault.TokenRevoked, "Apple has revoked the token.")
+	case "invalid":
+		return fault.Wrap(&apple.Error{Number: 9622, Status: 200}, fault.TokenInvalid, "Apple does not accept the token.")
+	case "ratelimited":
+		return fault.New(fault.AppleRateLimited, "Apple is limiting requests for this organisation (simulated). Wait a few minutes and try again.")
+	case "unavailable":
+		return fault.New(fault.AppleUnavailable, "Apple's Apps and Books service is not answering (simulated). Try again in a few minutes; nothing was changed.")
+	}
+	return nil
+}
+
+func (c *Client) config(sc *scenario) *apple.ClientConfig {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.mdm == nil {
+		c.mdm = map[string]*apple.MDMInfo{}
+	}
+	if _, seen := c.mdm[sc.uid]; !seen && sc.otherMDM != "" {
+		c.mdm[sc.uid] = &apple.MDMInfo{ID: "sim-" + sc.uid, Name: sc.otherMDM, Metadata: strings.ToLower(strings.ReplaceAll(sc.otherMDM, " ", "")) + ".example.com"}
+	}
+	var info *apple.MDMInfo
+	if m := c.mdm[sc.uid]; m != nil {
+		cp := *m
+		info = &cp
+	}
+	return &apple.ClientConfig{
+		LocationUID: sc.uid, LocationName: sc.location, CountryCode: sc.country,
+		DefaultPlatform: "volumestore", WebsiteURL: "https://business.apple.com",
+		MDMInfo: info, TokenExpiresAt: sc.expires,
+	}
+}
+
+func (c *Client) load(token []byte) (*scenario, error) {
+	sc, err := parse(token)
+	if err != nil {
+		return nil, err
+	}
+	return sc, sc.err()
+}
+
+// ClientConfig implements apple.Client.
+func (c *Client) ClientConfig(_ context.Context, token []byte) (*apple.ClientConfig, error) {
+	sc, err := c.load(token)
+	if err != nil {
+		return nil, err
+	}
+	return c.config(sc), nil
+}
+
+// SetMDMInfo implements apple.Client.
+func (c *Client) SetMDMInfo(_ context.Context, token []byte, info apple.MDMInfo) (*apple.ClientConfig, error) {
+	sc, err := c.load(token)
+	if err != nil {
+		return nil, err
+	}
+	if info.ID == "" || info.Name == "" || info.Metadata == "" {
+		return nil, fault.Wrap(&apple.Error{Number: 9723, Status: 400}, fault.AppleUnavailable, "Apple refused the request (error 9723).")
+	}
+	c.config(sc) // seed the other MDM first, so a claim overwrites it
+	c.mu.Lock()
+	c.mdm[sc.uid] = &info
+	c.mu.Unlock()
+	return c.config(sc), nil
+}
+
+// Assets implements apple.Client.
+func (c *Client) Assets(_ context.Context, token []byte) (*apple.Assets, error) {
+	sc, err := c.load(token)
+	if err != nil {
+		return nil, err
+	}
+	cfg := c.config(sc)
+	out := &apple.Assets{VersionID: "sim-1", MDMInfo: cfg.MDMInfo, TokenExpiresAt: sc.expires, Pages: max(1, (sc.apps+99)/100)}
+	for i := range sc.apps {
+		a := apple.Asset{
+			AdamID: strconv.Itoa(100000000 + i), PricingParam: "STDQ", ProductType: "App",
+			TotalCount: 50 + i%50, AssignedCount: i % 50, SupportedPlatforms: []string{"iOS", "macOS"},
+		}
+		a.AvailableCount = a.TotalCount - a.AssignedCount
+		switch {
+		case i%10 == 9:
+			a.ProductType = "Book"
+			a.SupportedPlatforms = []string{"iOS"}
+		case i%7 == 6:
+			a.Unlimited, a.TotalCount, a.AvailableCount = true, 0, 0
+		}
+		out.Assets = append(out.Assets, a)
+	}
+	return out, nil
+}
+
+// Metadata implements apple.Client.
+func (c *Client) Metadata(_ context.Context, token []byte, _, _ string, adamIDs []string) (map[string]apple.Metadata, error) {
+	if _, err := c.load(token); err != nil {
+		return nil, err
+	}
+	out := make(map[string]apple.Metadata, len(adamIDs))
+	for _, id := range adamIDs {
+		n, _ := strconv.Atoi(id)
+		out[id] = apple.Metadata{Name: fmt.Sprintf("Simulated App %d", n-100000000+1), BundleID: "com.example.sim" + id}
+	}
+	return out, nil
+}
+
+// ScenarioToken returns a .vpptoken file that selects a simulator scenario.
+func ScenarioToken(orgName string, expires time.Time, settings string) []byte {
+	inner := base64.StdEncoding.EncodeToString([]byte("sim:" + settings))
+	b, _ := json.Marshal(map[string]string{"token": inner, "expDate": expires.UTC().Format("2006-01-02T15:04:05-0700"), "orgName": orgName})
+	return []byte(base64.StdEncoding.EncodeToString(b))
+}

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is everything `orchard` reads from its environment (contract.md,
+// "Configuration"); a flag of the same meaning overrides each variable.
+type Config struct {
+	Listen             string
+	DataDir            string
+	DatabaseURL        string
+	Apple              string
+	AppleURL           string
+	SecretKey          string
+	MDMName            string
+	MDMMetadata        string
+	WarnDays           []int
+	ExpiryScanInterval time.Duration
+	AppSyncInterval    time.Duration
+	MaxUploadBytes     int64
+	PendingTTL         time.Duration
+	AllowedOrigins     []string
+	LogLevel           string
+	ShutdownTimeout    time.Duration
+	OperationTimeout   time.Duration
+}
+
+// setting is one configuration value: its variable, flag, default and help.
+type setting struct {
+	env, flag, def, help string
+	set                  func(c *Config, v string) error
+}
+
+var settings = []setting{
+	{"ORCHARD_LISTEN", "listen", "127.0.0.1:8080", "address the HTTP server binds", func(c *Config, v string) error { c.Listen = v; return nil }},
+	{"ORCHARD_DATA_DIR", "data-dir", "./data", "directory of the embedded database and the generated key (created 0700)", func(c *Config, v string) error { c.DataDir = v; return nil }},
+	{"ORCHARD_DATABASE_URL", "database-url", "", "sqlite://PATH or postgres://…; default: SQLite orchard.db in the data dir", func(c *Config, v string) error { c.DatabaseURL = v; return nil }},
+	{"ORCHARD_APPLE", "apple", "appsandbooks", "Apple module: appsandbooks (real API) or simulator (offline fake)", func(c *Config, v string) error { c.Apple = v; return nil }},
+	{"ORCHARD_APPLE_URL", "apple-url", "https://vpp.itunes.apple.com/mdm/v2", "base URL of the Apps and Books API", func(c *Config, v string) error { c.AppleURL = v; return nil }},
+	{"ORCHARD_SECRET_KEY", "secret-key", "", "base64 of 32 bytes that seals server tokens; unset: a key file in the data dir", func(c *Config, v string) error { c.SecretKey = v; return nil }},
+	{"ORCHARD_MDM_NAME", "mdm-name", "Orchard", "name written into Apple's mdmInfo.name", func(c *Config, v string) error { c.MDMName = v; return nil }},
+	{"ORCHARD_MDM_METADATA", "mdm-metadata", "", "mdmInfo.metadata: tells another MDM's admin which installation holds a location; default: Orchard at the host name", func(c *Config, v string) error { c.MDMMetadata = v; return nil }},
+	{"ORCHARD_EXPIRY_WARN_DAYS", "expiry-warn-days", "30,14,7,3,1", "days before expiry at which a warning is raised", setWarnDays},
+	{"ORCHARD_EXPIRY_SCAN_INTERVAL", "expiry-scan-interval", "1h", "how often the expiry watcher runs", durationSetter(func(c *Config) *time.Duration { return &c.ExpiryScanInterval })},
+	{"ORCHARD_APP_SYNC_INTERVAL", "app-sync-interval", "6h", "how often every ACTIVE token's apps and health are re-read", durationSetter(func(c *Config) *time.Duration { return &c.AppSyncInterval })},
+	{"ORCHARD_MAX_UPLOAD_BYTES", "max-upload-bytes", "65536", "largest token file accepted", func(c *Config, v string) error {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1024 || n > 16<<20 {
+			return fmt.Errorf("must be a number of bytes between 1024 and 16777216")
+		}
+		c.MaxUploadBytes = n
+		return nil
+	}},
+	{"ORCHARD_PENDING_TTL", "pending-ttl", "24h", "how long an unconfirmed upload is kept", durationSetter(func(c *Config) *time.Duration { return &c.PendingTTL })},
+	{"ORCHARD_ALLOWED_ORIGINS", "allowed-origins", "", "comma-separated host patterns whose browser pages may open websockets (same origin always may)", func(c *Config, v string) error { c.AllowedOrigins = splitList(v); return nil }},
+	{"ORCHARD_LOG_LEVEL", "log-level", "info", "debug, info, warn or error", func(c *Config, v string) error { c.LogLevel = v; return nil }},
+	{"ORCHARD_SHUTDOWN_TIMEOUT", "shutdown-timeout", "8s", "how long a shutdown waits for requests and subscriptions", durationSetter(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
+	{"ORCHARD_OPERATION_TIMEOUT", "operation-timeout", "60s", "the longest a query or mutation may run (Apple's retries included)", durationSetter(func(c *Config) *time.Duration { return &c.OperationTimeout })},
+}
+
+func durationSetter(field func(*Config) *time.Duration) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("must be a positive duration like 30s, 15m or 6h")
+		}
+		*field(c) = d
+		return nil
+	}
+}
+
+func setWarnDays(c *Config, v string) error {
+	c.WarnDays = nil
+	for _, p := range splitList(v) {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 || n > 366 {
+			return fmt.Errorf("must be whole days between 0 and 366, comma-separated, like 30,14,7,3,1")
+		}
+		c.WarnDays = append(c.WarnDays, n)
+	}
+	return nil
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// loadConfig reads the environment, then the flags in args, and returns the
+// configuration and the remaining arguments.
+func loadConfig(name string, args []string, getenv func(string) string, stderr io.Writer) (*Config, []string, error) {
+	c := &Config{}
+	values := map[string]string{}
+	for _, s := range settings {
+		values[s.env] = s.def
+		if v := getenv(s.env); v != "" {
+			values[s.env] = v
+		}
+	}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	for _, s := range settings {
+		fs.Func(s.flag, s.help+" ("+s.env+")", func(v string) error { values[s.env] = v; return nil })
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, err
+	}
+	for _, s := range settings {
+		if err := s.set(c, values[s.env]); err != nil {
+			return nil, nil, fmt.Errorf("%s=%q: %w", s.env, values[s.env], err)
+		}
+	}
+	if c.DatabaseURL == "" {
+		c.DatabaseURL = "sqlite://" + filepath.Join(c.DataDir, "orchard.db")
+	}
+	if !strings.HasPrefix(c.DatabaseURL, "sqlite://") && !strings.HasPrefix(c.DatabaseURL, "postgres://") && !strings.HasPrefix(c.DatabaseURL, "postgresql://") {
+		return nil, nil, fmt.Errorf("ORCHARD_DATABASE_URL must start with sqlite:// or postgres://")
+	}
+	if u, err := url.Parse(c.AppleURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return nil, nil, fmt.Errorf("ORCHARD_APPLE_URL=%q is not an http(s) URL", c.AppleURL)
+	}
+	if len(c.MDMName) > 100 {
+		return nil, nil, fmt.Errorf("ORCHARD_MDM_NAME is longer than Apple's 100 characters")
+	}
+	return c, fs.Args(), nil
+}

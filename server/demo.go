@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/orchard-msp/orchard/ent/apikey"
+	"github.com/orchard-msp/orchard/ent/viewer"
+	"github.com/orchard-msp/orchard/modules/apple/simulator"
+)
+
+// demoCommand writes a sample token file for every branch of the wizard,
+// creates an admin key and serves with the Apple simulator, so a newcomer can
+// try everything without an Apple account.
+func demoCommand(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", "", "where to write the sample token files (default DATA_DIR/demo-tokens)")
+	cfgArgs, rest := splitFlags(args, fs)
+	if err := fs.Parse(rest); err != nil {
+		return err
+	}
+	env := func(k string) string {
+		switch k {
+		case "ORCHARD_APPLE":
+			return "simulator"
+		case "ORCHARD_DATA_DIR":
+			if v := getenv(k); v != "" {
+				return v
+			}
+			return "./demo-data"
+		}
+		return getenv(k)
+	}
+	cfg, _, err := loadConfig("demo", cfgArgs, env, stderr)
+	if err != nil {
+		return err
+	}
+	if *dir == "" {
+		*dir = filepath.Join(cfg.DataDir, "demo-tokens")
+	}
+	if err := writeDemoTokens(*dir, time.Now()); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return err
+	}
+	db, err := openDatabase(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	key, hash := newAPIKey()
+	_, err = db.Client.APIKey.Create().SetName("demo admin").SetRole(apikey.RoleAdmin).
+		SetCustomerIds([]int{}).SetHash(hash).SetPrefix(key[:len(keyPrefix)+6]).Save(viewer.SystemContext(ctx))
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("creating the demo key: %w", err)
+	}
+	fmt.Fprintln(stdout, key)
+	fmt.Fprintf(stderr, `
+Orchard demo: the Apple simulator answers instead of Apple.
+  admin key (above):   %s
+  sample token files:  %s
+  Playground:          http://%s/   (paste the key at the top)
+See README.md, "Walk through the wizard", for the curl commands.
+
+`, key, *dir, cfg.Listen)
+	return serve(ctx, cfg, stderr, nil)
+}
+
+// demoTokens are the sample files: one per branch of the wizard.
+func demoTokens(now time.Time) map[string][]byte {
+	year := now.AddDate(1, 0, 0)
+	return map[string][]byte{
+		"valid.vpptoken":              simulator.ScenarioToken("Contoso Ltd", year, "location=Contoso HQ;uid=1001;country=GB;apps=40"),
+		"renewal.vpptoken":            simulator.ScenarioToken("Contoso Ltd", year.AddDate(0, 1, 0), "location=Contoso HQ;uid=1001;country=GB;apps=42"),
+		"many-apps.vpptoken":          simulator.ScenarioToken("Fabrikam Inc", year, "location=Fabrikam Schools;uid=1002;country=US;apps=1200"),
+		"other-mdm.vpptoken":          simulator.ScenarioToken("Northwind Traders", year, "location=Northwind Main;uid=1003;mdm=Jamf Pro"),
+		"expiring-in-5-days.vpptoken": simulator.ScenarioToken("Tailspin Toys", now.Add(5*24*time.Hour+time.Hour), "location=Tailspin Toys;uid=1004;apps=5"),
+		"revoked.vpptoken":            simulator.ScenarioToken("Litware", year, "location=Litware;uid=1005;state=revoked"),
+		"rejected-by-apple.vpptoken":  simulator.ScenarioToken("Proseware", year, "location=Proseware;uid=1006;state=invalid"),
+		"rate-limited.vpptoken":       simulator.ScenarioToken("Adventure Works", year, "location=Adventure Works;uid=1007;state=ratelimited"),
+		"expired.vpptoken":            simulator.ScenarioToken("Wide World Importers", now.AddDate(0, 0, -3), "location=Wide World;uid=1008"),
+		"garbage.vpptoken":            []byte("this is not a server token\n"),
+		"ade_token_smime.p7m":         []byte("Content-Type: application/pkcs7-mime; name=smime.p7m; smime-type=enveloped-data\r\nContent-Transfer-Encoding: base64\r\n\r\nMIAGCSqGSIb3DQEHA6CAMIACAQAxggFmMIIBYgIBADBKMD0xCzAJBgNVBAYTAlVT\r\n"),
+	}
+}
+
+func writeDemoTokens(dir string, now time.Time) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	var errs []error
+	for name, data := range demoTokens(now) {
+		errs = append(errs, os.WriteFile(filepath.Join(dir, name), data, 0o600))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,263 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/99designs/gqlgen/graphql/handler"
+	"github.com/99designs/gqlgen/graphql/handler/extension"
+	"github.com/99designs/gqlgen/graphql/handler/lru"
+	"github.com/99designs/gqlgen/graphql/handler/transport"
+	"github.com/coder/websocket"
+	"github.com/vektah/gqlparser/v2/ast"
+
+	"github.com/orchard-msp/orchard/graph"
+	"github.com/orchard-msp/orchard/graph/domain"
+	"github.com/orchard-msp/orchard/modules/fault"
+	"github.com/orchard-msp/orchard/server/playground"
+)
+
+// Limits of the GraphQL endpoint; each number is chosen on purpose.
+const (
+	// parserTokenLimit bounds a document before it is parsed (gqlgen's
+	// default is unlimited: CVE-2023-49559). The largest frontend query is
+	// a few hundred tokens.
+	parserTokenLimit = 15000
+	// complexityLimit: connections multiply by their page size, so this
+	// admits 100 customers × 50 tokens with their fields, not a crawl.
+	complexityLimit = 200000
+	// multipartOverhead is what an upload request carries besides the file:
+	// the operations and map fields and the part headers.
+	multipartOverhead = 16 << 10
+	// wsReadLimit bounds one websocket message; subscription requests are small.
+	wsReadLimit = 64 << 10
+)
+
+// serverDeps is what the HTTP layer is built from.
+type serverDeps struct {
+	cfg     *Config
+	db      *database
+	svc     *domain.Service
+	hub     *domain.Hub
+	auth    *authenticator
+	metrics *metrics
+	log     *slog.Logger
+}
+
+// newHandler builds Orchard's whole HTTP surface.
+func newHandler(d serverDeps) http.Handler {
+	gql := newGraphQL(d)
+	mux := http.NewServeMux()
+	mux.Handle("/graphql", d.auth.middleware(uploadGuard(d.cfg.MaxUploadBytes, gql)))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		w.Header().Set("Content-Type", "text/plain")
+		if err := d.db.Ping(ctx); err != nil {
+			d.log.Warn("readiness check failed", "err", err)
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("database not answering\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.Handle("GET /metrics", d.metrics.handler(d.db.Client, d.svc, d.hub))
+	pg := playground.Handler()
+	mux.Handle("GET /{$}", pg)
+	mux.Handle("GET /playground/", pg)
+	return d.metrics.instrument(withRequestID(d.log, mux))
+}
+
+func newGraphQL(d serverDeps) *handler.Server {
+	srv := handler.New(graph.NewSchema(d.svc, d.hub, d.log))
+	origins := append([]string{}, d.cfg.AllowedOrigins...)
+	readLimit := int64(wsReadLimit)
+	srv.AddTransport(transport.Websocket{
+		Implementation: transport.CoderWebsocketImplementation{
+			// coder/websocket refuses cross-origin browsers unless listed here.
+			AcceptOptions: websocket.AcceptOptions{OriginPatterns: origins},
+		},
+		InitFunc:         d.auth.wsInit,
+		InitTimeout:      10 * time.Second,
+		PingPongInterval: 20 * time.Second,
+		PayloadReadLimit: &readLimit,
+	})
+	srv.AddTransport(transport.Options{})
+	srv.AddTransport(transport.GET{})
+	srv.AddTransport(transport.POST{})
+	srv.AddTransport(transport.MultipartForm{
+		MaxUploadSize: d.cfg.MaxUploadBytes + multipartOverhead,
+		// Above MaxUploadSize, so an upload is always held in memory and a
+		// token never touches a temp file.
+		MaxMemory: 2 * (d.cfg.MaxUploadBytes + multipartOverhead),
+	})
+	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
+	srv.SetParserTokenLimit(parserTokenLimit)
+	srv.Use(extension.Introspection{})
+	srv.Use(extension.FixedComplexityLimit(complexityLimit))
+	srv.Use(graph.PageLimit{Max: 100})
+	srv.SetErrorPresenter(graph.ErrorPresenter(d.log))
+	srv.SetRecoverFunc(graph.Recover(d.log))
+	srv.AroundOperations(func(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+		op := graphql.GetOperationContext(ctx)
+		if op.Operation != nil && op.Operation.Operation != ast.Subscription {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, d.cfg.OperationTimeout)
+			resp := next(ctx)
+			return func(ctx context.Context) *graphql.Response {
+				defer cancel()
+				return resp(ctx)
+			}
+		}
+		return next(ctx)
+	})
+	srv.AroundResponses(d.metrics.graphqlResponses)
+	return srv
+}
+
+// uploadGuard answers an upload larger than the limit with HTTP 413 and
+// UPLOAD_TOO_LARGE: at once when Content-Length says so, and as soon as a
+// chunked body passes the limit.
+func uploadGuard(maxFile int64, next http.Handler) http.Handler {
+	limit := maxFile + multipartOverhead
+	tooLarge := fault.New(fault.UploadTooLarge, "The upload is larger than a server token can be (limit %d bytes). Choose the .vpptoken file downloaded from Apple Business Manager.", maxFile)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || !strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if r.ContentLength > limit {
+			w.Header().Set("Connection", "close")
+			writeGraphQLError(w, http.StatusRequestEntityTooLarge, tooLarge)
+			return
+		}
+		lr := &limitedBody{ReadCloser: r.Body, left: limit}
+		r.Body = lr
+		gw := &guardWriter{ResponseWriter: w, tripped: &lr.tripped}
+		next.ServeHTTP(gw, r)
+		if lr.tripped && !gw.replaced {
+			gw.replace(tooLarge)
+		}
+	})
+}
+
+type limitedBody struct {
+	io.ReadCloser
+	left    int64
+	tripped bool
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		b.tripped = true
+		return 0, &http.MaxBytesError{}
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left+1]
+	}
+	n, err := b.ReadCloser.Read(p)
+	if int64(n) > b.left {
+		n = int(b.left)
+		b.left = 0
+		b.tripped = true
+		return n, &http.MaxBytesError{}
+	}
+	b.left -= int64(n)
+	return n, err
+}
+
+// guardWriter swallows the transport's own answer once the body limit has
+// tripped, so the client gets 413 and UPLOAD_TOO_LARGE instead.
+type guardWriter struct {
+	http.ResponseWriter
+	tripped  *bool
+	replaced bool
+}
+
+func (g *guardWriter) replace(err error) {
+	g.replaced = true
+	g.ResponseWriter.Header().Set("Connection", "close")
+	writeGraphQLError(g.ResponseWriter, http.StatusRequestEntityTooLarge, err)
+}
+
+func (g *guardWriter) WriteHeader(code int) {
+	if *g.tripped {
+		if !g.replaced {
+			g.replace(fault.New(fault.UploadTooLarge, "The upload is larger than a server token can be. Choose the .vpptoken file downloaded from Apple Business Manager."))
+		}
+		return
+	}
+	g.ResponseWriter.WriteHeader(code)
+}
+
+func (g *guardWriter) Write(b []byte) (int, error) {
+	if *g.tripped {
+		if !g.replaced {
+			g.WriteHeader(0)
+		}
+		return len(b), nil
+	}
+	return g.ResponseWriter.Write(b)
+}
+
+// Request IDs and per-request logging.
+
+type requestInfo struct {
+	id  string
+	mu  sync.Mutex
+	key string
+}
+
+type requestInfoKey struct{}
+
+var safeRequestID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+func withRequestID(log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("X-Request-ID")
+		if !safeRequestID.MatchString(id) {
+			b := make([]byte, 8)
+			_, _ = rand.Read(b)
+			id = hex.EncodeToString(b)
+		}
+		w.Header().Set("X-Request-ID", id)
+		info := &requestInfo{id: id}
+		ctx := context.WithValue(r.Context(), requestInfoKey{}, info)
+		ctx = withLogger(ctx, log.With("request_id", id))
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+func setRequestKey(ctx context.Context, name string) {
+	if info, ok := ctx.Value(requestInfoKey{}).(*requestInfo); ok {
+		info.mu.Lock()
+		info.key = name
+		info.mu.Unlock()
+	}
+}
+
+type loggerKey struct{}
+
+func withLogger(ctx context.Context, l *slog.Logger) context.Context {
+	return context.WithValue(ctx, loggerKey{}, l)
+}
+
+func loggerFrom(ctx context.Context) *slog.Logger {
+	if l, ok := ctx.Value(loggerKey{}).(*slog.Logger); ok {
+		return l
+	}
+	return slog.Default()
+}

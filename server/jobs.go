@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/orchard-msp/orchard/graph/domain"
+)
+
+// jobs runs Orchard's background work: the expiry watcher, the app sync and
+// the cleanup of stale uploads. Each loop stops when ctx ends.
+type jobs struct {
+	svc *domain.Service
+	cfg *Config
+	log *slog.Logger
+
+	wg      sync.WaitGroup
+	syncNow chan int
+}
+
+func newJobs(svc *domain.Service, cfg *Config, log *slog.Logger) *jobs {
+	return &jobs{svc: svc, cfg: cfg, log: log, syncNow: make(chan int, 64)}
+}
+
+// requestSync asks for a token's first sync after it became ACTIVE; it
+// never blocks a mutation.
+func (j *jobs) requestSync(tokenID int) {
+	select {
+	case j.syncNow <- tokenID:
+	default:
+		j.log.Warn("sync queue full; the token syncs on the next round", "token", tokenID)
+	}
+}
+
+// syncWorkers is how many tokens sync at once; each keeps Apple's own
+// limit of five requests in flight.
+const syncWorkers = 4
+
+func (j *jobs) start(ctx context.Context) {
+	j.loop(ctx, "expiry watcher", j.cfg.ExpiryScanInterval, func(ctx context.Context) {
+		n, err := j.svc.ScanExpiry(ctx)
+		if err != nil {
+			j.log.Error("expiry scan failed", "err", err)
+		} else if n > 0 {
+			j.log.Info("expiry warnings raised", "count", n)
+		}
+	})
+	j.loop(ctx, "app sync", min(j.cfg.AppSyncInterval, 10*time.Minute), func(ctx context.Context) {
+		synced, failed := j.svc.SyncDue(ctx, j.svc.Now().Add(-j.cfg.AppSyncInterval), syncWorkers)
+		if synced+failed > 0 {
+			j.log.Info("app sync round", "synced", synced, "failed", failed)
+		}
+	})
+	j.loop(ctx, "pending cleanup", min(j.cfg.PendingTTL/4, time.Hour), func(ctx context.Context) {
+		if n, err := j.svc.CleanupPending(ctx); err != nil {
+			j.log.Error("cleanup failed", "err", err)
+		} else if n > 0 {
+			j.log.Info("stale uploads removed", "count", n)
+		}
+	})
+	for range syncWorkers {
+		j.wg.Add(1)
+		go func() {
+			defer j.wg.Done()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case id := <-j.syncNow:
+					if err := j.svc.SyncToken(ctx, id); err != nil && ctx.Err() == nil {
+						j.log.Warn("first sync failed; it is retried on the next round", "token", id, "err", err)
+					}
+				}
+			}
+		}()
+	}
+}
+
+// loop runs fn at once and then every interval until ctx ends. A panic in
+// one round is logged and the loop goes on.
+func (j *jobs) loop(ctx context.Context, name string, every time.Duration, fn func(context.Context)) {
+	j.wg.Add(1)
+	go func() {
+		defer j.wg.Done()
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			func() {
+				defer func() {
+					if v := recover(); v != nil {
+						j.log.Error("background job panicked", "job", name, "panic", v)
+					}
+				}()
+				fn(ctx)
+			}()
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+}
+
+// wait blocks until every loop has stopped.
+func (j *jobs) wait() { j.wg.Wait() }
