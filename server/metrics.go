@@ -174,7 +174,9 @@ func writeStats(w io.Writer, name, help string, labels []string, m map[[3]string
 	for k := range m {
 		keys = append(keys, k)
 	}
-	slices.SortFunc(keys, func(a, b [3]string) int { return strings.Compare(strings.Join(a[:], "\x00"), strings.Join(b[:], "\x00")) })
+	slices.SortFunc(keys, func(a, b [3]string) int {
+		return strings.Compare(strings.Join(a[:], "\x00"), strings.Join(b[:], "\x00"))
+	})
 	fmt.Fprintf(w, "# HELP %s_total %s\n# TYPE %s_total counter\n", name, help, name)
 	for _, k := range keys {
 		fmt.Fprintf(w, "%s_total{%s} %d\n", name, labelSet(labels, k[:]), m[k].count)

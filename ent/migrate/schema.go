@@ -14,7 +14,7 @@ var (
 		{Name: "id", Type: field.TypeInt, Increment: true},
 		{Name: "created_at", Type: field.TypeTime},
 		{Name: "updated_at", Type: field.TypeTime},
-		{Name: "name", Type: field.TypeString, Size: 200},
+		{Name: "name", Type: field.TypeString},
 		{Name: "role", Type: field.TypeEnum, Enums: []string{"admin", "technician", "viewer"}, Default: "admin"},
 		{Name: "customer_ids", Type: field.TypeJSON},
 		{Name: "prefix", Type: field.TypeString},
@@ -105,7 +105,7 @@ var (
 		{Name: "id", Type: field.TypeInt, Increment: true},
 		{Name: "created_at", Type: field.TypeTime},
 		{Name: "updated_at", Type: field.TypeTime},
-		{Name: "name", Type: field.TypeString, Size: 200},
+		{Name: "name", Type: field.TypeString},
 		{Name: "name_key", Type: field.TypeString, Unique: true},
 	}
 	// CustomersTable holds the schema information for the "customers" table.

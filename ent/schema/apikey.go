@@ -17,7 +17,7 @@ func (APIKey) Mixin() []ent.Mixin { return []ent.Mixin{TimeMixin{}} }
 // Fields of the APIKey.
 func (APIKey) Fields() []ent.Field {
 	return []ent.Field{
-		field.String("name").NotEmpty().MaxLen(200),
+		field.String("name").NotEmpty().Validate(maxRunes(200)),
 		field.Enum("role").Values("admin", "technician", "viewer").Default("admin"),
 		// customer_ids scopes the key; empty means every customer.
 		field.Ints("customer_ids").Default([]int{}),

@@ -1,6 +1,9 @@
 package schema
 
 import (
+	"fmt"
+	"unicode/utf8"
+
 	"entgo.io/contrib/entgql"
 	"entgo.io/ent"
 	"entgo.io/ent/schema"
@@ -17,7 +20,7 @@ func (Customer) Mixin() []ent.Mixin { return []ent.Mixin{TimeMixin{}} }
 // Fields of the Customer.
 func (Customer) Fields() []ent.Field {
 	return []ent.Field{
-		field.String("name").NotEmpty().MaxLen(200).
+		field.String("name").NotEmpty().Validate(maxRunes(200)).
 			Annotations(entgql.OrderField("NAME")),
 		// name_key is the lower-cased name; its unique index makes names unique
 		// regardless of case on SQLite and PostgreSQL alike.
@@ -40,5 +43,15 @@ func (Customer) Annotations() []schema.Annotation {
 		entgql.QueryField(),
 		entgql.RelayConnection(),
 		entgql.Mutations(entgql.MutationCreate(), entgql.MutationUpdate()),
+	}
+}
+
+// maxRunes limits a string by characters, not bytes: "Zürich" is 6.
+func maxRunes(n int) func(string) error {
+	return func(s string) error {
+		if utf8.RuneCountInString(s) > n {
+			return fmt.Errorf("longer than %d characters", n)
+		}
+		return nil
 	}
 }

@@ -4,17 +4,18 @@ import (
 	"context"
 
 	"entgo.io/ent"
-	"entgo.io/ent/dialect/sql"
+	"entgo.io/ent/entql"
 	"entgo.io/ent/privacy"
 
+	entprivacy "github.com/orchard-msp/orchard/ent/privacy"
 	"github.com/orchard-msp/orchard/ent/viewer"
 	"github.com/orchard-msp/orchard/modules/fault"
 )
 
 // The rules below enforce API-key roles and customer scope in the data layer,
 // so every path to a row (root queries, node(id:), edges, eager loading and
-// mutations) goes through them. They use only ent's generic privacy package
-// and WhereP, so the schema compiles before the ent client is generated.
+// mutations) goes through them. Scoping adds a customer predicate through
+// the generated entql filters.
 //
 // Every edge in the schema stays inside one customer (Customer → ServerToken
 // → App), and AuditEvent has no edges, so a where-input edge predicate (which
@@ -27,20 +28,17 @@ type queryRuleFunc func(context.Context, ent.Query) error
 
 func (f queryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error { return f(ctx, q) }
 
-type wherer interface {
-	WhereP(...func(*sql.Selector))
-}
-
 // inScope limits a query or mutation to rows whose column is one of the
 // viewer's customers.
-func inScope(w wherer, column string, ids []int) {
-	w.WhereP(func(s *sql.Selector) {
+func inScope(column string, ids []int) entprivacy.FilterFunc {
+	return func(_ context.Context, f entprivacy.Filter) error {
 		args := make([]any, len(ids))
 		for i, id := range ids {
 			args[i] = id
 		}
-		s.Where(sql.In(s.C(column), args...))
-	})
+		f.Where(entql.FieldIn(column, args...))
+		return privacy.Allow
+	}
 }
 
 func callerOf(ctx context.Context) (*viewer.Viewer, error) {
@@ -62,12 +60,7 @@ func scopedRead(column string) privacy.QueryRule {
 		if !v.Scoped() {
 			return privacy.Allow
 		}
-		w, ok := q.(wherer)
-		if !ok {
-			return privacy.Denyf("query %T cannot be scoped", q)
-		}
-		inScope(w, column, v.Customers)
-		return privacy.Allow
+		return inScope(column, v.Customers).EvalQuery(ctx, q)
 	})
 }
 
@@ -114,12 +107,7 @@ func scopedWrite(column, field string, adminOnly bool) privacy.MutationRule {
 			}
 			return privacy.Allow
 		}
-		w, ok := m.(wherer)
-		if !ok {
-			return privacy.Denyf("mutation %T cannot be scoped", m)
-		}
-		inScope(w, column, v.Customers)
-		return privacy.Allow
+		return inScope(column, v.Customers).EvalMutation(ctx, m)
 	})
 }
 
