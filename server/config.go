@@ -19,6 +19,7 @@ type Config struct {
 	DatabaseURL        string
 	Apple              string
 	AppleURL           string
+	AppleRetryBudget   time.Duration
 	SecretKey          string
 	MDMName            string
 	MDMMetadata        string
@@ -45,6 +46,7 @@ var settings = []setting{
 	{"ORCHARD_DATABASE_URL", "database-url", "", "sqlite://PATH or postgres://…; default: SQLite orchard.db in the data dir", func(c *Config, v string) error { c.DatabaseURL = v; return nil }},
 	{"ORCHARD_APPLE", "apple", "appsandbooks", "Apple module: appsandbooks (real API) or simulator (offline fake)", func(c *Config, v string) error { c.Apple = v; return nil }},
 	{"ORCHARD_APPLE_URL", "apple-url", "https://vpp.itunes.apple.com/mdm/v2", "base URL of the Apps and Books API", func(c *Config, v string) error { c.AppleURL = v; return nil }},
+	{"ORCHARD_APPLE_RETRY_BUDGET", "apple-retry-budget", "60s", "how long one Apple call may keep retrying (429, 5xx, network) before giving up", durationSetter(func(c *Config) *time.Duration { return &c.AppleRetryBudget })},
 	{"ORCHARD_SECRET_KEY", "secret-key", "", "base64 of 32 bytes that seals server tokens; unset: a key file in the data dir", func(c *Config, v string) error { c.SecretKey = v; return nil }},
 	{"ORCHARD_MDM_NAME", "mdm-name", "Orchard", "name written into Apple's mdmInfo.name", func(c *Config, v string) error { c.MDMName = v; return nil }},
 	{"ORCHARD_MDM_METADATA", "mdm-metadata", "", "mdmInfo.metadata: tells another MDM's admin which installation holds a location; default: Orchard at the host name", func(c *Config, v string) error { c.MDMMetadata = v; return nil }},

@@ -122,7 +122,7 @@ func loadModules(ctx context.Context, cfg *Config) (*loadedModules, error) {
 	}
 	var appleCfg json.RawMessage
 	if appleID == "apple.appsandbooks" {
-		appleCfg, _ = json.Marshal(map[string]any{"baseURL": cfg.AppleURL})
+		appleCfg, _ = json.Marshal(map[string]any{"baseURL": cfg.AppleURL, "retryBudget": cfg.AppleRetryBudget.String()})
 	}
 	if m.Apple, err = modules.Load[apple.Client](ctx, appleID, appleCfg); err != nil {
 		return nil, fmt.Errorf("ORCHARD_APPLE=%q: %w", cfg.Apple, err)

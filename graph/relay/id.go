@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"github.com/99designs/gqlgen/graphql"
+
+	"github.com/orchard-msp/orchard/modules/fault"
 )
 
 const prefix = "orchard:"
@@ -46,7 +48,11 @@ func MarshalID(id int) graphql.Marshaler {
 func UnmarshalID(v any) (int, error) {
 	s, ok := v.(string)
 	if !ok {
-		return 0, fmt.Errorf("an ID must be a string, got %T", v)
+		return 0, fault.New(fault.BadUserInput, "An ID must be a string.")
 	}
-	return Decode(s)
+	id, err := Decode(s)
+	if err != nil {
+		return 0, fault.New(fault.BadUserInput, "%q is not an Orchard ID: copy the id field of the object.", s)
+	}
+	return id, nil
 }

@@ -167,6 +167,13 @@ func (s *Server) Fail(f ...Failure) {
 	s.failures = append(s.failures, f...)
 }
 
+// ClearFailures drops the injected answers not yet given.
+func (s *Server) ClearFailures() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failures = nil
+}
+
 // Count returns how many requests reached "METHOD /path".
 func (s *Server) Count(key string) int {
 	s.mu.Lock()

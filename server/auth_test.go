@@ -1,0 +1,127 @@
+package main
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+)
+
+func TestAPIKeys(t *testing.T) {
+	databaseEnv(t, func(t *testing.T, env map[string]string) {
+		s := startServer(t, env)
+		admin := s.key()
+		acme := s.createCustomer(admin, "Acme")
+		globex := s.createCustomer(admin, "Globex")
+
+		t.Run("NoKey", func(t *testing.T) {
+			r := s.gql("", `{ customers { totalCount } }`, nil)
+			if r.Status != http.StatusUnauthorized || r.code() != "UNAUTHENTICATED" || len(r.Data) > 0 && string(r.Data) != "null" {
+				t.Fatalf("got HTTP %d %s", r.Status, r.Raw)
+			}
+		})
+		t.Run("WrongKey", func(t *testing.T) {
+			r := s.gql("orch_not-a-real-key", `{ customers { totalCount } }`, nil)
+			if r.Status != http.StatusUnauthorized || r.code() != "UNAUTHENTICATED" {
+				t.Fatalf("got HTTP %d %s", r.Status, r.Raw)
+			}
+		})
+		t.Run("RevokedKey", func(t *testing.T) {
+			k := s.key("--role", "viewer")
+			if r := s.gql(k, `{ customers { totalCount } }`, nil); r.Status != http.StatusOK {
+				t.Fatalf("fresh key refused: %s", r.Raw)
+			}
+			out, _, err := s.command("apikey", "list")
+			if err != nil || !strings.Contains(out, "viewer") || strings.Contains(out, k) {
+				t.Fatalf("apikey list = %q, %v (it must never show a key)", out, err)
+			}
+			var id string
+			for _, line := range strings.Split(out, "\n") {
+				if strings.Contains(line, k[:len(keyPrefix)+6]) {
+					id = strings.Fields(line)[0]
+				}
+			}
+			if _, errOut, err := s.command("apikey", "revoke", id); err != nil {
+				t.Fatalf("revoke %s: %v %s", id, err, errOut)
+			}
+			if r := s.gql(k, `{ customers { totalCount } }`, nil); r.Status != http.StatusUnauthorized {
+				t.Fatalf("revoked key still works: %s", r.Raw)
+			}
+		})
+		t.Run("ViewerCannotMutate", func(t *testing.T) {
+			k := s.key("--role", "viewer")
+			r := s.gql(k, `mutation { createCustomer(input: {name: "Nope"}) { id } }`, nil)
+			if r.code() != "FORBIDDEN" {
+				t.Fatalf("got %s", r.Raw)
+			}
+			var out struct{ Customers struct{ TotalCount int } }
+			s.gql(k, `{ customers { totalCount } }`, nil).decode(t, &out)
+			if out.Customers.TotalCount != 2 {
+				t.Fatalf("viewer sees %d customers, want 2", out.Customers.TotalCount)
+			}
+		})
+		t.Run("ScopedTechnician", func(t *testing.T) {
+			k := s.key("--role", "technician", "--customer", acme)
+			var out struct {
+				Customers struct {
+					TotalCount int
+					Edges      []struct{ Node struct{ ID, Name string } }
+				}
+			}
+			s.gql(k, `{ customers(first: 10) { totalCount edges { node { id name } } } }`, nil).decode(t, &out)
+			if out.Customers.TotalCount != 1 || out.Customers.Edges[0].Node.Name != "Acme" {
+				t.Fatalf("scoped key sees %+v", out.Customers)
+			}
+			r := s.gql(k, `query($id: ID!) { node(id: $id) { id ... on Customer { name } } }`, map[string]any{"id": globex})
+			if r.code() != "NOT_FOUND" {
+				t.Fatalf("node(Globex) for an Acme key = %s", r.Raw)
+			}
+			r = s.gql(k, `query($id: ID!) { updateCustomer(id: $id, input: {name: "x"}) { id } }`, map[string]any{"id": globex})
+			if r.code() == "" {
+				t.Fatalf("a query named a mutation and passed: %s", r.Raw)
+			}
+			r = s.gql(k, `mutation($id: ID!) { deleteCustomer(id: $id) { deletedID } }`, map[string]any{"id": globex})
+			if c := r.code(); c != "FORBIDDEN" && c != "NOT_FOUND" {
+				t.Fatalf("technician deleted another customer: %s", r.Raw)
+			}
+		})
+		t.Run("CustomerScopeMustExist", func(t *testing.T) {
+			if _, _, err := s.command("apikey", "create", "--name", "x", "--customer", "bm9wZQ"); err == nil {
+				t.Fatal("a key scoped to a non-existent customer was created")
+			}
+			if _, _, err := s.command("apikey", "create", "--name", "x", "--role", "root"); err == nil {
+				t.Fatal("an unknown role was accepted")
+			}
+		})
+	})
+}
+
+func TestCustomers(t *testing.T) {
+	s := startServer(t, nil)
+	admin := s.key()
+	id := s.createCustomer(admin, "  Initech ")
+	for name, input := range map[string]string{
+		"duplicate": "INITECH",
+		"empty":     "  ",
+		"too long":  strings.Repeat("x", 201),
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := s.gql(admin, `mutation($n: String!) { createCustomer(input: {name: $n}) { id } }`, map[string]any{"n": input})
+			if r.code() != "BAD_USER_INPUT" {
+				t.Fatalf("got %s", r.Raw)
+			}
+		})
+	}
+	var upd struct{ UpdateCustomer struct{ Name string } }
+	s.gql(admin, `mutation($id: ID!) { updateCustomer(id: $id, input: {name: "Initrode"}) { name } }`, map[string]any{"id": id}).decode(t, &upd)
+	if upd.UpdateCustomer.Name != "Initrode" {
+		t.Fatalf("rename = %+v", upd)
+	}
+	var del struct{ DeleteCustomer struct{ DeletedID string } }
+	s.gql(admin, `mutation($id: ID!) { deleteCustomer(id: $id) { deletedID } }`, map[string]any{"id": id}).decode(t, &del)
+	if del.DeleteCustomer.DeletedID != id {
+		t.Fatalf("delete = %+v", del)
+	}
+	if r := s.gql(admin, `query($id: ID!) { node(id: $id) { id } }`, map[string]any{"id": "garbage"}); r.code() != "BAD_USER_INPUT" {
+		t.Fatalf("a malformed ID gave %s", r.Raw)
+	}
+}
