@@ -24,8 +24,10 @@ import (
 type database struct {
 	Client  *ent.Client
 	Dialect string
-	ping    func(context.Context) error
-	close   func() error
+	// sqlite holds the two pools when the database is SQLite.
+	sqlite *rwDriver
+	ping   func(context.Context) error
+	close  func() error
 }
 
 // Ping reports whether the database answers.
@@ -98,10 +100,13 @@ func openSQLite(path string) (*database, error) {
 	drv := &rwDriver{
 		Driver: entsql.OpenDB(dialect.SQLite, writer),
 		reader: entsql.OpenDB(dialect.SQLite, reader),
+		writer: writer,
+		readDB: reader,
 	}
 	return &database{
 		Client:  ent.NewClient(ent.Driver(drv)),
 		Dialect: dialect.SQLite,
+		sqlite:  drv,
 		ping:    reader.PingContext,
 		close: func() error {
 			// Fold the WAL back into the main file so a copy of orchard.db alone is complete.
@@ -136,6 +141,7 @@ func openPostgres(dsn string) (*database, error) {
 type rwDriver struct {
 	*entsql.Driver // the writer
 	reader         *entsql.Driver
+	writer, readDB *sql.DB
 }
 
 // Query implements dialect.Driver. ent also runs INSERT … RETURNING

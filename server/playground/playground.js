@@ -71,9 +71,12 @@
     }).then(function (res) { return res.json(); });
   }
 
+  // ?query=… opens the Playground with that document, for links in docs.
+  var params = new URLSearchParams(location.search);
   var root = ReactDOM.createRoot(document.getElementById('graphiql'));
   root.render(React.createElement(GraphiQL, {
     fetcher: fetcher,
+    query: params.get('query') || undefined,
     defaultQuery: '# Welcome to Orchard. Paste your API key above, then run:\n{\n  customers(first: 20) {\n    totalCount\n    edges { node { id name } }\n  }\n}\n',
   }));
 })();

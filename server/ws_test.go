@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/orchard-msp/orchard/modules/apple/appletest"
+)
+
+// wsClient speaks graphql-transport-ws, as the graphql-ws library does.
+type wsClient struct {
+	t    *testing.T
+	conn *websocket.Conn
+}
+
+type wsMessage struct {
+	ID      string          `json:"id,omitempty"`
+	Type    string          `json:"type"`
+	Payload json.RawMessage `json:"payload,omitempty"`
+}
+
+func dialWS(t *testing.T, s *testServer, header http.Header) (*wsClient, *http.Response, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, resp, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(s.URL, "http")+"/graphql", &websocket.DialOptions{
+		Subprotocols: []string{"graphql-transport-ws"},
+		HTTPHeader:   header,
+	})
+	if err != nil {
+		return nil, resp, err
+	}
+	c := &wsClient{t: t, conn: conn}
+	t.Cleanup(func() { conn.CloseNow() })
+	return c, resp, nil
+}
+
+func (c *wsClient) send(m wsMessage) {
+	c.t.Helper()
+	b, _ := json.Marshal(m)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.conn.Write(ctx, websocket.MessageText, b); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// read returns the next message other than ping/pong, or an error.
+func (c *wsClient) read(timeout time.Duration) (wsMessage, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for {
+		_, b, err := c.conn.Read(ctx)
+		if err != nil {
+			return wsMessage{}, err
+		}
+		var m wsMessage
+		if err := json.Unmarshal(b, &m); err != nil {
+			return wsMessage{}, err
+		}
+		if m.Type == "ping" {
+			c.send(wsMessage{Type: "pong"})
+			continue
+		}
+		if m.Type != "pong" {
+			return m, nil
+		}
+	}
+}
+
+func (c *wsClient) init(key string) error {
+	payload, _ := json.Marshal(map[string]string{"Authorization": "Bearer " + key})
+	c.send(wsMessage{Type: "connection_init", Payload: payload})
+	m, err := c.read(5 * time.Second)
+	if err != nil {
+		return err
+	}
+	if m.Type != "connection_ack" {
+		return errors.New("got " + m.Type)
+	}
+	return nil
+}
+
+const warningsSubscription = `subscription($c: ID) { tokenExpiryWarnings(customerID: $c) { daysUntilExpiry level issuedAt token { id locationName customer { name } } } }`
+
+func (c *wsClient) subscribe(id string, customerID *string) {
+	vars := map[string]any{}
+	if customerID != nil {
+		vars["c"] = *customerID
+	}
+	payload, _ := json.Marshal(map[string]any{"query": warningsSubscription, "variables": vars})
+	c.send(wsMessage{ID: id, Type: "subscribe", Payload: payload})
+}
+
+type warningPayload struct {
+	Data struct {
+		TokenExpiryWarnings struct {
+			DaysUntilExpiry int
+			Level           string
+			Token           struct {
+				ID       string
+				Customer struct{ Name string }
+			}
+		}
+	}
+	Errors []gqlError
+}
+
+func (c *wsClient) nextWarning(timeout time.Duration) (*warningPayload, error) {
+	for {
+		m, err := c.read(timeout)
+		if err != nil {
+			return nil, err
+		}
+		if m.Type == "next" {
+			var w warningPayload
+			if err := json.Unmarshal(m.Payload, &w); err != nil {
+				return nil, err
+			}
+			return &w, nil
+		}
+		if m.Type == "error" || m.Type == "complete" {
+			return nil, errors.New(m.Type + ": " + string(m.Payload))
+		}
+	}
+}
+
+func TestExpiryWarningsOverWebsocket(t *testing.T) {
+	databaseEnv(t, func(t *testing.T, env map[string]string) {
+		s := startServer(t, env)
+		admin := s.key()
+		tailspin := s.createCustomer(admin, "Tailspin")
+		other := s.createCustomer(admin, "Other")
+		otherKey := s.key("--role", "viewer", "--customer", other)
+
+		first, _, err := dialWS(t, s, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := first.init(admin); err != nil {
+			t.Fatal(err)
+		}
+		first.subscribe("1", nil)
+		outsider, _, err := dialWS(t, s, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := outsider.init(otherKey); err != nil {
+			t.Fatal(err)
+		}
+		outsider.subscribe("1", nil)
+		time.Sleep(100 * time.Millisecond)
+
+		// Confirm a token that expires in 5 days: one WARNING, at once.
+		exp := time.Now().Add(5*24*time.Hour + time.Hour)
+		file := appletest.TokenFile("Tailspin", exp, "tailspin")
+		s.Fake.AddLocation(file, &appletest.Location{UID: "4004", Name: "Tailspin Toys", ExpiresAt: exp})
+		var up uploadResult
+		s.upload(admin, tailspin, file).decode(t, &up)
+		if r := s.action(admin, "confirmServerToken", up.UploadServerToken.Token.ID); len(r.Errors) > 0 {
+			t.Fatal(r.Raw)
+		}
+		w, err := first.nextWarning(5 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := w.Data.TokenExpiryWarnings
+		if got.Level != "WARNING" || (got.DaysUntilExpiry != 4 && got.DaysUntilExpiry != 5) || got.Token.Customer.Name != "Tailspin" {
+			t.Fatalf("warning = %+v", w)
+		}
+		if w, err := outsider.nextWarning(300 * time.Millisecond); err == nil {
+			t.Fatalf("a key scoped to another customer received %+v", w)
+		}
+
+		// A subscriber that comes later gets the current warning first.
+		later, _, err := dialWS(t, s, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := later.init(admin); err != nil {
+			t.Fatal(err)
+		}
+		later.subscribe("a", &tailspin)
+		w, err = later.nextWarning(5 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w.Data.TokenExpiryWarnings.Token.ID != up.UploadServerToken.Token.ID {
+			t.Fatalf("first batch = %+v", w)
+		}
+	})
+}
+
+func TestWebsocketRefusals(t *testing.T) {
+	s := startServer(t, nil)
+	t.Run("BadKey", func(t *testing.T) {
+		c, _, err := dialWS(t, s, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = c.init("orch_wrong")
+		if websocket.CloseStatus(err) != 4403 {
+			if err == nil {
+				_, err = c.read(2 * time.Second)
+			}
+			if websocket.CloseStatus(err) != 4403 {
+				t.Fatalf("got %v, want close code 4403", err)
+			}
+		}
+	})
+	t.Run("ForeignOrigin", func(t *testing.T) {
+		_, resp, err := dialWS(t, s, http.Header{"Origin": {"https://evil.example"}})
+		if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("cross-origin websocket: %v", err)
+		}
+	})
+}
