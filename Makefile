@@ -29,7 +29,7 @@ generate: ## regenerate ent, entgql and gqlgen code
 	$(GO) generate .
 
 check-generate: generate ## fail when generated code is not up to date
-	@git diff --exit-code -- ent graph gqlgen.yml || (echo "generated code is stale: run make generate and commit"; exit 1)
+	@git diff --exit-code -- ent graph gqlgen.yml go.mod go.sum || (echo "generated code is stale: run make generate and commit"; exit 1)
 	@test -z "$$(git status --porcelain -- ent graph)" || (git status --porcelain -- ent graph; echo "make generate wrote untracked files"; exit 1)
 
 demo: build ## serve with the Apple simulator, sample tokens and an admin key
