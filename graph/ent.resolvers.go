@@ -34,12 +34,20 @@ func (r *queryResolver) AuditEvents(ctx context.Context, after *entgql.Cursor[in
 
 // Customers is the resolver for the customers field.
 func (r *queryResolver) Customers(ctx context.Context, after *entgql.Cursor[int], first *int, before *entgql.Cursor[int], last *int, orderBy *ent.CustomerOrder, where *ent.CustomerWhereInput) (*ent.CustomerConnection, error) {
-	return r.client.Customer.Query().Paginate(ctx, after, first, before, last, ent.WithCustomerOrder(orderBy), ent.WithCustomerFilter(where.Filter))
+	conn, err := r.client.Customer.Query().Paginate(ctx, after, first, before, last, ent.WithCustomerOrder(orderBy), ent.WithCustomerFilter(where.Filter))
+	if err != nil {
+		return nil, err
+	}
+	return conn, r.primeCustomers(ctx, conn)
 }
 
 // Tokens is the resolver for the tokens field.
 func (r *queryResolver) Tokens(ctx context.Context, after *entgql.Cursor[int], first *int, before *entgql.Cursor[int], last *int, orderBy *ent.ServerTokenOrder, where *ent.ServerTokenWhereInput) (*ent.ServerTokenConnection, error) {
-	return r.client.ServerToken.Query().Paginate(ctx, after, first, before, last, ent.WithServerTokenOrder(orderBy), ent.WithServerTokenFilter(where.Filter))
+	conn, err := r.client.ServerToken.Query().Paginate(ctx, after, first, before, last, ent.WithServerTokenOrder(orderBy), ent.WithServerTokenFilter(where.Filter))
+	if err != nil {
+		return nil, err
+	}
+	return conn, r.primeTokens(ctx, conn)
 }
 
 // Customer returns CustomerResolver implementation.

@@ -15,7 +15,7 @@ import (
 
 // Licences is the resolver for the licences field.
 func (r *customerResolver) Licences(ctx context.Context, obj *ent.Customer) (*domain.LicenceTotals, error) {
-	return r.svc.CustomerLicences(ctx, obj.ID)
+	return loadersFrom(ctx, r.svc).customerLicences.Load(ctx, obj.ID)
 }
 
 // CreateCustomer is the resolver for the createCustomer field.
@@ -89,12 +89,12 @@ func (r *serverTokenResolver) ExpiryStatus(ctx context.Context, obj *ent.ServerT
 
 // AppCount is the resolver for the appCount field.
 func (r *serverTokenResolver) AppCount(ctx context.Context, obj *ent.ServerToken) (int, error) {
-	return r.svc.AppCount(ctx, obj.ID)
+	return loadersFrom(ctx, r.svc).appCount.Load(ctx, obj.ID)
 }
 
 // Licences is the resolver for the licences field.
 func (r *serverTokenResolver) Licences(ctx context.Context, obj *ent.ServerToken) (*domain.LicenceTotals, error) {
-	return r.svc.TokenLicences(ctx, obj.ID)
+	return loadersFrom(ctx, r.svc).tokenLicences.Load(ctx, obj.ID)
 }
 
 // TokenExpiryWarnings is the resolver for the tokenExpiryWarnings field.

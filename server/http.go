@@ -125,6 +125,7 @@ func newGraphQL(d serverDeps) *handler.Server {
 		return next(ctx)
 	})
 	srv.AroundResponses(d.metrics.graphqlResponses)
+	srv.AroundResponses(graph.Loaders(d.svc))
 	return srv
 }
 

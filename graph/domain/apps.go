@@ -30,32 +30,55 @@ type LicenceTotals struct {
 // when the unlimited parameter is omitted.
 const unlimitedTotal = 2147483647
 
+// AppCounts returns the number of apps under each token, in one query.
+func (s *Service) AppCounts(ctx context.Context, tokenIDs []int) (map[int]int, error) {
+	var rows []struct {
+		TokenID int `json:"token_id"`
+		N       int `json:"n"`
+	}
+	err := s.client.App.Query().Where(app.TokenIDIn(tokenIDs...)).
+		GroupBy(app.FieldTokenID).
+		Aggregate(ent.As(ent.Count(), "n")).
+		Scan(ctx, &rows)
+	if err != nil {
+		return nil, fmt.Errorf("counting apps: %w", err)
+	}
+	out := make(map[int]int, len(tokenIDs))
+	for _, r := range rows {
+		out[r.TokenID] = r.N
+	}
+	return out, nil
+}
+
 // AppCount returns the number of apps bought under a token.
 func (s *Service) AppCount(ctx context.Context, tokenID int) (int, error) {
-	return s.client.App.Query().Where(app.TokenID(tokenID)).Count(ctx)
+	m, err := s.AppCounts(ctx, []int{tokenID})
+	return m[tokenID], err
 }
 
-// TokenLicences sums the licences of a token's apps.
-func (s *Service) TokenLicences(ctx context.Context, tokenID int) (*LicenceTotals, error) {
-	return s.licences(ctx, app.TokenID(tokenID))
+// TokenLicences sums the licences of each token's apps, in one query.
+func (s *Service) TokenLicences(ctx context.Context, tokenIDs []int) (map[int]*LicenceTotals, error) {
+	return s.licences(ctx, app.FieldTokenID, app.TokenIDIn(tokenIDs...), tokenIDs)
 }
 
-// CustomerLicences sums the licences of all apps of a customer's tokens.
-func (s *Service) CustomerLicences(ctx context.Context, customerID int) (*LicenceTotals, error) {
-	return s.licences(ctx, app.CustomerID(customerID))
+// CustomerLicences sums the licences of each customer's apps, in one query.
+func (s *Service) CustomerLicences(ctx context.Context, customerIDs []int) (map[int]*LicenceTotals, error) {
+	return s.licences(ctx, app.FieldCustomerID, app.CustomerIDIn(customerIDs...), customerIDs)
 }
 
-func (s *Service) licences(ctx context.Context, where ...predicate.App) (*LicenceTotals, error) {
+func (s *Service) licences(ctx context.Context, by string, where predicate.App, ids []int) (map[int]*LicenceTotals, error) {
 	var rows []struct {
-		Unlimited bool `json:"unlimited"`
-		Total     int  `json:"total"`
-		Assigned  int  `json:"assigned"`
-		Available int  `json:"available"`
-		Retired   int  `json:"retired"`
-		N         int  `json:"n"`
+		TokenID    int  `json:"token_id"`
+		CustomerID int  `json:"customer_id"`
+		Unlimited  bool `json:"unlimited"`
+		Total      int  `json:"total"`
+		Assigned   int  `json:"assigned"`
+		Available  int  `json:"available"`
+		Retired    int  `json:"retired"`
+		N          int  `json:"n"`
 	}
-	err := s.client.App.Query().Where(where...).
-		GroupBy(app.FieldUnlimited).
+	err := s.client.App.Query().Where(where).
+		GroupBy(by, app.FieldUnlimited).
 		Aggregate(
 			ent.As(ent.Sum(app.FieldTotalCount), "total"),
 			ent.As(ent.Sum(app.FieldAssignedCount), "assigned"),
@@ -66,19 +89,29 @@ func (s *Service) licences(ctx context.Context, where ...predicate.App) (*Licenc
 	if err != nil {
 		return nil, fmt.Errorf("summing licences: %w", err)
 	}
-	var t LicenceTotals
+	out := make(map[int]*LicenceTotals, len(ids))
+	for _, id := range ids {
+		out[id] = &LicenceTotals{}
+	}
 	for _, r := range rows {
+		owner := r.TokenID
+		if by == app.FieldCustomerID {
+			owner = r.CustomerID
+		}
+		t := out[owner]
+		if t == nil {
+			continue
+		}
+		t.Assigned += r.Assigned
 		if r.Unlimited {
 			t.UnlimitedCount += r.N
-			t.Assigned += r.Assigned
 			continue
 		}
 		t.Total += r.Total
-		t.Assigned += r.Assigned
 		t.Available += r.Available
 		t.Retired += r.Retired
 	}
-	return &t, nil
+	return out, nil
 }
 
 // SyncServerToken re-reads a token's health and apps from Apple now.

@@ -332,7 +332,11 @@ func TestSync(t *testing.T) {
 		if named.Name == nil || *named.Name != "Keynote" || named.BundleID == nil {
 			t.Fatalf("metadata not filled: %+v", named)
 		}
-		lic, _ := e.svc.TokenLicences(e.admin, tok.ID)
+		lics, err := e.svc.TokenLicences(e.admin, []int{tok.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		lic := lics[tok.ID]
 		wantTotal := 0
 		for _, a := range loc.Assets[1:] {
 			wantTotal += a.TotalCount

@@ -1,0 +1,138 @@
+package graph_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"entgo.io/ent/dialect"
+	entsql "entgo.io/ent/dialect/sql"
+	"github.com/99designs/gqlgen/graphql/handler"
+	"github.com/99designs/gqlgen/graphql/handler/transport"
+
+	"github.com/orchard-msp/orchard/ent"
+	"github.com/orchard-msp/orchard/ent/app"
+	"github.com/orchard-msp/orchard/ent/servertoken"
+	"github.com/orchard-msp/orchard/ent/viewer"
+	"github.com/orchard-msp/orchard/graph"
+	"github.com/orchard-msp/orchard/graph/domain"
+	"github.com/orchard-msp/orchard/graph/domain/testdb"
+)
+
+var debugSQL = false
+
+// counter counts the SQL statements that reach the database.
+type counter struct {
+	dialect.Driver
+	n atomic.Int64
+}
+
+func (c *counter) Exec(ctx context.Context, q string, args, v any) error {
+	c.n.Add(1)
+	return c.Driver.Exec(ctx, q, args, v)
+}
+
+func (c *counter) Query(ctx context.Context, q string, args, v any) error {
+	c.n.Add(1)
+	if debugSQL {
+		fmt.Println(q)
+	}
+	return c.Driver.Query(ctx, q, args, v)
+}
+
+func seed(t *testing.T, client *ent.Client, customers, tokensEach, appsEach int) {
+	t.Helper()
+	ctx := viewer.SystemContext(context.Background())
+	for c := range customers {
+		cust := client.Customer.Create().SetName("C" + strconv.Itoa(c)).SetNameKey("c" + strconv.Itoa(c)).SaveX(ctx)
+		for k := range tokensEach {
+			tok := client.ServerToken.Create().SetCustomerID(cust.ID).SetState(servertoken.StateACTIVE).
+				SetOrgName("Org").SetLocationUID(fmt.Sprintf("%d-%d", c, k)).SetExpiresAt(time.Now().AddDate(0, 0, 10+k)).
+				SetFileExpiresAt(time.Now().AddDate(1, 0, 0)).SetSealedToken([]byte{1}).SetMdmID("m").SaveX(ctx)
+			bulk := make([]*ent.AppCreate, appsEach)
+			for a := range appsEach {
+				bulk[a] = client.App.Create().SetTokenID(tok.ID).SetCustomerID(cust.ID).SetAdamID(strconv.Itoa(a)).
+					SetPricingParam("STDQ").SetProductType(app.ProductTypeAPP).SetTotalCount(10).SetAssignedCount(a % 10).
+					SetAvailableCount(10 - a%10).SetSupportedPlatforms([]string{"iOS"})
+			}
+			client.App.CreateBulk(bulk...).ExecX(ctx)
+		}
+	}
+}
+
+func newHandler(client *ent.Client) http.Handler {
+	svc := domain.New(client, domain.Modules{}, domain.Config{WarnDays: []int{30, 7}}, nil)
+	srv := handler.New(graph.NewSchema(svc, domain.NewHub(svc), nil))
+	srv.AddTransport(transport.POST{})
+	srv.Use(graph.PageLimit{Max: 100})
+	srv.AroundResponses(graph.Loaders(svc))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		srv.ServeHTTP(w, r.WithContext(viewer.NewContext(r.Context(), &viewer.Viewer{KeyID: 1, Role: viewer.Admin})))
+	})
+}
+
+func query(t *testing.T, h http.Handler, q string) map[string]any {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"query": q})
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodPost, "/graphql", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	h.ServeHTTP(rec, req)
+	var out map[string]any
+	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || out["errors"] != nil {
+		t.Fatalf("query failed: %s", rec.Body.String())
+	}
+	return out
+}
+
+const listQuery = `{ tokens(first: 50, orderBy: {field: EXPIRES_AT, direction: ASC}) { totalCount edges { node {
+  id state expiresAt daysUntilExpiry expiryStatus appCount licences { total assigned available }
+  customer { name licences { total } }
+  apps(first: 20, orderBy: {field: ADAM_ID, direction: ASC}) { totalCount edges { node { adamID name totalCount availableCount } } }
+} } } }`
+
+// The tokens list runs a constant number of SQL statements, however many
+// tokens it shows.
+func TestListQueryStatementCount(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *testdb.DB) {
+		counts := map[int]int64{}
+		for _, tokens := range []int{1, 50} {
+			t.Run(strconv.Itoa(tokens), func(t *testing.T) {
+				d := db
+				if tokens > 1 {
+					d = map[string]func(testing.TB) *testdb.DB{"sqlite": testdb.SQLite, "postgres": testdb.Postgres}[db.Name](t)
+				}
+				dia := dialect.SQLite
+				if d.Name == "postgres" {
+					dia = dialect.Postgres
+				}
+				c := &counter{Driver: entsql.OpenDB(dia, d.SQL)}
+				client := ent.NewClient(ent.Driver(c))
+				seed(t, client, tokens, 1, 25)
+				h := newHandler(client)
+				c.n.Store(0)
+				out := query(t, h, listQuery)
+				counts[tokens] = c.n.Load()
+				edges := out["data"].(map[string]any)["tokens"].(map[string]any)["edges"].([]any)
+				if len(edges) != tokens {
+					t.Fatalf("%d tokens listed, want %d", len(edges), tokens)
+				}
+				node := edges[0].(map[string]any)["node"].(map[string]any)
+				if node["appCount"].(float64) != 25 || len(node["apps"].(map[string]any)["edges"].([]any)) != 20 {
+					t.Fatalf("node = %v", node)
+				}
+			})
+		}
+		if counts[1] != counts[50] {
+			t.Fatalf("statements: %d for 1 token, %d for 50; want the same", counts[1], counts[50])
+		}
+		t.Logf("%s: %d statements for 1 and for 50 tokens", db.Name, counts[1])
+	})
+}
