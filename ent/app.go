@@ -51,6 +51,8 @@ type App struct {
 	Unlimited bool `json:"unlimited,omitempty"`
 	// SupportedPlatforms holds the value of the "supported_platforms" field.
 	SupportedPlatforms []string `json:"supported_platforms,omitempty"`
+	// MetadataAt holds the value of the "metadata_at" field.
+	MetadataAt *time.Time `json:"metadata_at,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
 	// The values are being populated by the AppQuery when eager-loading is set.
 	Edges        AppEdges `json:"edges"`
@@ -92,7 +94,7 @@ func (*App) scanValues(columns []string) ([]any, error) {
 			values[i] = new(sql.NullInt64)
 		case app.FieldAdamID, app.FieldPricingParam, app.FieldProductType, app.FieldName, app.FieldBundleID, app.FieldIconURL:
 			values[i] = new(sql.NullString)
-		case app.FieldCreatedAt, app.FieldUpdatedAt:
+		case app.FieldCreatedAt, app.FieldUpdatedAt, app.FieldMetadataAt:
 			values[i] = new(sql.NullTime)
 		default:
 			values[i] = new(sql.UnknownType)
@@ -216,6 +218,13 @@ func (_m *App) assignValues(columns []string, values []any) error {
 					return fmt.Errorf("unmarshal field supported_platforms: %w", err)
 				}
 			}
+		case app.FieldMetadataAt:
+			if value, ok := values[i].(*sql.NullTime); !ok {
+				return fmt.Errorf("unexpected type %T for field metadata_at", values[i])
+			} else if value.Valid {
+				_m.MetadataAt = new(time.Time)
+				*_m.MetadataAt = value.Time
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -310,6 +319,11 @@ func (_m *App) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("supported_platforms=")
 	builder.WriteString(fmt.Sprintf("%v", _m.SupportedPlatforms))
+	builder.WriteString(", ")
+	if v := _m.MetadataAt; v != nil {
+		builder.WriteString("metadata_at=")
+		builder.WriteString(v.Format(time.ANSIC))
+	}
 	builder.WriteByte(')')
 	return builder.String()
 }

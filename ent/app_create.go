@@ -199,6 +199,20 @@ func (_c *AppCreate) SetSupportedPlatforms(v []string) *AppCreate {
 	return _c
 }
 
+// SetMetadataAt sets the "metadata_at" field.
+func (_c *AppCreate) SetMetadataAt(v time.Time) *AppCreate {
+	_c.mutation.SetMetadataAt(v)
+	return _c
+}
+
+// SetNillableMetadataAt sets the "metadata_at" field if the given value is not nil.
+func (_c *AppCreate) SetNillableMetadataAt(v *time.Time) *AppCreate {
+	if v != nil {
+		_c.SetMetadataAt(*v)
+	}
+	return _c
+}
+
 // SetToken sets the "token" edge to the ServerToken entity.
 func (_c *AppCreate) SetToken(v *ServerToken) *AppCreate {
 	return _c.SetTokenID(v.ID)
@@ -417,6 +431,10 @@ func (_c *AppCreate) createSpec() (*App, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.SupportedPlatforms(); ok {
 		_spec.SetField(app.FieldSupportedPlatforms, field.TypeJSON, value)
 		_node.SupportedPlatforms = value
+	}
+	if value, ok := _c.mutation.MetadataAt(); ok {
+		_spec.SetField(app.FieldMetadataAt, field.TypeTime, value)
+		_node.MetadataAt = &value
 	}
 	if nodes := _c.mutation.TokenIDs(); len(nodes) > 0 {
 		edge := &sqlgraph.EdgeSpec{
@@ -682,6 +700,24 @@ func (u *AppUpsert) SetSupportedPlatforms(v []string) *AppUpsert {
 // UpdateSupportedPlatforms sets the "supported_platforms" field to the value that was provided on create.
 func (u *AppUpsert) UpdateSupportedPlatforms() *AppUpsert {
 	u.SetExcluded(app.FieldSupportedPlatforms)
+	return u
+}
+
+// SetMetadataAt sets the "metadata_at" field.
+func (u *AppUpsert) SetMetadataAt(v time.Time) *AppUpsert {
+	u.Set(app.FieldMetadataAt, v)
+	return u
+}
+
+// UpdateMetadataAt sets the "metadata_at" field to the value that was provided on create.
+func (u *AppUpsert) UpdateMetadataAt() *AppUpsert {
+	u.SetExcluded(app.FieldMetadataAt)
+	return u
+}
+
+// ClearMetadataAt clears the value of the "metadata_at" field.
+func (u *AppUpsert) ClearMetadataAt() *AppUpsert {
+	u.SetNull(app.FieldMetadataAt)
 	return u
 }
 
@@ -964,6 +1000,27 @@ func (u *AppUpsertOne) SetSupportedPlatforms(v []string) *AppUpsertOne {
 func (u *AppUpsertOne) UpdateSupportedPlatforms() *AppUpsertOne {
 	return u.Update(func(s *AppUpsert) {
 		s.UpdateSupportedPlatforms()
+	})
+}
+
+// SetMetadataAt sets the "metadata_at" field.
+func (u *AppUpsertOne) SetMetadataAt(v time.Time) *AppUpsertOne {
+	return u.Update(func(s *AppUpsert) {
+		s.SetMetadataAt(v)
+	})
+}
+
+// UpdateMetadataAt sets the "metadata_at" field to the value that was provided on create.
+func (u *AppUpsertOne) UpdateMetadataAt() *AppUpsertOne {
+	return u.Update(func(s *AppUpsert) {
+		s.UpdateMetadataAt()
+	})
+}
+
+// ClearMetadataAt clears the value of the "metadata_at" field.
+func (u *AppUpsertOne) ClearMetadataAt() *AppUpsertOne {
+	return u.Update(func(s *AppUpsert) {
+		s.ClearMetadataAt()
 	})
 }
 
@@ -1412,6 +1469,27 @@ func (u *AppUpsertBulk) SetSupportedPlatforms(v []string) *AppUpsertBulk {
 func (u *AppUpsertBulk) UpdateSupportedPlatforms() *AppUpsertBulk {
 	return u.Update(func(s *AppUpsert) {
 		s.UpdateSupportedPlatforms()
+	})
+}
+
+// SetMetadataAt sets the "metadata_at" field.
+func (u *AppUpsertBulk) SetMetadataAt(v time.Time) *AppUpsertBulk {
+	return u.Update(func(s *AppUpsert) {
+		s.SetMetadataAt(v)
+	})
+}
+
+// UpdateMetadataAt sets the "metadata_at" field to the value that was provided on create.
+func (u *AppUpsertBulk) UpdateMetadataAt() *AppUpsertBulk {
+	return u.Update(func(s *AppUpsert) {
+		s.UpdateMetadataAt()
+	})
+}
+
+// ClearMetadataAt clears the value of the "metadata_at" field.
+func (u *AppUpsertBulk) ClearMetadataAt() *AppUpsertBulk {
+	return u.Update(func(s *AppUpsert) {
+		s.ClearMetadataAt()
 	})
 }
 

@@ -247,6 +247,26 @@ func (_u *AppUpdate) AppendSupportedPlatforms(v []string) *AppUpdate {
 	return _u
 }
 
+// SetMetadataAt sets the "metadata_at" field.
+func (_u *AppUpdate) SetMetadataAt(v time.Time) *AppUpdate {
+	_u.mutation.SetMetadataAt(v)
+	return _u
+}
+
+// SetNillableMetadataAt sets the "metadata_at" field if the given value is not nil.
+func (_u *AppUpdate) SetNillableMetadataAt(v *time.Time) *AppUpdate {
+	if v != nil {
+		_u.SetMetadataAt(*v)
+	}
+	return _u
+}
+
+// ClearMetadataAt clears the value of the "metadata_at" field.
+func (_u *AppUpdate) ClearMetadataAt() *AppUpdate {
+	_u.mutation.ClearMetadataAt()
+	return _u
+}
+
 // Mutation returns the AppMutation object of the builder.
 func (_u *AppUpdate) Mutation() *AppMutation {
 	return _u.mutation
@@ -383,6 +403,12 @@ func (_u *AppUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 		_spec.AddModifier(func(u *sql.UpdateBuilder) {
 			sqljson.Append(u, app.FieldSupportedPlatforms, value)
 		})
+	}
+	if value, ok := _u.mutation.MetadataAt(); ok {
+		_spec.SetField(app.FieldMetadataAt, field.TypeTime, value)
+	}
+	if _u.mutation.MetadataAtCleared() {
+		_spec.ClearField(app.FieldMetadataAt, field.TypeTime)
 	}
 	if _node, err = sqlgraph.UpdateNodes(ctx, _u.driver, _spec); err != nil {
 		if _, ok := err.(*sqlgraph.NotFoundError); ok {
@@ -622,6 +648,26 @@ func (_u *AppUpdateOne) AppendSupportedPlatforms(v []string) *AppUpdateOne {
 	return _u
 }
 
+// SetMetadataAt sets the "metadata_at" field.
+func (_u *AppUpdateOne) SetMetadataAt(v time.Time) *AppUpdateOne {
+	_u.mutation.SetMetadataAt(v)
+	return _u
+}
+
+// SetNillableMetadataAt sets the "metadata_at" field if the given value is not nil.
+func (_u *AppUpdateOne) SetNillableMetadataAt(v *time.Time) *AppUpdateOne {
+	if v != nil {
+		_u.SetMetadataAt(*v)
+	}
+	return _u
+}
+
+// ClearMetadataAt clears the value of the "metadata_at" field.
+func (_u *AppUpdateOne) ClearMetadataAt() *AppUpdateOne {
+	_u.mutation.ClearMetadataAt()
+	return _u
+}
+
 // Mutation returns the AppMutation object of the builder.
 func (_u *AppUpdateOne) Mutation() *AppMutation {
 	return _u.mutation
@@ -788,6 +834,12 @@ func (_u *AppUpdateOne) sqlSave(ctx context.Context) (_node *App, err error) {
 		_spec.AddModifier(func(u *sql.UpdateBuilder) {
 			sqljson.Append(u, app.FieldSupportedPlatforms, value)
 		})
+	}
+	if value, ok := _u.mutation.MetadataAt(); ok {
+		_spec.SetField(app.FieldMetadataAt, field.TypeTime, value)
+	}
+	if _u.mutation.MetadataAtCleared() {
+		_spec.ClearField(app.FieldMetadataAt, field.TypeTime)
 	}
 	_node = &App{config: _u.config}
 	_spec.Assign = _node.assignValues

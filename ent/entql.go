@@ -69,6 +69,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			app.FieldRetiredCount:       {Type: field.TypeInt, Column: app.FieldRetiredCount},
 			app.FieldUnlimited:          {Type: field.TypeBool, Column: app.FieldUnlimited},
 			app.FieldSupportedPlatforms: {Type: field.TypeJSON, Column: app.FieldSupportedPlatforms},
+			app.FieldMetadataAt:         {Type: field.TypeTime, Column: app.FieldMetadataAt},
 		},
 	}
 	graph.Nodes[2] = &sqlgraph.Node{
@@ -409,6 +410,11 @@ func (f *AppFilter) WhereUnlimited(p entql.BoolP) {
 // WhereSupportedPlatforms applies the entql json.RawMessage predicate on the supported_platforms field.
 func (f *AppFilter) WhereSupportedPlatforms(p entql.BytesP) {
 	f.Where(p.Field(app.FieldSupportedPlatforms))
+}
+
+// WhereMetadataAt applies the entql time.Time predicate on the metadata_at field.
+func (f *AppFilter) WhereMetadataAt(p entql.TimeP) {
+	f.Where(p.Field(app.FieldMetadataAt))
 }
 
 // WhereHasToken applies a predicate to check if query has an edge token.

@@ -951,6 +951,7 @@ type AppMutation struct {
 	unlimited                 *bool
 	supported_platforms       *[]string
 	appendsupported_platforms []string
+	metadata_at               *time.Time
 	clearedFields             map[string]struct{}
 	token                     *int
 	clearedtoken              bool
@@ -1787,6 +1788,55 @@ func (m *AppMutation) ResetSupportedPlatforms() {
 	m.appendsupported_platforms = nil
 }
 
+// SetMetadataAt sets the "metadata_at" field.
+func (m *AppMutation) SetMetadataAt(t time.Time) {
+	m.metadata_at = &t
+}
+
+// MetadataAt returns the value of the "metadata_at" field in the mutation.
+func (m *AppMutation) MetadataAt() (r time.Time, exists bool) {
+	v := m.metadata_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldMetadataAt returns the old "metadata_at" field's value of the App entity.
+// If the App object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *AppMutation) OldMetadataAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldMetadataAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldMetadataAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldMetadataAt: %w", err)
+	}
+	return oldValue.MetadataAt, nil
+}
+
+// ClearMetadataAt clears the value of the "metadata_at" field.
+func (m *AppMutation) ClearMetadataAt() {
+	m.metadata_at = nil
+	m.clearedFields[app.FieldMetadataAt] = struct{}{}
+}
+
+// MetadataAtCleared returns if the "metadata_at" field was cleared in this mutation.
+func (m *AppMutation) MetadataAtCleared() bool {
+	_, ok := m.clearedFields[app.FieldMetadataAt]
+	return ok
+}
+
+// ResetMetadataAt resets all changes to the "metadata_at" field.
+func (m *AppMutation) ResetMetadataAt() {
+	m.metadata_at = nil
+	delete(m.clearedFields, app.FieldMetadataAt)
+}
+
 // ClearToken clears the "token" edge to the ServerToken entity.
 func (m *AppMutation) ClearToken() {
 	m.clearedtoken = true
@@ -1848,7 +1898,7 @@ func (m *AppMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *AppMutation) Fields() []string {
-	fields := make([]string, 0, 16)
+	fields := make([]string, 0, 17)
 	if m.created_at != nil {
 		fields = append(fields, app.FieldCreatedAt)
 	}
@@ -1897,6 +1947,9 @@ func (m *AppMutation) Fields() []string {
 	if m.supported_platforms != nil {
 		fields = append(fields, app.FieldSupportedPlatforms)
 	}
+	if m.metadata_at != nil {
+		fields = append(fields, app.FieldMetadataAt)
+	}
 	return fields
 }
 
@@ -1937,6 +1990,8 @@ func (m *AppMutation) Field(name string) (ent.Value, bool) {
 		return m.Unlimited()
 	case app.FieldSupportedPlatforms:
 		return m.SupportedPlatforms()
+	case app.FieldMetadataAt:
+		return m.MetadataAt()
 	}
 	return nil, false
 }
@@ -1978,6 +2033,8 @@ func (m *AppMutation) OldField(ctx context.Context, name string) (ent.Value, err
 		return m.OldUnlimited(ctx)
 	case app.FieldSupportedPlatforms:
 		return m.OldSupportedPlatforms(ctx)
+	case app.FieldMetadataAt:
+		return m.OldMetadataAt(ctx)
 	}
 	return nil, fmt.Errorf("unknown App field %s", name)
 }
@@ -2099,6 +2156,13 @@ func (m *AppMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetSupportedPlatforms(v)
 		return nil
+	case app.FieldMetadataAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetMetadataAt(v)
+		return nil
 	}
 	return fmt.Errorf("unknown App field %s", name)
 }
@@ -2201,6 +2265,9 @@ func (m *AppMutation) ClearedFields() []string {
 	if m.FieldCleared(app.FieldIconURL) {
 		fields = append(fields, app.FieldIconURL)
 	}
+	if m.FieldCleared(app.FieldMetadataAt) {
+		fields = append(fields, app.FieldMetadataAt)
+	}
 	return fields
 }
 
@@ -2223,6 +2290,9 @@ func (m *AppMutation) ClearField(name string) error {
 		return nil
 	case app.FieldIconURL:
 		m.ClearIconURL()
+		return nil
+	case app.FieldMetadataAt:
+		m.ClearMetadataAt()
 		return nil
 	}
 	return fmt.Errorf("unknown App nullable field %s", name)
@@ -2279,6 +2349,9 @@ func (m *AppMutation) ResetField(name string) error {
 		return nil
 	case app.FieldSupportedPlatforms:
 		m.ResetSupportedPlatforms()
+		return nil
+	case app.FieldMetadataAt:
+		m.ResetMetadataAt()
 		return nil
 	}
 	return fmt.Errorf("unknown App field %s", name)

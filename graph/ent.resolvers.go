@@ -59,8 +59,12 @@ func (r *Resolver) Query() QueryResolver { return &queryResolver{r} }
 // ServerToken returns ServerTokenResolver implementation.
 func (r *Resolver) ServerToken() ServerTokenResolver { return &serverTokenResolver{r} }
 
+// AppWhereInput returns AppWhereInputResolver implementation.
+func (r *Resolver) AppWhereInput() AppWhereInputResolver { return &appWhereInputResolver{r} }
+
 type (
-	customerResolver    struct{ *Resolver }
-	queryResolver       struct{ *Resolver }
-	serverTokenResolver struct{ *Resolver }
+	customerResolver      struct{ *Resolver }
+	queryResolver         struct{ *Resolver }
+	serverTokenResolver   struct{ *Resolver }
+	appWhereInputResolver struct{ *Resolver }
 )

@@ -42,6 +42,7 @@ type ResolverRoot interface {
 	Query() QueryResolver
 	ServerToken() ServerTokenResolver
 	Subscription() SubscriptionResolver
+	AppWhereInput() AppWhereInputResolver
 }
 
 type DirectiveRoot struct {
@@ -260,6 +261,10 @@ type ServerTokenResolver interface {
 }
 type SubscriptionResolver interface {
 	TokenExpiryWarnings(ctx context.Context, customerID *int) (<-chan *domain.Warning, error)
+}
+
+type AppWhereInputResolver interface {
+	Platform(ctx context.Context, obj *ent.AppWhereInput, data *string) error
 }
 
 // endregion ************************** generated!.gotpl **************************
@@ -6457,7 +6462,7 @@ func (ec *executionContext) unmarshalInputAppWhereInput(ctx context.Context, obj
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "adamID", "adamIDNEQ", "adamIDIn", "adamIDNotIn", "adamIDGT", "adamIDGTE", "adamIDLT", "adamIDLTE", "adamIDContains", "adamIDHasPrefix", "adamIDHasSuffix", "adamIDEqualFold", "adamIDContainsFold", "pricingParam", "pricingParamNEQ", "pricingParamIn", "pricingParamNotIn", "pricingParamGT", "pricingParamGTE", "pricingParamLT", "pricingParamLTE", "pricingParamContains", "pricingParamHasPrefix", "pricingParamHasSuffix", "pricingParamEqualFold", "pricingParamContainsFold", "productType", "productTypeNEQ", "productTypeIn", "productTypeNotIn", "name", "nameNEQ", "nameIn", "nameNotIn", "nameGT", "nameGTE", "nameLT", "nameLTE", "nameContains", "nameHasPrefix", "nameHasSuffix", "nameIsNil", "nameNotNil", "nameEqualFold", "nameContainsFold", "bundleID", "bundleIDNEQ", "bundleIDIn", "bundleIDNotIn", "bundleIDGT", "bundleIDGTE", "bundleIDLT", "bundleIDLTE", "bundleIDContains", "bundleIDHasPrefix", "bundleIDHasSuffix", "bundleIDIsNil", "bundleIDNotNil", "bundleIDEqualFold", "bundleIDContainsFold", "totalCount", "totalCountNEQ", "totalCountIn", "totalCountNotIn", "totalCountGT", "totalCountGTE", "totalCountLT", "totalCountLTE", "assignedCount", "assignedCountNEQ", "assignedCountIn", "assignedCountNotIn", "assignedCountGT", "assignedCountGTE", "assignedCountLT", "assignedCountLTE", "availableCount", "availableCountNEQ", "availableCountIn", "availableCountNotIn", "availableCountGT", "availableCountGTE", "availableCountLT", "availableCountLTE", "retiredCount", "retiredCountNEQ", "retiredCountIn", "retiredCountNotIn", "retiredCountGT", "retiredCountGTE", "retiredCountLT", "retiredCountLTE", "unlimited", "unlimitedNEQ", "hasToken", "hasTokenWith"}
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "adamID", "adamIDNEQ", "adamIDIn", "adamIDNotIn", "adamIDGT", "adamIDGTE", "adamIDLT", "adamIDLTE", "adamIDContains", "adamIDHasPrefix", "adamIDHasSuffix", "adamIDEqualFold", "adamIDContainsFold", "pricingParam", "pricingParamNEQ", "pricingParamIn", "pricingParamNotIn", "pricingParamGT", "pricingParamGTE", "pricingParamLT", "pricingParamLTE", "pricingParamContains", "pricingParamHasPrefix", "pricingParamHasSuffix", "pricingParamEqualFold", "pricingParamContainsFold", "productType", "productTypeNEQ", "productTypeIn", "productTypeNotIn", "name", "nameNEQ", "nameIn", "nameNotIn", "nameGT", "nameGTE", "nameLT", "nameLTE", "nameContains", "nameHasPrefix", "nameHasSuffix", "nameIsNil", "nameNotNil", "nameEqualFold", "nameContainsFold", "bundleID", "bundleIDNEQ", "bundleIDIn", "bundleIDNotIn", "bundleIDGT", "bundleIDGTE", "bundleIDLT", "bundleIDLTE", "bundleIDContains", "bundleIDHasPrefix", "bundleIDHasSuffix", "bundleIDIsNil", "bundleIDNotNil", "bundleIDEqualFold", "bundleIDContainsFold", "totalCount", "totalCountNEQ", "totalCountIn", "totalCountNotIn", "totalCountGT", "totalCountGTE", "totalCountLT", "totalCountLTE", "assignedCount", "assignedCountNEQ", "assignedCountIn", "assignedCountNotIn", "assignedCountGT", "assignedCountGTE", "assignedCountLT", "assignedCountLTE", "availableCount", "availableCountNEQ", "availableCountIn", "availableCountNotIn", "availableCountGT", "availableCountGTE", "availableCountLT", "availableCountLTE", "retiredCount", "retiredCountNEQ", "retiredCountIn", "retiredCountNotIn", "retiredCountGT", "retiredCountGTE", "retiredCountLT", "retiredCountLTE", "unlimited", "unlimitedNEQ", "hasToken", "hasTokenWith", "platform"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -7269,6 +7274,15 @@ func (ec *executionContext) unmarshalInputAppWhereInput(ctx context.Context, obj
 				return it, err
 			}
 			it.HasTokenWith = data
+		case "platform":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("platform"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			if err = ec.Resolvers.AppWhereInput().Platform(ctx, &it, data); err != nil {
+				return it, err
+			}
 		}
 	}
 	return it, nil

@@ -136,3 +136,29 @@ func TestListQueryStatementCount(t *testing.T) {
 		t.Logf("%s: %d statements for 1 and for 50 tokens", db.Name, counts[1])
 	})
 }
+
+func TestAppFilters(t *testing.T) {
+	db := testdb.SQLite(t)
+	seed(t, db.Client, 1, 1, 30)
+	ctx := viewer.SystemContext(context.Background())
+	db.Client.App.Update().Where(app.AdamIDIn("1", "2")).SetSupportedPlatforms([]string{"macOS"}).SetAvailableCount(0).ExecX(ctx)
+	db.Client.App.Update().Where(app.AdamID("3")).SetName("Keynote").SetProductType(app.ProductTypeBOOK).ExecX(ctx)
+	h := newHandler(db.Client)
+	count := func(where string) float64 {
+		t.Helper()
+		out := query(t, h, `{ apps(where: `+where+`) { totalCount } }`)
+		return out["data"].(map[string]any)["apps"].(map[string]any)["totalCount"].(float64)
+	}
+	for where, want := range map[string]float64{
+		`{platform: "macos"}`:             2,
+		`{platform: "iOS"}`:               28,
+		`{availableCountLT: 1}`:           2,
+		`{nameContainsFold: "keyNOTE"}`:   1,
+		`{productType: BOOK}`:             1,
+		`{hasTokenWith: {state: ACTIVE}}`: 30,
+	} {
+		if got := count(where); got != want {
+			t.Errorf("apps(where: %s) = %v, want %v", where, got, want)
+		}
+	}
+}

@@ -102,6 +102,18 @@ func (r *subscriptionResolver) TokenExpiryWarnings(ctx context.Context, customer
 	return r.hub.Subscribe(ctx, customerID)
 }
 
+// Platform is the resolver for the platform field.
+func (r *appWhereInputResolver) Platform(ctx context.Context, obj *ent.AppWhereInput, data *string) error {
+	if data != nil {
+		p, err := domain.OnPlatform(*data)
+		if err != nil {
+			return err
+		}
+		obj.AddPredicates(p)
+	}
+	return nil
+}
+
 // Mutation returns MutationResolver implementation.
 func (r *Resolver) Mutation() MutationResolver { return &mutationResolver{r} }
 

@@ -50,6 +50,8 @@ const (
 	FieldUnlimited = "unlimited"
 	// FieldSupportedPlatforms holds the string denoting the supported_platforms field in the database.
 	FieldSupportedPlatforms = "supported_platforms"
+	// FieldMetadataAt holds the string denoting the metadata_at field in the database.
+	FieldMetadataAt = "metadata_at"
 	// EdgeToken holds the string denoting the token edge name in mutations.
 	EdgeToken = "token"
 	// Table holds the table name of the app in the database.
@@ -82,6 +84,7 @@ var Columns = []string{
 	FieldRetiredCount,
 	FieldUnlimited,
 	FieldSupportedPlatforms,
+	FieldMetadataAt,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -226,6 +229,11 @@ func ByRetiredCount(opts ...sql.OrderTermOption) OrderOption {
 // ByUnlimited orders the results by the unlimited field.
 func ByUnlimited(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldUnlimited, opts...).ToFunc()
+}
+
+// ByMetadataAt orders the results by the metadata_at field.
+func ByMetadataAt(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldMetadataAt, opts...).ToFunc()
 }
 
 // ByTokenField orders the results by token field.

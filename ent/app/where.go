@@ -125,6 +125,11 @@ func Unlimited(v bool) predicate.App {
 	return predicate.App(sql.FieldEQ(FieldUnlimited, v))
 }
 
+// MetadataAt applies equality check predicate on the "metadata_at" field. It's identical to MetadataAtEQ.
+func MetadataAt(v time.Time) predicate.App {
+	return predicate.App(sql.FieldEQ(FieldMetadataAt, v))
+}
+
 // CreatedAtEQ applies the EQ predicate on the "created_at" field.
 func CreatedAtEQ(v time.Time) predicate.App {
 	return predicate.App(sql.FieldEQ(FieldCreatedAt, v))
@@ -808,6 +813,56 @@ func UnlimitedEQ(v bool) predicate.App {
 // UnlimitedNEQ applies the NEQ predicate on the "unlimited" field.
 func UnlimitedNEQ(v bool) predicate.App {
 	return predicate.App(sql.FieldNEQ(FieldUnlimited, v))
+}
+
+// MetadataAtEQ applies the EQ predicate on the "metadata_at" field.
+func MetadataAtEQ(v time.Time) predicate.App {
+	return predicate.App(sql.FieldEQ(FieldMetadataAt, v))
+}
+
+// MetadataAtNEQ applies the NEQ predicate on the "metadata_at" field.
+func MetadataAtNEQ(v time.Time) predicate.App {
+	return predicate.App(sql.FieldNEQ(FieldMetadataAt, v))
+}
+
+// MetadataAtIn applies the In predicate on the "metadata_at" field.
+func MetadataAtIn(vs ...time.Time) predicate.App {
+	return predicate.App(sql.FieldIn(FieldMetadataAt, vs...))
+}
+
+// MetadataAtNotIn applies the NotIn predicate on the "metadata_at" field.
+func MetadataAtNotIn(vs ...time.Time) predicate.App {
+	return predicate.App(sql.FieldNotIn(FieldMetadataAt, vs...))
+}
+
+// MetadataAtGT applies the GT predicate on the "metadata_at" field.
+func MetadataAtGT(v time.Time) predicate.App {
+	return predicate.App(sql.FieldGT(FieldMetadataAt, v))
+}
+
+// MetadataAtGTE applies the GTE predicate on the "metadata_at" field.
+func MetadataAtGTE(v time.Time) predicate.App {
+	return predicate.App(sql.FieldGTE(FieldMetadataAt, v))
+}
+
+// MetadataAtLT applies the LT predicate on the "metadata_at" field.
+func MetadataAtLT(v time.Time) predicate.App {
+	return predicate.App(sql.FieldLT(FieldMetadataAt, v))
+}
+
+// MetadataAtLTE applies the LTE predicate on the "metadata_at" field.
+func MetadataAtLTE(v time.Time) predicate.App {
+	return predicate.App(sql.FieldLTE(FieldMetadataAt, v))
+}
+
+// MetadataAtIsNil applies the IsNil predicate on the "metadata_at" field.
+func MetadataAtIsNil() predicate.App {
+	return predicate.App(sql.FieldIsNull(FieldMetadataAt))
+}
+
+// MetadataAtNotNil applies the NotNil predicate on the "metadata_at" field.
+func MetadataAtNotNil() predicate.App {
+	return predicate.App(sql.FieldNotNull(FieldMetadataAt))
 }
 
 // HasToken applies the HasEdge predicate on the "token" edge.

@@ -47,6 +47,7 @@ var (
 		{Name: "retired_count", Type: field.TypeInt, Default: 0},
 		{Name: "unlimited", Type: field.TypeBool, Default: false},
 		{Name: "supported_platforms", Type: field.TypeJSON},
+		{Name: "metadata_at", Type: field.TypeTime, Nullable: true},
 		{Name: "token_id", Type: field.TypeInt},
 	}
 	// AppsTable holds the schema information for the "apps" table.
@@ -57,7 +58,7 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "apps_server_tokens_apps",
-				Columns:    []*schema.Column{AppsColumns[16]},
+				Columns:    []*schema.Column{AppsColumns[17]},
 				RefColumns: []*schema.Column{ServerTokensColumns[0]},
 				OnDelete:   schema.Cascade,
 			},
@@ -66,7 +67,7 @@ var (
 			{
 				Name:    "app_token_id_adam_id_pricing_param",
 				Unique:  true,
-				Columns: []*schema.Column{AppsColumns[16], AppsColumns[4], AppsColumns[5]},
+				Columns: []*schema.Column{AppsColumns[17], AppsColumns[4], AppsColumns[5]},
 			},
 			{
 				Name:    "app_customer_id",

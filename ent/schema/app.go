@@ -43,6 +43,10 @@ func (App) Fields() []ent.Field {
 		field.Bool("unlimited").Default(false),
 		field.Strings("supported_platforms").Default([]string{}).
 			Annotations(entgql.Skip(entgql.SkipWhereInput)),
+		// metadata_at is when name, bundle ID and icon were last looked up;
+		// the lookup is repeated rarely, and not at all for fresh rows.
+		field.Time("metadata_at").Optional().Nillable().
+			Annotations(entgql.Skip(entgql.SkipAll)),
 	}
 }
 

@@ -7,6 +7,10 @@ import (
 	"strings"
 	"time"
 
+	"entgo.io/ent/dialect/sql"
+	"entgo.io/ent/dialect/sql/sqljson"
+	"github.com/hashicorp/golang-lru/v2/expirable"
+
 	"github.com/orchard-msp/orchard/ent"
 	"github.com/orchard-msp/orchard/ent/app"
 	"github.com/orchard-msp/orchard/ent/predicate"
@@ -112,6 +116,20 @@ func (s *Service) licences(ctx context.Context, by string, where predicate.App, 
 		t.Retired += r.Retired
 	}
 	return out, nil
+}
+
+// platforms are Apple's names for the platforms an asset supports.
+var platforms = map[string]string{"ios": "iOS", "macos": "macOS", "tvos": "tvOS", "watchos": "watchOS", "visionos": "visionOS"}
+
+// OnPlatform returns a filter for apps that support platform (any case).
+func OnPlatform(platform string) (predicate.App, error) {
+	name, ok := platforms[strings.ToLower(strings.TrimSpace(platform))]
+	if !ok {
+		return nil, fault.New(fault.BadUserInput, "Unknown platform %q: use iOS, macOS, tvOS, watchOS or visionOS.", platform)
+	}
+	return func(s *sql.Selector) {
+		s.Where(sqljson.ValueContains(s.C(app.FieldSupportedPlatforms), name))
+	}, nil
 }
 
 // SyncServerToken re-reads a token's health and apps from Apple now.
@@ -305,42 +323,70 @@ func (s *Service) storeApps(ctx context.Context, tok *ent.ServerToken, assets []
 	})
 }
 
-// metadataRefresh is how old a name may be before the sync looks it up again.
-const metadataRefresh = 7 * 24 * time.Hour
+// metadataRefresh is how long looked-up names, bundle IDs and icons are
+// trusted before the sync asks again. Names rarely change.
+const metadataRefresh = 30 * 24 * time.Hour
+
+// metaCache remembers metadata per adamID and storefront across tokens, so
+// the same app bought by many customers is looked up once.
+type metaCache = expirable.LRU[string, *apple.Metadata]
+
+func newMetaCache() *metaCache {
+	return expirable.NewLRU[string, *apple.Metadata](100000, nil, metadataRefresh)
+}
 
 // fillMetadata looks up names, bundle IDs and icons for the token's apps
-// that lack them. Metadata is nice to have: a failure is logged, never
-// returned, and leaves the fields null.
+// that have none or old ones, batched, through the cache. Metadata is nice
+// to have: a failure is logged, never returned, and leaves the fields null.
 func (s *Service) fillMetadata(ctx context.Context, tok *ent.ServerToken, secret []byte) {
-	missing, err := s.client.App.Query().
-		Where(app.TokenID(tok.ID), app.Or(app.NameIsNil(), app.UpdatedAtLT(s.Now().Add(-metadataRefresh)))).
+	stale, err := s.client.App.Query().
+		Where(app.TokenID(tok.ID), app.Or(app.MetadataAtIsNil(), app.MetadataAtLT(s.Now().Add(-metadataRefresh)))).
 		Select(app.FieldID, app.FieldAdamID).All(ctx)
-	if err != nil || len(missing) == 0 {
+	if err != nil || len(stale) == 0 {
 		return
 	}
-	ids := make([]string, 0, len(missing))
-	for _, a := range missing {
-		ids = append(ids, a.AdamID)
+	storefront := strings.ToLower(tok.CountryCode)
+	found := map[string]*apple.Metadata{}
+	var ask []string
+	for _, a := range stale {
+		if _, dup := found[a.AdamID]; dup {
+			continue
+		}
+		m, ok := s.meta.Get(a.AdamID + "|" + storefront)
+		found[a.AdamID] = m
+		if !ok {
+			ask = append(ask, a.AdamID)
+		}
 	}
-	slices.Sort(ids)
-	ids = slices.Compact(ids)
-	meta, err := s.apple.Metadata(ctx, secret, strings.ToLower(tok.CountryCode), tok.DefaultPlatform, ids)
-	if err != nil {
-		s.log.WarnContext(ctx, "app metadata lookup failed; names stay empty", "token", tok.ID, "err", err)
-		return
+	if len(ask) > 0 {
+		slices.Sort(ask)
+		meta, err := s.apple.Metadata(ctx, secret, storefront, tok.DefaultPlatform, ask)
+		if err != nil {
+			s.log.WarnContext(ctx, "app metadata lookup failed; names stay empty", "token", tok.ID, "err", err)
+			return
+		}
+		for _, id := range ask {
+			var m *apple.Metadata
+			if v, ok := meta[id]; ok {
+				m = &v
+			}
+			// Unknown to the store is remembered too, so it is not asked every sync.
+			s.meta.Add(id+"|"+storefront, m)
+			found[id] = m
+		}
 	}
+	now := s.Now()
 	err = withTx(ctx, s.client, func(tx *ent.Tx) error {
-		for _, a := range missing {
-			m, ok := meta[a.AdamID]
-			if !ok {
-				continue
-			}
-			upd := tx.App.UpdateOneID(a.ID).SetName(m.Name)
-			if m.BundleID != "" {
-				upd.SetBundleID(m.BundleID)
-			}
-			if m.IconURL != "" {
-				upd.SetIconURL(m.IconURL)
+		for _, a := range stale {
+			upd := tx.App.UpdateOneID(a.ID).SetMetadataAt(now)
+			if m := found[a.AdamID]; m != nil {
+				upd.SetName(m.Name)
+				if m.BundleID != "" {
+					upd.SetBundleID(m.BundleID)
+				}
+				if m.IconURL != "" {
+					upd.SetIconURL(m.IconURL)
+				}
 			}
 			if err := upd.Exec(ctx); err != nil {
 				return err

@@ -53,6 +53,7 @@ type Service struct {
 	broker pubsub.Broker
 	cfg    Config
 	log    *slog.Logger
+	meta   *metaCache
 
 	// Now is the clock; tests move it.
 	Now func() time.Time
@@ -76,7 +77,7 @@ func New(client *ent.Client, m Modules, cfg Config, log *slog.Logger) *Service {
 	cfg.WarnDays = sortedDesc(cfg.WarnDays)
 	return &Service{
 		client: client, parser: m.Parser, apple: m.Apple, sealer: m.Sealer, broker: m.Broker,
-		cfg: cfg, log: log, Now: time.Now,
+		cfg: cfg, log: log, Now: time.Now, meta: newMetaCache(),
 	}
 }
 

@@ -493,3 +493,27 @@ func lastAppWrite(t *testing.T, e *env) time.Time {
 	}
 	return a.UpdatedAt
 }
+
+// The same app bought under two tokens of one storefront is looked up once,
+// and a re-sync asks for nothing.
+func TestMetadataIsCached(t *testing.T) {
+	e := newEnv(t, testdb.SQLite(t))
+	c := e.customer("Meta")
+	f1, l1 := e.location("9501", e.now.AddDate(1, 0, 0), "m1", 3)
+	f2, l2 := e.location("9502", e.now.AddDate(1, 0, 0), "m2", 3)
+	names := map[string]string{l1.Assets[0].AdamID: "Pages", l1.Assets[1].AdamID: "Numbers"}
+	l1.Names, l2.Names = names, names
+	t1, t2 := e.activeToken(c.ID, f1), e.activeToken(c.ID, f2)
+	for _, id := range []int{t1.ID, t2.ID, t1.ID} {
+		if err := e.svc.SyncToken(e.admin, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := e.fake.Count("GET /lookup"); n != 1 {
+		t.Fatalf("%d metadata lookups, want 1", n)
+	}
+	named, _ := e.db.Client.App.Query().Where(app.NameEQ("Pages")).Count(e.system)
+	if named != 2 {
+		t.Fatalf("%d apps named Pages, want 2 (one per token)", named)
+	}
+}
