@@ -17,6 +17,7 @@ import (
 	"github.com/orchard-msp/orchard/ent/auditevent"
 	"github.com/orchard-msp/orchard/ent/customer"
 	"github.com/orchard-msp/orchard/ent/servertoken"
+	"github.com/orchard-msp/orchard/ent/webhookdelivery"
 )
 
 // ent aliases to avoid import conflicts in user's code.
@@ -77,11 +78,12 @@ var (
 func checkColumn(t, c string) error {
 	initCheck.Do(func() {
 		columnCheck = sql.NewColumnCheck(map[string]func(string) bool{
-			apikey.Table:      apikey.ValidColumn,
-			app.Table:         app.ValidColumn,
-			auditevent.Table:  auditevent.ValidColumn,
-			customer.Table:    customer.ValidColumn,
-			servertoken.Table: servertoken.ValidColumn,
+			apikey.Table:          apikey.ValidColumn,
+			app.Table:             app.ValidColumn,
+			auditevent.Table:      auditevent.ValidColumn,
+			customer.Table:        customer.ValidColumn,
+			servertoken.Table:     servertoken.ValidColumn,
+			webhookdelivery.Table: webhookdelivery.ValidColumn,
 		})
 	})
 	return columnCheck(t, c)

@@ -9,6 +9,7 @@ import (
 	"github.com/orchard-msp/orchard/ent/customer"
 	"github.com/orchard-msp/orchard/ent/predicate"
 	"github.com/orchard-msp/orchard/ent/servertoken"
+	"github.com/orchard-msp/orchard/ent/webhookdelivery"
 
 	"entgo.io/ent/dialect/sql"
 	"entgo.io/ent/dialect/sql/sqlgraph"
@@ -18,7 +19,7 @@ import (
 
 // schemaGraph holds a representation of ent/schema at runtime.
 var schemaGraph = func() *sqlgraph.Schema {
-	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 5)}
+	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 6)}
 	graph.Nodes[0] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   apikey.Table,
@@ -143,6 +144,29 @@ var schemaGraph = func() *sqlgraph.Schema {
 			servertoken.FieldWarnedDays:      {Type: field.TypeInt, Column: servertoken.FieldWarnedDays},
 			servertoken.FieldWarnedExpiry:    {Type: field.TypeTime, Column: servertoken.FieldWarnedExpiry},
 			servertoken.FieldNextWarnAt:      {Type: field.TypeTime, Column: servertoken.FieldNextWarnAt},
+		},
+	}
+	graph.Nodes[5] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
+			Table:   webhookdelivery.Table,
+			Columns: webhookdelivery.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeInt,
+				Column: webhookdelivery.FieldID,
+			},
+		},
+		Type: "WebhookDelivery",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			webhookdelivery.FieldDeliveryID:    {Type: field.TypeString, Column: webhookdelivery.FieldDeliveryID},
+			webhookdelivery.FieldEvent:         {Type: field.TypeString, Column: webhookdelivery.FieldEvent},
+			webhookdelivery.FieldPayload:       {Type: field.TypeBytes, Column: webhookdelivery.FieldPayload},
+			webhookdelivery.FieldCustomerID:    {Type: field.TypeInt, Column: webhookdelivery.FieldCustomerID},
+			webhookdelivery.FieldCreatedAt:     {Type: field.TypeTime, Column: webhookdelivery.FieldCreatedAt},
+			webhookdelivery.FieldAttempts:      {Type: field.TypeInt, Column: webhookdelivery.FieldAttempts},
+			webhookdelivery.FieldNextAttemptAt: {Type: field.TypeTime, Column: webhookdelivery.FieldNextAttemptAt},
+			webhookdelivery.FieldDeliveredAt:   {Type: field.TypeTime, Column: webhookdelivery.FieldDeliveredAt},
+			webhookdelivery.FieldAbandonedAt:   {Type: field.TypeTime, Column: webhookdelivery.FieldAbandonedAt},
+			webhookdelivery.FieldLastError:     {Type: field.TypeString, Column: webhookdelivery.FieldLastError},
 		},
 	}
 	graph.MustAddE(
@@ -761,4 +785,94 @@ func (f *ServerTokenFilter) WhereHasAppsWith(preds ...predicate.App) {
 			p(s)
 		}
 	})))
+}
+
+// addPredicate implements the predicateAdder interface.
+func (_q *WebhookDeliveryQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the WebhookDeliveryQuery builder.
+func (_q *WebhookDeliveryQuery) Filter() *WebhookDeliveryFilter {
+	return &WebhookDeliveryFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *WebhookDeliveryMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the WebhookDeliveryMutation builder.
+func (m *WebhookDeliveryMutation) Filter() *WebhookDeliveryFilter {
+	return &WebhookDeliveryFilter{config: m.config, predicateAdder: m}
+}
+
+// WebhookDeliveryFilter provides a generic filtering capability at runtime for WebhookDeliveryQuery.
+type WebhookDeliveryFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *WebhookDeliveryFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[5].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql int predicate on the id field.
+func (f *WebhookDeliveryFilter) WhereID(p entql.IntP) {
+	f.Where(p.Field(webhookdelivery.FieldID))
+}
+
+// WhereDeliveryID applies the entql string predicate on the delivery_id field.
+func (f *WebhookDeliveryFilter) WhereDeliveryID(p entql.StringP) {
+	f.Where(p.Field(webhookdelivery.FieldDeliveryID))
+}
+
+// WhereEvent applies the entql string predicate on the event field.
+func (f *WebhookDeliveryFilter) WhereEvent(p entql.StringP) {
+	f.Where(p.Field(webhookdelivery.FieldEvent))
+}
+
+// WherePayload applies the entql []byte predicate on the payload field.
+func (f *WebhookDeliveryFilter) WherePayload(p entql.BytesP) {
+	f.Where(p.Field(webhookdelivery.FieldPayload))
+}
+
+// WhereCustomerID applies the entql int predicate on the customer_id field.
+func (f *WebhookDeliveryFilter) WhereCustomerID(p entql.IntP) {
+	f.Where(p.Field(webhookdelivery.FieldCustomerID))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *WebhookDeliveryFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(webhookdelivery.FieldCreatedAt))
+}
+
+// WhereAttempts applies the entql int predicate on the attempts field.
+func (f *WebhookDeliveryFilter) WhereAttempts(p entql.IntP) {
+	f.Where(p.Field(webhookdelivery.FieldAttempts))
+}
+
+// WhereNextAttemptAt applies the entql time.Time predicate on the next_attempt_at field.
+func (f *WebhookDeliveryFilter) WhereNextAttemptAt(p entql.TimeP) {
+	f.Where(p.Field(webhookdelivery.FieldNextAttemptAt))
+}
+
+// WhereDeliveredAt applies the entql time.Time predicate on the delivered_at field.
+func (f *WebhookDeliveryFilter) WhereDeliveredAt(p entql.TimeP) {
+	f.Where(p.Field(webhookdelivery.FieldDeliveredAt))
+}
+
+// WhereAbandonedAt applies the entql time.Time predicate on the abandoned_at field.
+func (f *WebhookDeliveryFilter) WhereAbandonedAt(p entql.TimeP) {
+	f.Where(p.Field(webhookdelivery.FieldAbandonedAt))
+}
+
+// WhereLastError applies the entql string predicate on the last_error field.
+func (f *WebhookDeliveryFilter) WhereLastError(p entql.StringP) {
+	f.Where(p.Field(webhookdelivery.FieldLastError))
 }

@@ -24,6 +24,8 @@ type Tx struct {
 	Customer *CustomerClient
 	// ServerToken is the client for interacting with the ServerToken builders.
 	ServerToken *ServerTokenClient
+	// WebhookDelivery is the client for interacting with the WebhookDelivery builders.
+	WebhookDelivery *WebhookDeliveryClient
 
 	// lazily loaded.
 	client     *Client
@@ -160,6 +162,7 @@ func (tx *Tx) init() {
 	tx.AuditEvent = NewAuditEventClient(tx.config)
 	tx.Customer = NewCustomerClient(tx.config)
 	tx.ServerToken = NewServerTokenClient(tx.config)
+	tx.WebhookDelivery = NewWebhookDeliveryClient(tx.config)
 }
 
 // txDriver wraps the given dialect.Tx with a nop dialect.Driver implementation.

@@ -29,6 +29,8 @@ type Config struct {
 	MaxUploadBytes     int64
 	PendingTTL         time.Duration
 	AllowedOrigins     []string
+	WebhookURL         string
+	WebhookSecret      string
 	LogLevel           string
 	ShutdownTimeout    time.Duration
 	OperationTimeout   time.Duration
@@ -63,6 +65,8 @@ var settings = []setting{
 	}},
 	{"ORCHARD_PENDING_TTL", "pending-ttl", "24h", "how long an unconfirmed upload is kept", durationSetter(func(c *Config) *time.Duration { return &c.PendingTTL })},
 	{"ORCHARD_ALLOWED_ORIGINS", "allowed-origins", "", "comma-separated host patterns whose browser pages may open websockets (same origin always may)", func(c *Config, v string) error { c.AllowedOrigins = splitList(v); return nil }},
+	{"ORCHARD_WEBHOOK_URL", "webhook-url", "", "when set, every expiry warning is POSTed here as JSON", func(c *Config, v string) error { c.WebhookURL = v; return nil }},
+	{"ORCHARD_WEBHOOK_SECRET", "webhook-secret", "", "signs webhook requests (X-Orchard-Signature: sha256=HMAC of TIMESTAMP.BODY)", func(c *Config, v string) error { c.WebhookSecret = v; return nil }},
 	{"ORCHARD_LOG_LEVEL", "log-level", "info", "debug, info, warn or error", func(c *Config, v string) error { c.LogLevel = v; return nil }},
 	{"ORCHARD_SHUTDOWN_TIMEOUT", "shutdown-timeout", "8s", "how long a shutdown waits for requests and subscriptions", durationSetter(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
 	{"ORCHARD_OPERATION_TIMEOUT", "operation-timeout", "60s", "the longest a query or mutation may run (Apple's retries included)", durationSetter(func(c *Config) *time.Duration { return &c.OperationTimeout })},

@@ -18,10 +18,11 @@ type jobs struct {
 
 	wg      sync.WaitGroup
 	syncNow chan int
+	outbox  chan struct{}
 }
 
 func newJobs(svc *domain.Service, cfg *Config, log *slog.Logger) *jobs {
-	return &jobs{svc: svc, cfg: cfg, log: log, syncNow: make(chan int, 64)}
+	return &jobs{svc: svc, cfg: cfg, log: log, syncNow: make(chan int, 64), outbox: make(chan struct{}, 1)}
 }
 
 // requestSync asks for a token's first sync after it became ACTIVE; it
@@ -33,6 +34,18 @@ func (j *jobs) requestSync(tokenID int) {
 		j.log.Warn("sync queue full; the token syncs on the next round", "token", tokenID)
 	}
 }
+
+// kickOutbox asks for webhook deliveries now; it never blocks.
+func (j *jobs) kickOutbox() {
+	select {
+	case j.outbox <- struct{}{}:
+	default:
+	}
+}
+
+// outboxInterval is how often the webhook outbox is looked at when nothing
+// asks sooner: retries come due on their own.
+const outboxInterval = 5 * time.Second
 
 // syncWorkers is how many tokens sync at once; each keeps Apple's own
 // limit of five requests in flight.
@@ -60,6 +73,23 @@ func (j *jobs) start(ctx context.Context) {
 			j.log.Info("stale uploads removed", "count", n)
 		}
 	})
+	j.wg.Add(1)
+	go func() {
+		defer j.wg.Done()
+		t := time.NewTicker(outboxInterval)
+		defer t.Stop()
+		for {
+			if ok, failed := j.svc.DeliverOutbox(ctx); ok+failed > 0 {
+				j.log.Info("webhook deliveries", "delivered", ok, "failed", failed)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			case <-j.outbox:
+			}
+		}
+	}()
 	for range syncWorkers {
 		j.wg.Add(1)
 		go func() {

@@ -32,6 +32,7 @@ import (
 	"github.com/orchard-msp/orchard/graph/domain"
 	"github.com/orchard-msp/orchard/modules"
 	"github.com/orchard-msp/orchard/modules/apple"
+	"github.com/orchard-msp/orchard/modules/notify"
 	"github.com/orchard-msp/orchard/modules/pubsub"
 	"github.com/orchard-msp/orchard/modules/secrets"
 	_ "github.com/orchard-msp/orchard/modules/standard"
@@ -138,6 +139,12 @@ func loadModules(ctx context.Context, cfg *Config) (*loadedModules, error) {
 	if m.Broker, err = modules.Load[pubsub.Broker](ctx, "pubsub.memory", nil); err != nil {
 		return nil, err
 	}
+	if cfg.WebhookURL != "" {
+		raw, _ := json.Marshal(map[string]any{"url": cfg.WebhookURL, "secret": cfg.WebhookSecret})
+		if m.Notifier, err = modules.Load[notify.Notifier](ctx, "notify.webhook", raw); err != nil {
+			return nil, fmt.Errorf("ORCHARD_WEBHOOK_URL: %w", err)
+		}
+	}
 	return &m, nil
 }
 
@@ -201,6 +208,7 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready chan<- stri
 	hub := domain.NewHub(svc)
 	bg := newJobs(svc, cfg, log)
 	svc.OnActivate = bg.requestSync
+	svc.OnOutbox = bg.kickOutbox
 
 	// baseCtx is every request's parent: cancelling it at shutdown ends
 	// open subscriptions, whose websockets gqlgen then closes cleanly.

@@ -2,4 +2,4 @@
 
 package internal
 
-const IncrementStarts = "{\"api_keys\":0,\"apps\":4294967296,\"audit_events\":8589934592,\"customers\":12884901888,\"server_tokens\":17179869184}"
+const IncrementStarts = "{\"api_keys\":0,\"apps\":4294967296,\"audit_events\":8589934592,\"customers\":12884901888,\"server_tokens\":17179869184,\"webhook_deliveries\":21474836480}"

@@ -20,3 +20,6 @@ type Customer func(*sql.Selector)
 
 // ServerToken is the predicate function for servertoken builders.
 type ServerToken func(*sql.Selector)
+
+// WebhookDelivery is the predicate function for webhookdelivery builders.
+type WebhookDelivery func(*sql.Selector)

@@ -136,17 +136,19 @@ func (App) Policy() ent.Policy {
 }
 
 // Policy of the APIKey: keys are managed from the command line only.
-func (APIKey) Policy() ent.Policy {
-	return privacy.Policy{
-		Query:    privacy.QueryPolicy{systemOnly()},
-		Mutation: privacy.MutationPolicy{systemOnly()},
-	}
-}
+func (APIKey) Policy() ent.Policy { return privacyPolicy(systemOnly()) }
 
 // Policy of the AuditEvent: read within scope, written by Orchard only.
 func (AuditEvent) Policy() ent.Policy {
 	return privacy.Policy{
 		Query:    privacy.QueryPolicy{scopedRead("customer_id")},
 		Mutation: privacy.MutationPolicy{systemOnly()},
+	}
+}
+
+func privacyPolicy(rule privacy.QueryMutationRule) privacy.Policy {
+	return privacy.Policy{
+		Query:    privacy.QueryPolicy{rule},
+		Mutation: privacy.MutationPolicy{rule},
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/orchard-msp/orchard/ent/viewer"
 	"github.com/orchard-msp/orchard/modules/apple"
 	"github.com/orchard-msp/orchard/modules/fault"
+	"github.com/orchard-msp/orchard/modules/notify"
 	"github.com/orchard-msp/orchard/modules/pubsub"
 	"github.com/orchard-msp/orchard/modules/secrets"
 	"github.com/orchard-msp/orchard/modules/tokenfile"
@@ -42,18 +43,21 @@ type Modules struct {
 	Apple  apple.Client
 	Sealer secrets.Sealer
 	Broker pubsub.Broker
+	// Notifier is optional: nil when no webhook is configured.
+	Notifier notify.Notifier
 }
 
 // Service runs Orchard's operations.
 type Service struct {
-	client *ent.Client
-	parser tokenfile.Parser
-	apple  apple.Client
-	sealer secrets.Sealer
-	broker pubsub.Broker
-	cfg    Config
-	log    *slog.Logger
-	meta   *metaCache
+	client   *ent.Client
+	parser   tokenfile.Parser
+	apple    apple.Client
+	sealer   secrets.Sealer
+	broker   pubsub.Broker
+	notifier notify.Notifier
+	cfg      Config
+	log      *slog.Logger
+	meta     *metaCache
 
 	// Now is the clock; tests move it.
 	Now func() time.Time
@@ -61,6 +65,9 @@ type Service struct {
 	// renewed, outside any transaction (the server starts a sync and an
 	// expiry scan from it).
 	OnActivate func(tokenID int)
+	// OnOutbox, when set, is called after warnings were queued for the
+	// webhook, so deliveries start without waiting for the next round.
+	OnOutbox func()
 }
 
 // New returns a Service.
@@ -76,7 +83,7 @@ func New(client *ent.Client, m Modules, cfg Config, log *slog.Logger) *Service {
 	}
 	cfg.WarnDays = sortedDesc(cfg.WarnDays)
 	return &Service{
-		client: client, parser: m.Parser, apple: m.Apple, sealer: m.Sealer, broker: m.Broker,
+		client: client, parser: m.Parser, apple: m.Apple, sealer: m.Sealer, broker: m.Broker, notifier: m.Notifier,
 		cfg: cfg, log: log, Now: time.Now, meta: newMetaCache(),
 	}
 }

@@ -49,7 +49,7 @@ func nextWarnAt(exp time.Time, warned *int, warnDays []int) *time.Time {
 // once per token and expiry date. It reads only the tokens that are due
 // (an index on next_warn_at), and marks each warning in the database with a
 // conditional update before publishing it, so a restart or a second instance
-// neither repeats nor loses one. It returns the warnings it raised.
+// neither repeats nor loses one. It returns the number of warnings raised.
 func (s *Service) ScanExpiry(ctx context.Context) (int, error) {
 	ctx = viewer.SystemContext(ctx)
 	now := s.Now()
@@ -63,38 +63,59 @@ func (s *Service) ScanExpiry(ctx context.Context) (int, error) {
 	}
 	raised := 0
 	for _, t := range due {
-		warned := t.WarnedDays
-		if t.WarnedExpiry == nil || !t.WarnedExpiry.Equal(t.ExpiresAt) {
-			warned = nil // a new expiry date starts afresh
+		won, msg, err := s.raise(ctx, t, now)
+		if err != nil {
+			return raised, fmt.Errorf("recording warning for token %d: %w", t.ID, err)
 		}
-		th, ok := crossed(t.ExpiresAt, now, s.cfg.WarnDays)
-		fresh := ok && (warned == nil || th < *warned)
-		upd := s.client.ServerToken.Update().
-			Where(servertoken.ID(t.ID), servertoken.NextWarnAtEQ(*t.NextWarnAt))
+		if won {
+			raised++
+			s.publish(ctx, msg)
+		}
+	}
+	if raised > 0 && s.OnOutbox != nil {
+		s.OnOutbox()
+	}
+	return raised, nil
+}
+
+// raise records the warning due on t, if any, and its webhook delivery in
+// one transaction. won is false when there was nothing new to say or
+// another instance recorded it first.
+func (s *Service) raise(ctx context.Context, t *ent.ServerToken, now time.Time) (won bool, msg warningMessage, err error) {
+	warned := t.WarnedDays
+	if t.WarnedExpiry == nil || !t.WarnedExpiry.Equal(t.ExpiresAt) {
+		warned = nil // a new expiry date starts afresh
+	}
+	th, ok := crossed(t.ExpiresAt, now, s.cfg.WarnDays)
+	fresh := ok && (warned == nil || th < *warned)
+	if fresh {
+		warned = &th
+	}
+	msg = warningMessage{TokenID: t.ID, CustomerID: t.CustomerID, ExpiresAt: t.ExpiresAt, Threshold: th, IssuedAt: now}
+	err = withTx(ctx, s.client, func(tx *ent.Tx) error {
+		upd := tx.ServerToken.Update().Where(servertoken.ID(t.ID), servertoken.NextWarnAtEQ(*t.NextWarnAt))
 		if fresh {
 			upd.SetWarnedDays(th).SetWarnedExpiry(t.ExpiresAt)
-			warned = &th
 		}
-		if next := nextWarnAt(t.ExpiresAt, warned, s.cfg.WarnDays); next != nil && next.After(*t.NextWarnAt) {
-			upd.SetNextWarnAt(*next)
-		} else if next == nil {
+		switch next := nextWarnAt(t.ExpiresAt, warned, s.cfg.WarnDays); {
+		case next == nil:
 			upd.ClearNextWarnAt()
-		} else {
+		case next.After(*t.NextWarnAt):
+			upd.SetNextWarnAt(*next)
+		default:
 			// The next threshold is not ahead of this one: look again in
 			// an hour rather than spin on the same row.
 			upd.SetNextWarnAt(now.Add(time.Hour))
 		}
 		n, err := upd.Save(ctx)
-		if err != nil {
-			return raised, fmt.Errorf("recording warning for token %d: %w", t.ID, err)
+		if err != nil || n == 0 || !fresh {
+			return err
 		}
-		if n == 0 || !fresh {
-			continue // another instance took it, or nothing new to say
-		}
-		raised++
-		s.publish(ctx, warningMessage{TokenID: t.ID, CustomerID: t.CustomerID, ExpiresAt: t.ExpiresAt, Threshold: th, IssuedAt: now})
-	}
-	return raised, nil
+		won = true
+		// The webhook delivery is written with the warning: both or neither.
+		return s.enqueueWarning(ctx, tx, msg)
+	})
+	return won, msg, err
 }
 
 func (s *Service) publish(ctx context.Context, m warningMessage) {

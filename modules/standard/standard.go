@@ -6,6 +6,8 @@ import (
 	// Apple clients: the real API and the offline simulator.
 	_ "github.com/orchard-msp/orchard/modules/apple/appsandbooks"
 	_ "github.com/orchard-msp/orchard/modules/apple/simulator"
+	// Webhook notifications.
+	_ "github.com/orchard-msp/orchard/modules/notify/webhook"
 	// Broker within one process.
 	_ "github.com/orchard-msp/orchard/modules/pubsub/memory"
 	// Sealing of server tokens at rest.
