@@ -4,7 +4,7 @@ export CGO_ENABLED := 1   # mattn/go-sqlite3 and the race detector need cgo
 BIN := bin/orchard
 GO  ?= go
 
-.PHONY: help run build test test-short lint generate check-generate demo fuzz clean
+.PHONY: help run build test test-short lint generate check-generate demo fuzz clean bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 18
@@ -41,3 +41,7 @@ fuzz: ## run each fuzz target briefly (FUZZTIME=10s)
 
 clean: ## remove the binary
 	rm -rf bin
+
+bench: ## run the benchmark suite and write docs/benchmarks.md (ORCHARD_BENCH_SUBSCRIBERS=10000 for the large fan-out)
+	mkdir -p docs
+	ORCHARD_BENCH=$(CURDIR)/docs/benchmarks.md $(GO) test ./server -run '^TestBenchmarkReport$$' -count=1 -v -timeout 20m

@@ -40,6 +40,9 @@ const (
 	multipartOverhead = 16 << 10
 	// wsReadLimit bounds one websocket message; subscription requests are small.
 	wsReadLimit = 64 << 10
+	// maxJSONBody bounds a JSON request: the largest legitimate query with
+	// its variables is a few KB.
+	maxJSONBody = 256 << 10
 )
 
 // serverDeps is what the HTTP layer is built from.
@@ -57,7 +60,7 @@ type serverDeps struct {
 func newHandler(d serverDeps) http.Handler {
 	gql := newGraphQL(d)
 	mux := http.NewServeMux()
-	mux.Handle("/graphql", d.auth.middleware(uploadGuard(d.cfg.MaxUploadBytes, gql)))
+	mux.Handle("/graphql", bodyGuard(d.cfg.MaxUploadBytes, d.auth.middleware(gql)))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte("ok\n"))
@@ -129,16 +132,22 @@ func newGraphQL(d serverDeps) *handler.Server {
 	return srv
 }
 
-// uploadGuard answers an upload larger than the limit with HTTP 413 and
-// UPLOAD_TOO_LARGE: at once when Content-Length says so, and as soon as a
-// chunked body passes the limit.
-func uploadGuard(maxFile int64, next http.Handler) http.Handler {
-	limit := maxFile + multipartOverhead
-	tooLarge := fault.New(fault.UploadTooLarge, "The upload is larger than a server token can be (limit %d bytes). Choose the .vpptoken file downloaded from Apple Business Manager.", maxFile)
+// bodyGuard bounds request bodies before anything reads them: uploads to
+// the token size limit plus the multipart envelope, other requests to
+// maxJSONBody. Too large is answered with HTTP 413 and UPLOAD_TOO_LARGE (for
+// uploads) or BAD_USER_INPUT: at once when Content-Length says so, and as
+// soon as a chunked body passes the limit.
+func bodyGuard(maxFile int64, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost || !strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/") {
+		if r.Body == nil || r.Body == http.NoBody || isWebsocket(r) {
 			next.ServeHTTP(w, r)
 			return
+		}
+		limit := int64(maxJSONBody)
+		tooLarge := fault.New(fault.BadUserInput, "The request body is larger than %d bytes. Send a smaller query.", limit)
+		if strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/") {
+			limit = maxFile + multipartOverhead
+			tooLarge = fault.New(fault.UploadTooLarge, "The upload is larger than a server token can be (limit %d bytes). Choose the .vpptoken file downloaded from Apple Business Manager.", maxFile)
 		}
 		if r.ContentLength > limit {
 			w.Header().Set("Connection", "close")
@@ -147,10 +156,10 @@ func uploadGuard(maxFile int64, next http.Handler) http.Handler {
 		}
 		lr := &limitedBody{ReadCloser: r.Body, left: limit}
 		r.Body = lr
-		gw := &guardWriter{ResponseWriter: w, tripped: &lr.tripped}
+		gw := &guardWriter{ResponseWriter: w, tripped: &lr.tripped, err: tooLarge}
 		next.ServeHTTP(gw, r)
 		if lr.tripped && !gw.replaced {
-			gw.replace(tooLarge)
+			gw.replace()
 		}
 	})
 }
@@ -181,23 +190,24 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 }
 
 // guardWriter swallows the transport's own answer once the body limit has
-// tripped, so the client gets 413 and UPLOAD_TOO_LARGE instead.
+// tripped, so the client gets 413 and the right code instead.
 type guardWriter struct {
 	http.ResponseWriter
 	tripped  *bool
 	replaced bool
+	err      error
 }
 
-func (g *guardWriter) replace(err error) {
+func (g *guardWriter) replace() {
 	g.replaced = true
 	g.ResponseWriter.Header().Set("Connection", "close")
-	writeGraphQLError(g.ResponseWriter, http.StatusRequestEntityTooLarge, err)
+	writeGraphQLError(g.ResponseWriter, http.StatusRequestEntityTooLarge, g.err)
 }
 
 func (g *guardWriter) WriteHeader(code int) {
 	if *g.tripped {
 		if !g.replaced {
-			g.replace(fault.New(fault.UploadTooLarge, "The upload is larger than a server token can be. Choose the .vpptoken file downloaded from Apple Business Manager."))
+			g.replace()
 		}
 		return
 	}

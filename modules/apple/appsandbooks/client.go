@@ -371,8 +371,9 @@ func (c *Client) serviceConfig(ctx context.Context) (*serviceConfig, error) {
 	return &sc, nil
 }
 
-// metadataBatch is how many adamIDs one lookup asks for.
-const metadataBatch = 50
+// metadataBatch is how many adamIDs one lookup asks for; batches go out
+// MaxInFlight at a time.
+const metadataBatch = 100
 
 type lookupResponse struct {
 	Results map[string]struct {
@@ -399,36 +400,68 @@ func (c *Client) Metadata(ctx context.Context, token []byte, storefront, platfor
 	if platform == "" {
 		platform = "volumestore"
 	}
-	out := map[string]apple.Metadata{}
+	var (
+		mu       sync.Mutex
+		out      = map[string]apple.Metadata{}
+		firstErr error
+		wg       sync.WaitGroup
+		sem      = make(chan struct{}, c.MaxInFlight)
+	)
 	for start := 0; start < len(adamIDs); start += metadataBatch {
 		ids := adamIDs[start:min(start+metadataBatch, len(adamIDs))]
-		u, err := url.Parse(lookup)
-		if err != nil {
-			return nil, fmt.Errorf("metadata lookup URL: %w", err)
-		}
-		q := u.Query()
-		q.Set("version", "2")
-		q.Set("id", strings.Join(ids, ","))
-		q.Set("p", "mdm-lockup")
-		q.Set("caller", "MDM")
-		q.Set("platform", platform)
-		q.Set("cc", strings.ToLower(storefront))
-		q.Set("l", "en")
-		u.RawQuery = q.Encode()
-		var resp lookupResponse
-		if err := c.call(ctx, http.MethodGet, u, token, nil, &resp, withCookie("itvt")); err != nil {
-			return out, err
-		}
-		for id, r := range resp.Results {
-			m := apple.Metadata{Name: r.Name, BundleID: r.BundleID}
-			best := 0
-			for _, a := range r.Artwork {
-				if m.IconURL == "" || (a.Width >= best && best < 512) {
-					m.IconURL, best = a.URL, a.Width
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			got, err := c.lookup(ctx, lookup, token, storefront, platform, ids)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if firstErr == nil {
+					firstErr = err
 				}
+				return
 			}
-			out[id] = m
+			for id, m := range got {
+				out[id] = m
+			}
+		}()
+	}
+	wg.Wait()
+	return out, firstErr
+}
+
+// lookup asks the metadata service about one batch of adamIDs.
+func (c *Client) lookup(ctx context.Context, lookupURL string, token []byte, storefront, platform string, ids []string) (map[string]apple.Metadata, error) {
+	u, err := url.Parse(lookupURL)
+	if err != nil {
+		return nil, fmt.Errorf("metadata lookup URL: %w", err)
+	}
+	q := u.Query()
+	q.Set("version", "2")
+	q.Set("id", strings.Join(ids, ","))
+	q.Set("p", "mdm-lockup")
+	q.Set("caller", "MDM")
+	q.Set("platform", platform)
+	q.Set("cc", strings.ToLower(storefront))
+	q.Set("l", "en")
+	u.RawQuery = q.Encode()
+	var resp lookupResponse
+	if err := c.call(ctx, http.MethodGet, u, token, nil, &resp, withCookie("itvt")); err != nil {
+		return nil, err
+	}
+	out := make(map[string]apple.Metadata, len(resp.Results))
+	for id, r := range resp.Results {
+		m := apple.Metadata{Name: r.Name, BundleID: r.BundleID}
+		best := 0
+		for _, a := range r.Artwork {
+			// The largest icon up to 512 px wide, or the first one.
+			if m.IconURL == "" || (a.Width > best && a.Width <= 512) {
+				m.IconURL, best = a.URL, a.Width
+			}
 		}
+		out[id] = m
 	}
 	return out, nil
 }
