@@ -646,16 +646,22 @@ func benchFanOut(b *bench) []benchRow {
 	var lat []time.Duration
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	sent := time.Now()
 	for _, c := range clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := c.nextWarning(30 * time.Second); err == nil {
-				mu.Lock()
-				lat = append(lat, time.Since(sent))
-				mu.Unlock()
+			w, err := c.nextWarning(30 * time.Second)
+			got := time.Now()
+			if err != nil {
+				return
 			}
+			issued, err := time.Parse(time.RFC3339Nano, w.Data.TokenExpiryWarnings.IssuedAt)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			lat = append(lat, got.Sub(issued))
+			mu.Unlock()
 		}()
 	}
 	if r := s.action(admin, "confirmServerToken", up.UploadServerToken.Token.ID); len(r.Errors) > 0 {
@@ -677,7 +683,7 @@ func benchFanOut(b *bench) []benchRow {
 		Baseline: "—", Ratio: "—",
 		Target: fmt.Sprintf("p99 ≤ %s; ≤ 64 KiB per idle subscription", fmtDur(target)),
 		Pass:   p99 <= target && perSub <= 64<<10,
-		Note:   "latency counted from sending the confirm that raises the warning (it includes the confirm itself); set ORCHARD_BENCH_SUBSCRIBERS=10000 for the large run",
+		Note:   "latency from the warning's issuedAt (stamped by the server when it raises it) to its arrival at each client; clients in the test process; set ORCHARD_BENCH_SUBSCRIBERS=10000 for the large run",
 	}}
 }
 
@@ -757,12 +763,19 @@ func benchSync(b *bench) []benchRow {
 	if err != nil {
 		b.t.Fatal(err)
 	}
+	// The confirm's first sync, in the background, has not run here (no
+	// OnActivate), so this is a cold fetch; the second knows the page count.
 	start := time.Now()
 	got, err := mods.Apple.Assets(context.Background(), f)
 	fetch := time.Since(start)
 	if err != nil || len(got.Assets) != assets {
 		b.t.Fatalf("P8 fetch: %v", err)
 	}
+	start = time.Now()
+	if got, err = mods.Apple.Assets(context.Background(), f); err != nil || len(got.Assets) != assets {
+		b.t.Fatalf("P8 warm fetch: %v", err)
+	}
+	warm := time.Since(start)
 	start = time.Now()
 	if err := svc.SyncToken(admin, tok.ID); err != nil {
 		b.t.Fatal(err)
@@ -780,12 +793,16 @@ func benchSync(b *bench) []benchRow {
 	floor := time.Duration(20/5) * latency
 	// The write: the sync's time less its Apple round trips (config, pages
 	// and the metadata lookups, all at the fake's latency).
-	write := total - fetch - latency - time.Duration((assets+99)/100/5+1)*latency
+	write := total - warm - latency - time.Duration((assets+99)/100/5+1)*latency
 	return []benchRow{
-		{ID: "P8", Scenario: fmt.Sprintf("fetch %d assets (20 pages) from an Apple answering each page in %s", assets, latency),
-			Figure: fmtDur(fetch), Baseline: "paging floor " + fmtDur(floor) + " (20 pages ÷ 5 in flight × 20 ms)",
+		{ID: "P8", Scenario: fmt.Sprintf("fetch %d assets (20 pages) from an Apple answering each page in %s, page count known from the last sync", assets, latency),
+			Figure: fmtDur(warm), Baseline: "paging floor " + fmtDur(floor) + " (20 pages ÷ 5 in flight × 20 ms)",
+			Ratio: fmt.Sprintf("%.2f×", float64(warm)/float64(floor)), Target: "≤ 1.5× the paging floor",
+			Pass: warm <= floor*3/2, Note: "pages 0–4 go out together, then the rest five at a time"},
+		{ID: "P8", Scenario: "the same fetch the first time a token is read",
+			Figure: fmtDur(fetch), Baseline: "paging floor " + fmtDur(floor),
 			Ratio: fmt.Sprintf("%.2f×", float64(fetch)/float64(floor)), Target: "≤ 1.5× the paging floor",
-			Pass: fetch <= floor*3/2, Note: "page 0 comes first (it says how many pages there are), then 19 pages five at a time"},
+			Pass: fetch <= floor*3/2, Note: "page 0 must come first: only it says how many pages there are, so one round trip more"},
 		{ID: "P8", Scenario: fmt.Sprintf("first sync of %d assets, all of it", assets),
 			Figure: fmtDur(total), Baseline: "—", Ratio: "—", Target: "the write of 10,000 rows < 1 s",
 			Pass: write < time.Second, Note: fmt.Sprintf("includes client config, the fetch, the metadata lookups (batches of 100, 5 at a time) and the write; the write alone ≈ %s", fmtDur(max(write, 0)))},
@@ -895,4 +912,18 @@ func benchExpiryScan(b *bench) []benchRow {
 		Figure: fmt.Sprintf("%s (raising %d); %s when none is due", fmtDur(d), due, fmtDur(idle)), Baseline: "—", Ratio: "—",
 		Target: "< 50 ms", Pass: d < 50*time.Millisecond, Note: "reads only due tokens through the next_warn_at index; each warning is its own durable transaction",
 	}}
+}
+
+// BenchmarkNestedList is P2's Orchard side alone, for profiling:
+// go test ./server -run '^$' -bench NestedList -cpuprofile cpu.out
+func BenchmarkNestedList(b *testing.B) {
+	t := &testing.T{}
+	db := testdb.SQLite(b)
+	seedNested(t, db.Client, 20, 3, 50)
+	s := newBenchServer(t, db.Client, domain.Modules{})
+	body, _ := json.Marshal(map[string]string{"query": nestedQuery})
+	b.ReportAllocs()
+	for b.Loop() {
+		s.post(body)
+	}
 }

@@ -89,9 +89,12 @@ func newGraphQL(d serverDeps) *handler.Server {
 	origins := append([]string{}, d.cfg.AllowedOrigins...)
 	readLimit := int64(wsReadLimit)
 	srv.AddTransport(transport.Websocket{
-		Implementation: transport.CoderWebsocketImplementation{
-			// coder/websocket refuses cross-origin browsers unless listed here.
-			AcceptOptions: websocket.AcceptOptions{OriginPatterns: origins},
+		Implementation: guardedWebsocket{
+			WebsocketImplementation: transport.CoderWebsocketImplementation{
+				// coder/websocket refuses cross-origin browsers unless listed here.
+				AcceptOptions: websocket.AcceptOptions{OriginPatterns: origins},
+			},
+			max: maxSubscriptionsPerSocket,
 		},
 		InitFunc:         d.auth.wsInit,
 		InitTimeout:      10 * time.Second,

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -104,6 +105,7 @@ type warningPayload struct {
 		TokenExpiryWarnings struct {
 			DaysUntilExpiry int
 			Level           string
+			IssuedAt        string
 			Token           struct {
 				ID       string
 				Customer struct{ Name string }
@@ -213,6 +215,52 @@ func TestWebsocketRefusals(t *testing.T) {
 			if websocket.CloseStatus(err) != 4403 {
 				t.Fatalf("got %v, want close code 4403", err)
 			}
+		}
+	})
+	t.Run("DuplicateID", func(t *testing.T) {
+		c, _, err := dialWS(t, s, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.init(s.key()); err != nil {
+			t.Fatal(err)
+		}
+		c.subscribe("same", nil)
+		c.subscribe("same", nil)
+		for {
+			if _, err = c.read(3 * time.Second); err != nil {
+				break
+			}
+		}
+		if websocket.CloseStatus(err) != 4409 {
+			t.Fatalf("got %v, want close code 4409", err)
+		}
+	})
+	t.Run("TooManySubscriptions", func(t *testing.T) {
+		c, _, err := dialWS(t, s, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.init(s.key()); err != nil {
+			t.Fatal(err)
+		}
+		for i := range maxSubscriptionsPerSocket + 1 {
+			c.subscribe(strconv.Itoa(i), nil)
+		}
+		for {
+			m, err := c.read(3 * time.Second)
+			if err != nil {
+				t.Fatalf("no refusal for subscription %d: %v", maxSubscriptionsPerSocket, err)
+			}
+			if m.Type == "error" && m.ID == strconv.Itoa(maxSubscriptionsPerSocket) {
+				break
+			}
+		}
+		// The socket stays open for the subscriptions it holds.
+		c.send(wsMessage{ID: "0", Type: "complete"})
+		c.subscribe("again", nil)
+		if m, err := c.read(time.Second); err == nil && m.Type == "error" && m.ID == "again" {
+			t.Fatal("a freed slot was not reusable")
 		}
 	})
 	t.Run("ForeignOrigin", func(t *testing.T) {

@@ -169,9 +169,9 @@ var (
 				Columns: []*schema.Column{ServerTokensColumns[3], ServerTokensColumns[10]},
 			},
 			{
-				Name:    "servertoken_next_warn_at",
+				Name:    "servertoken_state_next_warn_at",
 				Unique:  false,
-				Columns: []*schema.Column{ServerTokensColumns[21]},
+				Columns: []*schema.Column{ServerTokensColumns[3], ServerTokensColumns[21]},
 			},
 			{
 				Name:    "servertoken_customer_id_expires_at",

@@ -91,7 +91,8 @@ func (ServerToken) Indexes() []ent.Index {
 		index.Fields("location_uid").Unique().
 			Annotations(entsql.IndexWhere("state = 'ACTIVE'")).StorageKey("servertoken_active_location"),
 		index.Fields("state", "expires_at"),
-		index.Fields("next_warn_at"),
+		// The expiry watcher's query: state = ACTIVE and next_warn_at <= now.
+		index.Fields("state", "next_warn_at"),
 		index.Fields("customer_id", "expires_at"),
 	}
 }

@@ -146,9 +146,17 @@ func notFound(err error, what string) error {
 	return err
 }
 
-// audit records an action. It never fails the caller: the audit log is
-// written with Orchard's own rights after the action, and a failure is logged.
+// audit records an action after it ended. It never fails the caller: the
+// audit log is written with Orchard's own rights, and a failure is logged.
 func (s *Service) audit(ctx context.Context, action string, customerID, tokenID *int, outcome error, detail string) {
+	if err := s.auditWith(ctx, s.client, action, customerID, tokenID, outcome, detail); err != nil {
+		s.log.Error("writing audit event", "action", action, "err", err)
+	}
+}
+
+// auditWith writes an audit event through client, which may be a
+// transaction's, so a successful action and its record commit together.
+func (s *Service) auditWith(ctx context.Context, client *ent.Client, action string, customerID, tokenID *int, outcome error, detail string) error {
 	v := viewer.FromContext(ctx)
 	actor, keyID := "orchard", (*int)(nil)
 	if v != nil {
@@ -162,7 +170,7 @@ func (s *Service) audit(ctx context.Context, action string, customerID, tokenID 
 	if outcome != nil {
 		result = string(fault.CodeOf(outcome))
 	}
-	err := s.client.AuditEvent.Create().
+	return client.AuditEvent.Create().
 		SetActor(actor).
 		SetNillableActorKeyID(keyID).
 		SetAction(action).
@@ -171,9 +179,6 @@ func (s *Service) audit(ctx context.Context, action string, customerID, tokenID 
 		SetOutcome(result).
 		SetDetail(detail).
 		Exec(viewer.SystemContext(context.WithoutCancel(ctx)))
-	if err != nil {
-		s.log.Error("writing audit event", "action", action, "err", err)
-	}
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -40,11 +40,9 @@ func sealAAD(tokenID, customerID int) []byte {
 // CONFLICT when another MDM manages the location. Nothing else changes.
 func (s *Service) UploadServerToken(ctx context.Context, customerID int, data []byte) (res *UploadResult, err error) {
 	defer func() {
-		var tokenID *int
-		if res != nil {
-			tokenID = &res.Token.ID
+		if err != nil { // a success is recorded in its own transaction
+			s.audit(ctx, "token.upload", &customerID, nil, err, "")
 		}
-		s.audit(ctx, "token.upload", &customerID, tokenID, err, "")
 	}()
 	if _, err := requireWriter(ctx); err != nil {
 		return nil, err
@@ -116,8 +114,10 @@ func (s *Service) UploadServerToken(ctx context.Context, customerID int, data []
 		if err != nil {
 			return fmt.Errorf("sealing token: %w", err)
 		}
-		res.Token, err = tok.Update().SetSealedToken(sealed).Save(ctx)
-		return err
+		if res.Token, err = tok.Update().SetSealedToken(sealed).Save(ctx); err != nil {
+			return err
+		}
+		return s.auditWith(ctx, tx.Client(), "token.upload", &cust.ID, &tok.ID, nil, "")
 	})
 	if err != nil {
 		return nil, err
@@ -216,13 +216,9 @@ func (s *Service) activate(ctx context.Context, id int, claim bool) (tok *ent.Se
 	}
 	var customerID *int
 	defer func() {
-		var tokenID *int
-		if tok != nil {
-			tokenID = &tok.ID
-		} else {
-			tokenID = &id
+		if err != nil { // a success is recorded in its own transaction
+			s.audit(ctx, action, customerID, &id, err, "")
 		}
-		s.audit(ctx, action, customerID, tokenID, err, "")
 	}()
 	if _, err := requireWriter(ctx); err != nil {
 		return nil, err
@@ -272,7 +268,7 @@ func (s *Service) activate(ctx context.Context, id int, claim bool) (tok *ent.Se
 	// Two confirms of one location can race; the unique index on ACTIVE
 	// locations lets only one through, and the loser retries as a renewal.
 	for attempt := 0; ; attempt++ {
-		tok, err = s.commitActivation(ctx, pending, secret, cfg)
+		tok, err = s.commitActivation(ctx, action, pending, secret, cfg)
 		if err == nil || attempt == 2 || !ent.IsConstraintError(err) {
 			break
 		}
@@ -304,7 +300,7 @@ func conflictError(other *schematype.MDMInfo) error {
 
 // commitActivation makes pending ACTIVE, or renews the ACTIVE token of the
 // same customer and location with pending's secret and consumes pending.
-func (s *Service) commitActivation(ctx context.Context, pending *ent.ServerToken, secret []byte, cfg *apple.ClientConfig) (*ent.ServerToken, error) {
+func (s *Service) commitActivation(ctx context.Context, action string, pending *ent.ServerToken, secret []byte, cfg *apple.ClientConfig) (*ent.ServerToken, error) {
 	var out *ent.ServerToken
 	err := withTx(ctx, s.client, func(tx *ent.Tx) error {
 		cur, err := tx.ServerToken.Get(ctx, pending.ID)
@@ -358,8 +354,14 @@ func (s *Service) commitActivation(ctx context.Context, pending *ent.ServerToken
 			upd.ClearWarnedDays().ClearWarnedExpiry()
 			armExpiry(upd, exp, s.cfg.WarnDays)
 		}
-		out, err = upd.Save(ctx)
-		return err
+		if out, err = upd.Save(ctx); err != nil {
+			return err
+		}
+		detail := ""
+		if out.ID != pending.ID {
+			detail = fmt.Sprintf("renewed in place from upload %d", pending.ID)
+		}
+		return s.auditWith(ctx, tx.Client(), action, &out.CustomerID, &out.ID, nil, detail)
 	})
 	return out, err
 }

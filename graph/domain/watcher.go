@@ -62,12 +62,28 @@ func (s *Service) ScanExpiry(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("reading tokens due a warning: %w", err)
 	}
 	raised := 0
-	for _, t := range due {
-		won, msg, err := s.raise(ctx, t, now)
+	// Warnings are recorded a batch per transaction: one commit (one fsync on
+	// SQLite) for many tokens, and still all-or-nothing with their webhook
+	// deliveries.
+	for batch := range slices.Chunk(due, scanBatch) {
+		var won []warningMessage
+		err := withTx(ctx, s.client, func(tx *ent.Tx) error {
+			won = won[:0]
+			for _, t := range batch {
+				ok, msg, err := s.raise(ctx, tx, t, now)
+				if err != nil {
+					return fmt.Errorf("recording warning for token %d: %w", t.ID, err)
+				}
+				if ok {
+					won = append(won, msg)
+				}
+			}
+			return nil
+		})
 		if err != nil {
-			return raised, fmt.Errorf("recording warning for token %d: %w", t.ID, err)
+			return raised, err
 		}
-		if won {
+		for _, msg := range won {
 			raised++
 			s.publish(ctx, msg)
 		}
@@ -78,10 +94,13 @@ func (s *Service) ScanExpiry(ctx context.Context) (int, error) {
 	return raised, nil
 }
 
+// scanBatch is how many due tokens one transaction of the scan handles.
+const scanBatch = 500
+
 // raise records the warning due on t, if any, and its webhook delivery in
-// one transaction. won is false when there was nothing new to say or
+// tx. won is false when there was nothing new to say or
 // another instance recorded it first.
-func (s *Service) raise(ctx context.Context, t *ent.ServerToken, now time.Time) (won bool, msg warningMessage, err error) {
+func (s *Service) raise(ctx context.Context, tx *ent.Tx, t *ent.ServerToken, now time.Time) (won bool, msg warningMessage, err error) {
 	warned := t.WarnedDays
 	if t.WarnedExpiry == nil || !t.WarnedExpiry.Equal(t.ExpiresAt) {
 		warned = nil // a new expiry date starts afresh
@@ -92,7 +111,7 @@ func (s *Service) raise(ctx context.Context, t *ent.ServerToken, now time.Time) 
 		warned = &th
 	}
 	msg = warningMessage{TokenID: t.ID, CustomerID: t.CustomerID, ExpiresAt: t.ExpiresAt, Threshold: th, IssuedAt: now}
-	err = withTx(ctx, s.client, func(tx *ent.Tx) error {
+	err = func() error {
 		upd := tx.ServerToken.Update().Where(servertoken.ID(t.ID), servertoken.NextWarnAtEQ(*t.NextWarnAt))
 		if fresh {
 			upd.SetWarnedDays(th).SetWarnedExpiry(t.ExpiresAt)
@@ -114,7 +133,7 @@ func (s *Service) raise(ctx context.Context, t *ent.ServerToken, now time.Time) 
 		won = true
 		// The webhook delivery is written with the warning: both or neither.
 		return s.enqueueWarning(ctx, tx, msg)
-	})
+	}()
 	return won, msg, err
 }
 

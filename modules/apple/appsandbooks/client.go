@@ -18,6 +18,7 @@ package appsandbooks
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -79,6 +80,10 @@ type Client struct {
 	svcMu      sync.Mutex
 	svcConfig  *serviceConfig
 	svcFetched time.Time
+
+	// pageCounts remembers how many asset pages each token had last time,
+	// keyed by the token's SHA-256 (the token itself is never kept).
+	pageCounts sync.Map
 }
 
 // Interface guards.
@@ -271,38 +276,61 @@ func (c *Client) page(ctx context.Context, token []byte, index int) (*assetsResp
 }
 
 func (c *Client) assetsOnce(ctx context.Context, token []byte) (*apple.Assets, error) {
-	first, err := c.page(ctx, token, 0)
+	// Page 0 says how many pages there are. When an earlier fetch of this
+	// token learnt the count, the next pages are asked for together with
+	// page 0 instead of after it, which saves one round trip.
+	ahead := []int{0}
+	for i := 1; i < min(c.pageHint(token), c.MaxInFlight); i++ {
+		ahead = append(ahead, i)
+	}
+	pages, err := c.fetchPages(ctx, token, ahead)
 	if err != nil {
 		return nil, err
 	}
-	pages := []*assetsResponse{first}
-	switch {
-	case first.NextPageIndex == nil:
-	case first.TotalPages > 1:
-		rest, err := c.pagesParallel(ctx, token, first.TotalPages)
-		if err != nil {
-			return nil, err
-		}
-		pages = append(pages, rest...)
-	default:
+	first := pages[0]
+	var want []int
+	if first.NextPageIndex != nil && first.TotalPages <= 1 {
 		// No page count: follow nextPageIndex one page at a time.
 		for next := first.NextPageIndex; next != nil; {
 			p, err := c.page(ctx, token, *next)
 			if err != nil {
 				return nil, err
 			}
-			pages = append(pages, p)
+			pages[*next] = p
 			if len(pages) > 100000 {
 				return nil, fault.New(fault.AppleUnavailable, "Apple's asset list does not end. Try the sync again later.")
 			}
 			next = p.NextPageIndex
 		}
+	} else if first.NextPageIndex != nil {
+		for i := 1; i < first.TotalPages; i++ {
+			if pages[i] == nil {
+				want = append(want, i)
+			}
+		}
 	}
-	out := &apple.Assets{VersionID: first.VersionID, MDMInfo: first.MDMInfo.domain(), TokenExpiresAt: parseAppleTime(first.TokenExpirationDate), Pages: len(pages)}
-	for _, p := range pages {
+	rest, err := c.fetchPages(ctx, token, want)
+	if err != nil {
+		return nil, err
+	}
+	for i, p := range rest {
+		pages[i] = p
+	}
+	count := 1
+	if first.NextPageIndex != nil {
+		count = max(first.TotalPages, len(pages))
+	}
+	c.rememberPages(token, count)
+	out := &apple.Assets{VersionID: first.VersionID, MDMInfo: first.MDMInfo.domain(), TokenExpiresAt: parseAppleTime(first.TokenExpirationDate)}
+	for i := range count {
+		p := pages[i]
+		if p == nil {
+			continue // a page guessed ahead that no longer exists
+		}
 		if p.VersionID != first.VersionID {
 			return nil, errVersionChanged
 		}
+		out.Pages++
 		for _, a := range p.Assets {
 			out.Assets = append(out.Assets, a.domain(false))
 		}
@@ -313,28 +341,42 @@ func (c *Client) assetsOnce(ctx context.Context, token []byte) (*apple.Assets, e
 	return out, nil
 }
 
-func (c *Client) pagesParallel(ctx context.Context, token []byte, total int) ([]*assetsResponse, error) {
+// fetchPages reads the given pages, at most MaxInFlight at once. A page
+// guessed ahead of page 0 that Apple says does not exist (9650) is skipped.
+func (c *Client) fetchPages(ctx context.Context, token []byte, indexes []int) (map[int]*assetsResponse, error) {
+	out := make(map[int]*assetsResponse, len(indexes))
+	if len(indexes) == 0 {
+		return out, nil
+	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	out := make([]*assetsResponse, total-1)
+	var mu sync.Mutex
 	sem := make(chan struct{}, c.MaxInFlight)
 	var wg sync.WaitGroup
-	for i := 1; i < total && ctx.Err() == nil; i++ {
+	for _, i := range indexes {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
-			continue
+		}
+		if ctx.Err() != nil {
+			break
 		}
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
 			defer func() { <-sem }()
 			p, err := c.page(ctx, token, i)
+			var ae *apple.Error
+			if err != nil && i > 0 && errors.As(err, &ae) && ae.Number == 9650 {
+				return
+			}
 			if err != nil {
 				cancel(err) // the first failure stops the other pages
 				return
 			}
-			out[i-1] = p
+			mu.Lock()
+			out[i] = p
+			mu.Unlock()
 		}(i)
 	}
 	wg.Wait()
@@ -343,6 +385,17 @@ func (c *Client) pagesParallel(ctx context.Context, token []byte, total int) ([]
 	}
 	return out, nil
 }
+
+func pageKey(token []byte) [32]byte { return sha256.Sum256(token) }
+
+func (c *Client) pageHint(token []byte) int {
+	if v, ok := c.pageCounts.Load(pageKey(token)); ok {
+		return v.(int)
+	}
+	return 1
+}
+
+func (c *Client) rememberPages(token []byte, n int) { c.pageCounts.Store(pageKey(token), n) }
 
 func (a responseAsset) domain(unlimited bool) apple.Asset {
 	return apple.Asset{

@@ -238,3 +238,22 @@ func TestMetadata(t *testing.T) {
 		t.Fatalf("metadata = %+v", got)
 	}
 }
+
+// A token's page count from the last fetch lets the next fetch ask for the
+// first pages together; a location that shrank meanwhile still reads right.
+func TestAssetsGuessAhead(t *testing.T) {
+	fake, token, loc := setup(t)
+	loc.Assets = appletest.MakeAssets(500)
+	c := newClient(t, fake, "")
+	if got, err := c.Assets(context.Background(), token); err != nil || len(got.Assets) != 500 {
+		t.Fatalf("first fetch: %v", err)
+	}
+	fake.Update(func() { loc.Assets = loc.Assets[:150] })
+	got, err := c.Assets(context.Background(), token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Assets) != 150 || got.Pages != 2 {
+		t.Fatalf("after shrinking: %d assets in %d pages, want 150 in 2", len(got.Assets), got.Pages)
+	}
+}
