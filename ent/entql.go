@@ -143,6 +143,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			servertoken.FieldLastErrorAt:     {Type: field.TypeTime, Column: servertoken.FieldLastErrorAt},
 			servertoken.FieldWarnedDays:      {Type: field.TypeInt, Column: servertoken.FieldWarnedDays},
 			servertoken.FieldWarnedExpiry:    {Type: field.TypeTime, Column: servertoken.FieldWarnedExpiry},
+			servertoken.FieldWarnedAt:        {Type: field.TypeTime, Column: servertoken.FieldWarnedAt},
 			servertoken.FieldNextWarnAt:      {Type: field.TypeTime, Column: servertoken.FieldNextWarnAt},
 		},
 	}
@@ -752,6 +753,11 @@ func (f *ServerTokenFilter) WhereWarnedDays(p entql.IntP) {
 // WhereWarnedExpiry applies the entql time.Time predicate on the warned_expiry field.
 func (f *ServerTokenFilter) WhereWarnedExpiry(p entql.TimeP) {
 	f.Where(p.Field(servertoken.FieldWarnedExpiry))
+}
+
+// WhereWarnedAt applies the entql time.Time predicate on the warned_at field.
+func (f *ServerTokenFilter) WhereWarnedAt(p entql.TimeP) {
+	f.Where(p.Field(servertoken.FieldWarnedAt))
 }
 
 // WhereNextWarnAt applies the entql time.Time predicate on the next_warn_at field.

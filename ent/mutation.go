@@ -3910,6 +3910,7 @@ type ServerTokenMutation struct {
 	warned_days      *int
 	addwarned_days   *int
 	warned_expiry    *time.Time
+	warned_at        *time.Time
 	next_warn_at     *time.Time
 	clearedFields    map[string]struct{}
 	customer         *int
@@ -4862,6 +4863,55 @@ func (m *ServerTokenMutation) ResetWarnedExpiry() {
 	delete(m.clearedFields, servertoken.FieldWarnedExpiry)
 }
 
+// SetWarnedAt sets the "warned_at" field.
+func (m *ServerTokenMutation) SetWarnedAt(t time.Time) {
+	m.warned_at = &t
+}
+
+// WarnedAt returns the value of the "warned_at" field in the mutation.
+func (m *ServerTokenMutation) WarnedAt() (r time.Time, exists bool) {
+	v := m.warned_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldWarnedAt returns the old "warned_at" field's value of the ServerToken entity.
+// If the ServerToken object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ServerTokenMutation) OldWarnedAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldWarnedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldWarnedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldWarnedAt: %w", err)
+	}
+	return oldValue.WarnedAt, nil
+}
+
+// ClearWarnedAt clears the value of the "warned_at" field.
+func (m *ServerTokenMutation) ClearWarnedAt() {
+	m.warned_at = nil
+	m.clearedFields[servertoken.FieldWarnedAt] = struct{}{}
+}
+
+// WarnedAtCleared returns if the "warned_at" field was cleared in this mutation.
+func (m *ServerTokenMutation) WarnedAtCleared() bool {
+	_, ok := m.clearedFields[servertoken.FieldWarnedAt]
+	return ok
+}
+
+// ResetWarnedAt resets all changes to the "warned_at" field.
+func (m *ServerTokenMutation) ResetWarnedAt() {
+	m.warned_at = nil
+	delete(m.clearedFields, servertoken.FieldWarnedAt)
+}
+
 // SetNextWarnAt sets the "next_warn_at" field.
 func (m *ServerTokenMutation) SetNextWarnAt(t time.Time) {
 	m.next_warn_at = &t
@@ -5026,7 +5076,7 @@ func (m *ServerTokenMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *ServerTokenMutation) Fields() []string {
-	fields := make([]string, 0, 22)
+	fields := make([]string, 0, 23)
 	if m.created_at != nil {
 		fields = append(fields, servertoken.FieldCreatedAt)
 	}
@@ -5090,6 +5140,9 @@ func (m *ServerTokenMutation) Fields() []string {
 	if m.warned_expiry != nil {
 		fields = append(fields, servertoken.FieldWarnedExpiry)
 	}
+	if m.warned_at != nil {
+		fields = append(fields, servertoken.FieldWarnedAt)
+	}
 	if m.next_warn_at != nil {
 		fields = append(fields, servertoken.FieldNextWarnAt)
 	}
@@ -5143,6 +5196,8 @@ func (m *ServerTokenMutation) Field(name string) (ent.Value, bool) {
 		return m.WarnedDays()
 	case servertoken.FieldWarnedExpiry:
 		return m.WarnedExpiry()
+	case servertoken.FieldWarnedAt:
+		return m.WarnedAt()
 	case servertoken.FieldNextWarnAt:
 		return m.NextWarnAt()
 	}
@@ -5196,6 +5251,8 @@ func (m *ServerTokenMutation) OldField(ctx context.Context, name string) (ent.Va
 		return m.OldWarnedDays(ctx)
 	case servertoken.FieldWarnedExpiry:
 		return m.OldWarnedExpiry(ctx)
+	case servertoken.FieldWarnedAt:
+		return m.OldWarnedAt(ctx)
 	case servertoken.FieldNextWarnAt:
 		return m.OldNextWarnAt(ctx)
 	}
@@ -5354,6 +5411,13 @@ func (m *ServerTokenMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetWarnedExpiry(v)
 		return nil
+	case servertoken.FieldWarnedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetWarnedAt(v)
+		return nil
 	case servertoken.FieldNextWarnAt:
 		v, ok := value.(time.Time)
 		if !ok {
@@ -5421,6 +5485,9 @@ func (m *ServerTokenMutation) ClearedFields() []string {
 	if m.FieldCleared(servertoken.FieldWarnedExpiry) {
 		fields = append(fields, servertoken.FieldWarnedExpiry)
 	}
+	if m.FieldCleared(servertoken.FieldWarnedAt) {
+		fields = append(fields, servertoken.FieldWarnedAt)
+	}
 	if m.FieldCleared(servertoken.FieldNextWarnAt) {
 		fields = append(fields, servertoken.FieldNextWarnAt)
 	}
@@ -5452,6 +5519,9 @@ func (m *ServerTokenMutation) ClearField(name string) error {
 		return nil
 	case servertoken.FieldWarnedExpiry:
 		m.ClearWarnedExpiry()
+		return nil
+	case servertoken.FieldWarnedAt:
+		m.ClearWarnedAt()
 		return nil
 	case servertoken.FieldNextWarnAt:
 		m.ClearNextWarnAt()
@@ -5526,6 +5596,9 @@ func (m *ServerTokenMutation) ResetField(name string) error {
 		return nil
 	case servertoken.FieldWarnedExpiry:
 		m.ResetWarnedExpiry()
+		return nil
+	case servertoken.FieldWarnedAt:
+		m.ResetWarnedAt()
 		return nil
 	case servertoken.FieldNextWarnAt:
 		m.ResetNextWarnAt()

@@ -62,6 +62,8 @@ type ServerToken struct {
 	WarnedDays *int `json:"warned_days,omitempty"`
 	// WarnedExpiry holds the value of the "warned_expiry" field.
 	WarnedExpiry *time.Time `json:"warned_expiry,omitempty"`
+	// WarnedAt holds the value of the "warned_at" field.
+	WarnedAt *time.Time `json:"warned_at,omitempty"`
 	// NextWarnAt holds the value of the "next_warn_at" field.
 	NextWarnAt *time.Time `json:"next_warn_at,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
@@ -116,7 +118,7 @@ func (*ServerToken) scanValues(columns []string) ([]any, error) {
 			values[i] = new(sql.NullInt64)
 		case servertoken.FieldState, servertoken.FieldOrgName, servertoken.FieldLocationName, servertoken.FieldLocationUID, servertoken.FieldCountryCode, servertoken.FieldDefaultPlatform, servertoken.FieldWebsiteURL, servertoken.FieldMdmID, servertoken.FieldLastErrorCode, servertoken.FieldLastError:
 			values[i] = new(sql.NullString)
-		case servertoken.FieldCreatedAt, servertoken.FieldUpdatedAt, servertoken.FieldExpiresAt, servertoken.FieldFileExpiresAt, servertoken.FieldLastSyncedAt, servertoken.FieldLastErrorAt, servertoken.FieldWarnedExpiry, servertoken.FieldNextWarnAt:
+		case servertoken.FieldCreatedAt, servertoken.FieldUpdatedAt, servertoken.FieldExpiresAt, servertoken.FieldFileExpiresAt, servertoken.FieldLastSyncedAt, servertoken.FieldLastErrorAt, servertoken.FieldWarnedExpiry, servertoken.FieldWarnedAt, servertoken.FieldNextWarnAt:
 			values[i] = new(sql.NullTime)
 		default:
 			values[i] = new(sql.UnknownType)
@@ -271,6 +273,13 @@ func (_m *ServerToken) assignValues(columns []string, values []any) error {
 				_m.WarnedExpiry = new(time.Time)
 				*_m.WarnedExpiry = value.Time
 			}
+		case servertoken.FieldWarnedAt:
+			if value, ok := values[i].(*sql.NullTime); !ok {
+				return fmt.Errorf("unexpected type %T for field warned_at", values[i])
+			} else if value.Valid {
+				_m.WarnedAt = new(time.Time)
+				*_m.WarnedAt = value.Time
+			}
 		case servertoken.FieldNextWarnAt:
 			if value, ok := values[i].(*sql.NullTime); !ok {
 				return fmt.Errorf("unexpected type %T for field next_warn_at", values[i])
@@ -391,6 +400,11 @@ func (_m *ServerToken) String() string {
 	builder.WriteString(", ")
 	if v := _m.WarnedExpiry; v != nil {
 		builder.WriteString("warned_expiry=")
+		builder.WriteString(v.Format(time.ANSIC))
+	}
+	builder.WriteString(", ")
+	if v := _m.WarnedAt; v != nil {
+		builder.WriteString("warned_at=")
 		builder.WriteString(v.Format(time.ANSIC))
 	}
 	builder.WriteString(", ")

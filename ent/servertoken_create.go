@@ -255,6 +255,20 @@ func (_c *ServerTokenCreate) SetNillableWarnedExpiry(v *time.Time) *ServerTokenC
 	return _c
 }
 
+// SetWarnedAt sets the "warned_at" field.
+func (_c *ServerTokenCreate) SetWarnedAt(v time.Time) *ServerTokenCreate {
+	_c.mutation.SetWarnedAt(v)
+	return _c
+}
+
+// SetNillableWarnedAt sets the "warned_at" field if the given value is not nil.
+func (_c *ServerTokenCreate) SetNillableWarnedAt(v *time.Time) *ServerTokenCreate {
+	if v != nil {
+		_c.SetWarnedAt(*v)
+	}
+	return _c
+}
+
 // SetNextWarnAt sets the "next_warn_at" field.
 func (_c *ServerTokenCreate) SetNextWarnAt(v time.Time) *ServerTokenCreate {
 	_c.mutation.SetNextWarnAt(v)
@@ -535,6 +549,10 @@ func (_c *ServerTokenCreate) createSpec() (*ServerToken, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.WarnedExpiry(); ok {
 		_spec.SetField(servertoken.FieldWarnedExpiry, field.TypeTime, value)
 		_node.WarnedExpiry = &value
+	}
+	if value, ok := _c.mutation.WarnedAt(); ok {
+		_spec.SetField(servertoken.FieldWarnedAt, field.TypeTime, value)
+		_node.WarnedAt = &value
 	}
 	if value, ok := _c.mutation.NextWarnAt(); ok {
 		_spec.SetField(servertoken.FieldNextWarnAt, field.TypeTime, value)
@@ -886,6 +904,24 @@ func (u *ServerTokenUpsert) UpdateWarnedExpiry() *ServerTokenUpsert {
 // ClearWarnedExpiry clears the value of the "warned_expiry" field.
 func (u *ServerTokenUpsert) ClearWarnedExpiry() *ServerTokenUpsert {
 	u.SetNull(servertoken.FieldWarnedExpiry)
+	return u
+}
+
+// SetWarnedAt sets the "warned_at" field.
+func (u *ServerTokenUpsert) SetWarnedAt(v time.Time) *ServerTokenUpsert {
+	u.Set(servertoken.FieldWarnedAt, v)
+	return u
+}
+
+// UpdateWarnedAt sets the "warned_at" field to the value that was provided on create.
+func (u *ServerTokenUpsert) UpdateWarnedAt() *ServerTokenUpsert {
+	u.SetExcluded(servertoken.FieldWarnedAt)
+	return u
+}
+
+// ClearWarnedAt clears the value of the "warned_at" field.
+func (u *ServerTokenUpsert) ClearWarnedAt() *ServerTokenUpsert {
+	u.SetNull(servertoken.FieldWarnedAt)
 	return u
 }
 
@@ -1260,6 +1296,27 @@ func (u *ServerTokenUpsertOne) UpdateWarnedExpiry() *ServerTokenUpsertOne {
 func (u *ServerTokenUpsertOne) ClearWarnedExpiry() *ServerTokenUpsertOne {
 	return u.Update(func(s *ServerTokenUpsert) {
 		s.ClearWarnedExpiry()
+	})
+}
+
+// SetWarnedAt sets the "warned_at" field.
+func (u *ServerTokenUpsertOne) SetWarnedAt(v time.Time) *ServerTokenUpsertOne {
+	return u.Update(func(s *ServerTokenUpsert) {
+		s.SetWarnedAt(v)
+	})
+}
+
+// UpdateWarnedAt sets the "warned_at" field to the value that was provided on create.
+func (u *ServerTokenUpsertOne) UpdateWarnedAt() *ServerTokenUpsertOne {
+	return u.Update(func(s *ServerTokenUpsert) {
+		s.UpdateWarnedAt()
+	})
+}
+
+// ClearWarnedAt clears the value of the "warned_at" field.
+func (u *ServerTokenUpsertOne) ClearWarnedAt() *ServerTokenUpsertOne {
+	return u.Update(func(s *ServerTokenUpsert) {
+		s.ClearWarnedAt()
 	})
 }
 
@@ -1803,6 +1860,27 @@ func (u *ServerTokenUpsertBulk) UpdateWarnedExpiry() *ServerTokenUpsertBulk {
 func (u *ServerTokenUpsertBulk) ClearWarnedExpiry() *ServerTokenUpsertBulk {
 	return u.Update(func(s *ServerTokenUpsert) {
 		s.ClearWarnedExpiry()
+	})
+}
+
+// SetWarnedAt sets the "warned_at" field.
+func (u *ServerTokenUpsertBulk) SetWarnedAt(v time.Time) *ServerTokenUpsertBulk {
+	return u.Update(func(s *ServerTokenUpsert) {
+		s.SetWarnedAt(v)
+	})
+}
+
+// UpdateWarnedAt sets the "warned_at" field to the value that was provided on create.
+func (u *ServerTokenUpsertBulk) UpdateWarnedAt() *ServerTokenUpsertBulk {
+	return u.Update(func(s *ServerTokenUpsert) {
+		s.UpdateWarnedAt()
+	})
+}
+
+// ClearWarnedAt clears the value of the "warned_at" field.
+func (u *ServerTokenUpsertBulk) ClearWarnedAt() *ServerTokenUpsertBulk {
+	return u.Update(func(s *ServerTokenUpsert) {
+		s.ClearWarnedAt()
 	})
 }
 

@@ -309,6 +309,26 @@ func (_u *ServerTokenUpdate) ClearWarnedExpiry() *ServerTokenUpdate {
 	return _u
 }
 
+// SetWarnedAt sets the "warned_at" field.
+func (_u *ServerTokenUpdate) SetWarnedAt(v time.Time) *ServerTokenUpdate {
+	_u.mutation.SetWarnedAt(v)
+	return _u
+}
+
+// SetNillableWarnedAt sets the "warned_at" field if the given value is not nil.
+func (_u *ServerTokenUpdate) SetNillableWarnedAt(v *time.Time) *ServerTokenUpdate {
+	if v != nil {
+		_u.SetWarnedAt(*v)
+	}
+	return _u
+}
+
+// ClearWarnedAt clears the value of the "warned_at" field.
+func (_u *ServerTokenUpdate) ClearWarnedAt() *ServerTokenUpdate {
+	_u.mutation.ClearWarnedAt()
+	return _u
+}
+
 // SetNextWarnAt sets the "next_warn_at" field.
 func (_u *ServerTokenUpdate) SetNextWarnAt(v time.Time) *ServerTokenUpdate {
 	_u.mutation.SetNextWarnAt(v)
@@ -511,6 +531,12 @@ func (_u *ServerTokenUpdate) sqlSave(ctx context.Context) (_node int, err error)
 	}
 	if _u.mutation.WarnedExpiryCleared() {
 		_spec.ClearField(servertoken.FieldWarnedExpiry, field.TypeTime)
+	}
+	if value, ok := _u.mutation.WarnedAt(); ok {
+		_spec.SetField(servertoken.FieldWarnedAt, field.TypeTime, value)
+	}
+	if _u.mutation.WarnedAtCleared() {
+		_spec.ClearField(servertoken.FieldWarnedAt, field.TypeTime)
 	}
 	if value, ok := _u.mutation.NextWarnAt(); ok {
 		_spec.SetField(servertoken.FieldNextWarnAt, field.TypeTime, value)
@@ -862,6 +888,26 @@ func (_u *ServerTokenUpdateOne) ClearWarnedExpiry() *ServerTokenUpdateOne {
 	return _u
 }
 
+// SetWarnedAt sets the "warned_at" field.
+func (_u *ServerTokenUpdateOne) SetWarnedAt(v time.Time) *ServerTokenUpdateOne {
+	_u.mutation.SetWarnedAt(v)
+	return _u
+}
+
+// SetNillableWarnedAt sets the "warned_at" field if the given value is not nil.
+func (_u *ServerTokenUpdateOne) SetNillableWarnedAt(v *time.Time) *ServerTokenUpdateOne {
+	if v != nil {
+		_u.SetWarnedAt(*v)
+	}
+	return _u
+}
+
+// ClearWarnedAt clears the value of the "warned_at" field.
+func (_u *ServerTokenUpdateOne) ClearWarnedAt() *ServerTokenUpdateOne {
+	_u.mutation.ClearWarnedAt()
+	return _u
+}
+
 // SetNextWarnAt sets the "next_warn_at" field.
 func (_u *ServerTokenUpdateOne) SetNextWarnAt(v time.Time) *ServerTokenUpdateOne {
 	_u.mutation.SetNextWarnAt(v)
@@ -1094,6 +1140,12 @@ func (_u *ServerTokenUpdateOne) sqlSave(ctx context.Context) (_node *ServerToken
 	}
 	if _u.mutation.WarnedExpiryCleared() {
 		_spec.ClearField(servertoken.FieldWarnedExpiry, field.TypeTime)
+	}
+	if value, ok := _u.mutation.WarnedAt(); ok {
+		_spec.SetField(servertoken.FieldWarnedAt, field.TypeTime, value)
+	}
+	if _u.mutation.WarnedAtCleared() {
+		_spec.ClearField(servertoken.FieldWarnedAt, field.TypeTime)
 	}
 	if value, ok := _u.mutation.NextWarnAt(); ok {
 		_spec.SetField(servertoken.FieldNextWarnAt, field.TypeTime, value)

@@ -927,3 +927,33 @@ func BenchmarkNestedList(b *testing.B) {
 		s.post(body)
 	}
 }
+
+// BenchmarkUploadConfirm is I3 alone, for profiling.
+func BenchmarkUploadConfirm(b *testing.B) {
+	t := &testing.T{}
+	fake := appletest.New()
+	defer fake.Close()
+	cfg := &Config{DatabaseURL: "sqlite://" + b.TempDir() + "/orchard.db"}
+	db, err := openDatabase(context.Background(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	svc := domain.New(db.Client, benchModules(t, fake), domain.Config{WarnDays: []int{30}, MDMMetadata: "bench"}, nil)
+	admin := viewer.NewContext(context.Background(), &viewer.Viewer{KeyID: 1, Role: viewer.Admin})
+	cust, _ := svc.CreateCustomer(admin, "Uploads")
+	exp := time.Now().AddDate(1, 0, 0)
+	i := 0
+	for b.Loop() {
+		i++
+		f := appletest.TokenFile("U", exp, "u"+strconv.Itoa(i))
+		fake.AddLocation(f, &appletest.Location{UID: "u" + strconv.Itoa(i), Name: "U", ExpiresAt: exp})
+		res, err := svc.UploadServerToken(admin, cust.ID, f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := svc.ConfirmServerToken(admin, res.Token.ID); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

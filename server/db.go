@@ -48,7 +48,7 @@ func openDatabase(ctx context.Context, cfg *Config) (*database, error) {
 	var db *database
 	var err error
 	switch {
-	case strings.HasPrefix(cfg.DatabaseURL, "sqlite://"):
+	case !isPostgres(cfg.DatabaseURL):
 		db, err = openSQLite(strings.TrimPrefix(cfg.DatabaseURL, "sqlite://"))
 	default:
 		db, err = openPostgres(cfg.DatabaseURL)

@@ -51,8 +51,23 @@ const outboxInterval = 5 * time.Second
 // limit of five requests in flight.
 const syncWorkers = 4
 
-func (j *jobs) start(ctx context.Context) {
-	j.loop(ctx, "expiry watcher", j.cfg.ExpiryScanInterval, func(ctx context.Context) {
+// start runs the jobs: the ones that must run once across instances under
+// lead, the others (webhook deliveries, first syncs) on every instance.
+func (j *jobs) start(ctx context.Context, lead leadership) {
+	j.wg.Add(1)
+	go func() {
+		defer j.wg.Done()
+		lead.Lead(ctx, func(ctx context.Context) {
+			var wg sync.WaitGroup
+			j.leaderJobs(ctx, &wg)
+			wg.Wait()
+		})
+	}()
+	j.localJobs(ctx)
+}
+
+func (j *jobs) leaderJobs(ctx context.Context, wg *sync.WaitGroup) {
+	j.loop(ctx, wg, "expiry watcher", j.cfg.ExpiryScanInterval, func(ctx context.Context) {
 		n, err := j.svc.ScanExpiry(ctx)
 		if err != nil {
 			j.log.Error("expiry scan failed", "err", err)
@@ -60,19 +75,22 @@ func (j *jobs) start(ctx context.Context) {
 			j.log.Info("expiry warnings raised", "count", n)
 		}
 	})
-	j.loop(ctx, "app sync", min(j.cfg.AppSyncInterval, 10*time.Minute), func(ctx context.Context) {
+	j.loop(ctx, wg, "app sync", min(j.cfg.AppSyncInterval, 10*time.Minute), func(ctx context.Context) {
 		synced, failed := j.svc.SyncDue(ctx, j.svc.Now().Add(-j.cfg.AppSyncInterval), syncWorkers)
 		if synced+failed > 0 {
 			j.log.Info("app sync round", "synced", synced, "failed", failed)
 		}
 	})
-	j.loop(ctx, "pending cleanup", min(j.cfg.PendingTTL/4, time.Hour), func(ctx context.Context) {
+	j.loop(ctx, wg, "pending cleanup", min(j.cfg.PendingTTL/4, time.Hour), func(ctx context.Context) {
 		if n, err := j.svc.CleanupPending(ctx); err != nil {
 			j.log.Error("cleanup failed", "err", err)
 		} else if n > 0 {
 			j.log.Info("stale uploads removed", "count", n)
 		}
 	})
+}
+
+func (j *jobs) localJobs(ctx context.Context) {
 	j.wg.Add(1)
 	go func() {
 		defer j.wg.Done()
@@ -110,10 +128,10 @@ func (j *jobs) start(ctx context.Context) {
 
 // loop runs fn at once and then every interval until ctx ends. A panic in
 // one round is logged and the loop goes on.
-func (j *jobs) loop(ctx context.Context, name string, every time.Duration, fn func(context.Context)) {
-	j.wg.Add(1)
+func (j *jobs) loop(ctx context.Context, wg *sync.WaitGroup, name string, every time.Duration, fn func(context.Context)) {
+	wg.Add(1)
 	go func() {
-		defer j.wg.Done()
+		defer wg.Done()
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {

@@ -136,7 +136,14 @@ func loadModules(ctx context.Context, cfg *Config) (*loadedModules, error) {
 	if m.Sealer, err = modules.Load[secrets.Sealer](ctx, "secrets.aesgcm", raw); err != nil {
 		return nil, fmt.Errorf("ORCHARD_SECRET_KEY: %w", err)
 	}
-	if m.Broker, err = modules.Load[pubsub.Broker](ctx, "pubsub.memory", nil); err != nil {
+	broker, brokerCfg := modules.ID("pubsub.memory"), json.RawMessage(nil)
+	if isPostgres(cfg.DatabaseURL) {
+		// Several instances share one PostgreSQL: warnings travel between
+		// them over LISTEN/NOTIFY.
+		broker = "pubsub.postgres"
+		brokerCfg, _ = json.Marshal(map[string]any{"url": cfg.DatabaseURL})
+	}
+	if m.Broker, err = modules.Load[pubsub.Broker](ctx, broker, brokerCfg); err != nil {
 		return nil, err
 	}
 	if cfg.WebhookURL != "" {
@@ -239,7 +246,11 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready chan<- stri
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
-	bg.start(jobCtx)
+	var lead leadership = alone{}
+	if isPostgres(cfg.DatabaseURL) {
+		lead = &advisoryLock{url: cfg.DatabaseURL, retry: min(cfg.ExpiryScanInterval, 5*time.Second), log: log}
+	}
+	bg.start(jobCtx, lead)
 	log.Info("orchard serving", "addr", ln.Addr().String(), "apple", cfg.Apple, "database", redactURL(cfg.DatabaseURL), "playground", "http://"+ln.Addr().String()+"/")
 	if ready != nil {
 		ready <- ln.Addr().String()
@@ -273,6 +284,10 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready chan<- stri
 	<-hubDone
 	log.Info("stopped")
 	return nil
+}
+
+func isPostgres(url string) bool {
+	return strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://")
 }
 
 func redactURL(s string) string {

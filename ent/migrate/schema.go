@@ -138,6 +138,7 @@ var (
 		{Name: "last_error_at", Type: field.TypeTime, Nullable: true},
 		{Name: "warned_days", Type: field.TypeInt, Nullable: true},
 		{Name: "warned_expiry", Type: field.TypeTime, Nullable: true},
+		{Name: "warned_at", Type: field.TypeTime, Nullable: true},
 		{Name: "next_warn_at", Type: field.TypeTime, Nullable: true},
 		{Name: "customer_id", Type: field.TypeInt},
 	}
@@ -149,7 +150,7 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "server_tokens_customers_tokens",
-				Columns:    []*schema.Column{ServerTokensColumns[22]},
+				Columns:    []*schema.Column{ServerTokensColumns[23]},
 				RefColumns: []*schema.Column{CustomersColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
@@ -164,6 +165,11 @@ var (
 				},
 			},
 			{
+				Name:    "servertoken_location_uid_state",
+				Unique:  false,
+				Columns: []*schema.Column{ServerTokensColumns[6], ServerTokensColumns[3]},
+			},
+			{
 				Name:    "servertoken_state_expires_at",
 				Unique:  false,
 				Columns: []*schema.Column{ServerTokensColumns[3], ServerTokensColumns[10]},
@@ -171,12 +177,12 @@ var (
 			{
 				Name:    "servertoken_state_next_warn_at",
 				Unique:  false,
-				Columns: []*schema.Column{ServerTokensColumns[3], ServerTokensColumns[21]},
+				Columns: []*schema.Column{ServerTokensColumns[3], ServerTokensColumns[22]},
 			},
 			{
 				Name:    "servertoken_customer_id_expires_at",
 				Unique:  false,
-				Columns: []*schema.Column{ServerTokensColumns[22], ServerTokensColumns[10]},
+				Columns: []*schema.Column{ServerTokensColumns[23], ServerTokensColumns[10]},
 			},
 		},
 	}

@@ -66,6 +66,10 @@ func (ServerToken) Fields() []ent.Field {
 			Annotations(entgql.Skip(entgql.SkipAll)),
 		field.Time("warned_expiry").Optional().Nillable().
 			Annotations(entgql.Skip(entgql.SkipAll)),
+		// warned_at is when the last warning was raised; a listener that lost
+		// its broker connection catches up from it.
+		field.Time("warned_at").Optional().Nillable().
+			Annotations(entgql.Skip(entgql.SkipAll)),
 		// next_warn_at is when the next threshold will be crossed; the expiry
 		// watcher reads only tokens whose time has come, through its index.
 		field.Time("next_warn_at").Optional().Nillable().
@@ -90,6 +94,8 @@ func (ServerToken) Indexes() []ent.Index {
 		// database, not luck, decides a race between two confirms.
 		index.Fields("location_uid").Unique().
 			Annotations(entsql.IndexWhere("state = 'ACTIVE'")).StorageKey("servertoken_active_location"),
+		// Renewals and ownership checks look tokens up by location.
+		index.Fields("location_uid", "state"),
 		index.Fields("state", "expires_at"),
 		// The expiry watcher's query: state = ACTIVE and next_warn_at <= now.
 		index.Fields("state", "next_warn_at"),

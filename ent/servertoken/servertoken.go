@@ -60,6 +60,8 @@ const (
 	FieldWarnedDays = "warned_days"
 	// FieldWarnedExpiry holds the string denoting the warned_expiry field in the database.
 	FieldWarnedExpiry = "warned_expiry"
+	// FieldWarnedAt holds the string denoting the warned_at field in the database.
+	FieldWarnedAt = "warned_at"
 	// FieldNextWarnAt holds the string denoting the next_warn_at field in the database.
 	FieldNextWarnAt = "next_warn_at"
 	// EdgeCustomer holds the string denoting the customer edge name in mutations.
@@ -108,6 +110,7 @@ var Columns = []string{
 	FieldLastErrorAt,
 	FieldWarnedDays,
 	FieldWarnedExpiry,
+	FieldWarnedAt,
 	FieldNextWarnAt,
 }
 
@@ -279,6 +282,11 @@ func ByWarnedDays(opts ...sql.OrderTermOption) OrderOption {
 // ByWarnedExpiry orders the results by the warned_expiry field.
 func ByWarnedExpiry(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldWarnedExpiry, opts...).ToFunc()
+}
+
+// ByWarnedAt orders the results by the warned_at field.
+func ByWarnedAt(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldWarnedAt, opts...).ToFunc()
 }
 
 // ByNextWarnAt orders the results by the next_warn_at field.

@@ -150,6 +150,11 @@ func WarnedExpiry(v time.Time) predicate.ServerToken {
 	return predicate.ServerToken(sql.FieldEQ(FieldWarnedExpiry, v))
 }
 
+// WarnedAt applies equality check predicate on the "warned_at" field. It's identical to WarnedAtEQ.
+func WarnedAt(v time.Time) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldEQ(FieldWarnedAt, v))
+}
+
 // NextWarnAt applies equality check predicate on the "next_warn_at" field. It's identical to NextWarnAtEQ.
 func NextWarnAt(v time.Time) predicate.ServerToken {
 	return predicate.ServerToken(sql.FieldEQ(FieldNextWarnAt, v))
@@ -1188,6 +1193,56 @@ func WarnedExpiryIsNil() predicate.ServerToken {
 // WarnedExpiryNotNil applies the NotNil predicate on the "warned_expiry" field.
 func WarnedExpiryNotNil() predicate.ServerToken {
 	return predicate.ServerToken(sql.FieldNotNull(FieldWarnedExpiry))
+}
+
+// WarnedAtEQ applies the EQ predicate on the "warned_at" field.
+func WarnedAtEQ(v time.Time) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldEQ(FieldWarnedAt, v))
+}
+
+// WarnedAtNEQ applies the NEQ predicate on the "warned_at" field.
+func WarnedAtNEQ(v time.Time) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldNEQ(FieldWarnedAt, v))
+}
+
+// WarnedAtIn applies the In predicate on the "warned_at" field.
+func WarnedAtIn(vs ...time.Time) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldIn(FieldWarnedAt, vs...))
+}
+
+// WarnedAtNotIn applies the NotIn predicate on the "warned_at" field.
+func WarnedAtNotIn(vs ...time.Time) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldNotIn(FieldWarnedAt, vs...))
+}
+
+// WarnedAtGT applies the GT predicate on the "warned_at" field.
+func WarnedAtGT(v time.Time) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldGT(FieldWarnedAt, v))
+}
+
+// WarnedAtGTE applies the GTE predicate on the "warned_at" field.
+func WarnedAtGTE(v time.Time) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldGTE(FieldWarnedAt, v))
+}
+
+// WarnedAtLT applies the LT predicate on the "warned_at" field.
+func WarnedAtLT(v time.Time) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldLT(FieldWarnedAt, v))
+}
+
+// WarnedAtLTE applies the LTE predicate on the "warned_at" field.
+func WarnedAtLTE(v time.Time) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldLTE(FieldWarnedAt, v))
+}
+
+// WarnedAtIsNil applies the IsNil predicate on the "warned_at" field.
+func WarnedAtIsNil() predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldIsNull(FieldWarnedAt))
+}
+
+// WarnedAtNotNil applies the NotNil predicate on the "warned_at" field.
+func WarnedAtNotNil() predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldNotNull(FieldWarnedAt))
 }
 
 // NextWarnAtEQ applies the EQ predicate on the "next_warn_at" field.

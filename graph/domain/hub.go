@@ -64,7 +64,14 @@ func (h *Hub) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("subscribing to %s: %w", ExpiryTopic, err)
 	}
+	connected := h.svc.Now()
 	for payload := range msgs {
+		if len(payload) == 0 {
+			// The broker reconnected: deliver what was raised meanwhile.
+			h.catchUp(ctx, connected)
+			connected = h.svc.Now()
+			continue
+		}
 		var m warningMessage
 		if err := json.Unmarshal(payload, &m); err != nil {
 			h.log.Error("bad expiry message", "err", err)
@@ -73,6 +80,27 @@ func (h *Hub) Run(ctx context.Context) error {
 		h.deliver(ctx, m)
 	}
 	return nil
+}
+
+// catchUpMargin covers clock skew between instances and the time a warning
+// took to reach the broker.
+const catchUpMargin = time.Minute
+
+// catchUp delivers the warnings raised since (less a margin) that the
+// broker may not have carried. A subscriber may see one twice; it never
+// misses one.
+func (h *Hub) catchUp(ctx context.Context, since time.Time) {
+	toks, err := h.svc.client.ServerToken.Query().
+		Where(servertoken.WarnedAtGTE(since.Add(-catchUpMargin)), servertoken.StateEQ(servertoken.StateACTIVE)).
+		All(viewer.SystemContext(ctx))
+	if err != nil {
+		h.log.Error("catching up on expiry warnings", "err", err)
+		return
+	}
+	for _, t := range toks {
+		h.deliver(ctx, warningMessage{TokenID: t.ID, CustomerID: t.CustomerID, ExpiresAt: t.ExpiresAt, IssuedAt: *t.WarnedAt})
+	}
+	h.log.Info("expiry warnings caught up after a broker reconnect", "count", len(toks))
 }
 
 // Subscribers returns the number of open subscriptions.

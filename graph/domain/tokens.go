@@ -68,22 +68,33 @@ func (s *Service) UploadServerToken(ctx context.Context, customerID int, data []
 
 	res = &UploadResult{}
 	err = withTx(ctx, s.client, func(tx *ent.Tx) error {
+		// Every token Orchard holds for this location, in one query: the
+		// ACTIVE one (a renewal, or another customer's) and the mdmInfo.id
+		// Orchard uses there.
 		sys := viewer.SystemContext(ctx)
-		owner, err := tx.ServerToken.Query().
-			Where(servertoken.LocationUID(cfg.LocationUID), servertoken.StateEQ(servertoken.StateACTIVE)).
-			Only(sys)
-		switch {
-		case ent.IsNotFound(err):
-		case err != nil:
-			return err
-		case owner.CustomerID != cust.ID:
-			return ownedElsewhere(cfg.LocationName)
-		default:
-			res.Renews = owner
-		}
-		mdmID, err := s.locationMDMID(sys, tx, cfg.LocationUID)
+		same, err := tx.ServerToken.Query().
+			Where(servertoken.LocationUID(cfg.LocationUID)).
+			Order(ent.Desc(servertoken.FieldUpdatedAt)).
+			Select(servertoken.FieldID, servertoken.FieldCustomerID, servertoken.FieldState, servertoken.FieldMdmID).
+			All(sys)
 		if err != nil {
 			return err
+		}
+		mdmID := uuid.NewString()
+		if len(same) > 0 {
+			mdmID = same[0].MdmID
+		}
+		for _, t := range same {
+			if t.State != servertoken.StateACTIVE {
+				continue
+			}
+			if t.CustomerID != cust.ID {
+				return ownedElsewhere(cfg.LocationName)
+			}
+			mdmID = t.MdmID
+			if res.Renews, err = tx.ServerToken.Get(ctx, t.ID); err != nil {
+				return err
+			}
 		}
 		state := servertoken.StatePENDING
 		if other := otherMDM(cfg.MDMInfo, mdmID); other != nil {
@@ -124,28 +135,6 @@ func (s *Service) UploadServerToken(ctx context.Context, customerID int, data []
 	}
 	s.log.InfoContext(ctx, "server token uploaded", "token", res.Token.ID, "customer", cust.ID, "state", res.Token.State, "location_uid", res.Token.LocationUID)
 	return res, nil
-}
-
-// locationMDMID returns the mdmInfo.id Orchard uses for a location: the one it
-// already wrote there, so a renewal is recognised as Orchard's own, or a new one.
-func (s *Service) locationMDMID(ctx context.Context, tx *ent.Tx, locationUID string) (string, error) {
-	prev, err := tx.ServerToken.Query().
-		Where(servertoken.LocationUID(locationUID)).
-		Order(ent.Desc(servertoken.FieldState), ent.Desc(servertoken.FieldUpdatedAt)).
-		Select(servertoken.FieldMdmID, servertoken.FieldState).
-		All(ctx)
-	if err != nil {
-		return "", err
-	}
-	for _, t := range prev {
-		if t.State == servertoken.StateACTIVE {
-			return t.MdmID, nil
-		}
-	}
-	if len(prev) > 0 {
-		return prev[0].MdmID, nil
-	}
-	return uuid.NewString(), nil
 }
 
 // otherMDM returns the mdmInfo when it names an MDM other than Orchard's
@@ -278,8 +267,10 @@ func (s *Service) activate(ctx context.Context, id int, claim bool) (tok *ent.Se
 	}
 	s.log.InfoContext(ctx, "server token active", "token", tok.ID, "customer", tok.CustomerID, "renewed", tok.ID != pending.ID)
 	// A token already within a threshold is warned about at once.
-	if _, err := s.ScanExpiry(ctx); err != nil {
-		s.log.ErrorContext(ctx, "expiry scan after activation", "err", err)
+	if len(s.cfg.WarnDays) > 0 && tok.ExpiresAt.Sub(s.Now()) <= days(s.cfg.WarnDays[0]) {
+		if _, err := s.ScanExpiry(ctx); err != nil {
+			s.log.ErrorContext(ctx, "expiry scan after activation", "err", err)
+		}
 	}
 	if s.OnActivate != nil {
 		s.OnActivate(tok.ID)

@@ -114,7 +114,7 @@ func (s *Service) raise(ctx context.Context, tx *ent.Tx, t *ent.ServerToken, now
 	err = func() error {
 		upd := tx.ServerToken.Update().Where(servertoken.ID(t.ID), servertoken.NextWarnAtEQ(*t.NextWarnAt))
 		if fresh {
-			upd.SetWarnedDays(th).SetWarnedExpiry(t.ExpiresAt)
+			upd.SetWarnedDays(th).SetWarnedExpiry(t.ExpiresAt).SetWarnedAt(now)
 		}
 		switch next := nextWarnAt(t.ExpiresAt, warned, s.cfg.WarnDays); {
 		case next == nil:

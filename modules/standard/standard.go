@@ -8,8 +8,9 @@ import (
 	_ "github.com/orchard-msp/orchard/modules/apple/simulator"
 	// Webhook notifications.
 	_ "github.com/orchard-msp/orchard/modules/notify/webhook"
-	// Broker within one process.
+	// Brokers: within one process, and across instances over PostgreSQL.
 	_ "github.com/orchard-msp/orchard/modules/pubsub/memory"
+	_ "github.com/orchard-msp/orchard/modules/pubsub/postgres"
 	// Sealing of server tokens at rest.
 	_ "github.com/orchard-msp/orchard/modules/secrets/aesgcm"
 	// The .vpptoken parser.

@@ -206,7 +206,19 @@ func (s *Server) wrap(h http.Handler) http.Handler {
 			s.mu.Unlock()
 		}()
 		if s.Latency > 0 {
-			time.Sleep(s.Latency)
+			// Answer Latency after the request arrived, however long the
+			// answer took to build, so the fake's own work is not counted.
+			start, out := time.Now(), w
+			rec := httptest.NewRecorder()
+			defer func() {
+				time.Sleep(time.Until(start.Add(s.Latency)))
+				for k, v := range rec.Header() {
+					out.Header()[k] = v
+				}
+				out.WriteHeader(rec.Code)
+				_, _ = out.Write(rec.Body.Bytes())
+			}()
+			w = rec
 		}
 		if f != nil {
 			if f.RetryAfter != "" {

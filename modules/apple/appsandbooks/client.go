@@ -564,12 +564,14 @@ func (c *Client) call(ctx context.Context, method string, u *url.URL, token []by
 		if !ae.retry {
 			return ae.err
 		}
-		wait := min(backoff, time.Duration(c.MaxBackoff))
+		wait := max(min(backoff, time.Duration(c.MaxBackoff)), time.Millisecond)
 		wait = wait/2 + rand.N(wait/2+1) // jitter: half to all of the backoff
 		if ae.wait > wait {
 			wait = ae.wait
 		}
-		backoff *= 2
+		if backoff < time.Duration(c.MaxBackoff) {
+			backoff *= 2
+		}
 		if ctx.Err() != nil || time.Now().Add(wait).After(deadline) {
 			return exhausted(ae, attempt, ctx.Err())
 		}
