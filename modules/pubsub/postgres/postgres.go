@@ -72,9 +72,13 @@ func (b *Broker) Provision(ctx context.Context) error {
 	return nil
 }
 
-// channel names a topic's channel: a short, always-valid identifier.
-func (b *Broker) channel(topic string) string {
-	sum := sha256.Sum256([]byte(b.schema + "\x00" + topic))
+// channel names a topic's channel.
+func (b *Broker) channel(topic string) string { return Channel(b.schema, topic) }
+
+// Channel returns the NOTIFY channel of a topic in a schema: a short,
+// always-valid identifier.
+func Channel(schema, topic string) string {
+	sum := sha256.Sum256([]byte(schema + "\x00" + topic))
 	return "orchard_" + hex.EncodeToString(sum[:8])
 }
 

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/orchard-msp/orchard/graph/domain/testdb"
+	"github.com/orchard-msp/orchard/modules/apple/appletest"
+)
+
+// instance is `orchard serve` as a child process.
+type instance struct {
+	cmd *exec.Cmd
+	srv *testServer
+	mu  sync.Mutex
+	log strings.Builder
+}
+
+func (i *instance) logged(s string) bool {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return strings.Contains(i.log.String(), s)
+}
+
+func startInstance(t *testing.T, env []string) *instance {
+	t.Helper()
+	listen := freeAddr(t)
+	cmd := exec.Command(os.Args[0], "serve")
+	cmd.Env = append(env, "ORCHARD_LISTEN="+listen)
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	in := &instance{cmd: cmd, srv: &testServer{t: t, URL: "http://" + listen, env: map[string]string{}}}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			in.mu.Lock()
+			in.log.WriteString(sc.Text() + "\n")
+			in.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	waitFor(t, func() bool { return in.logged("orchard serving") })
+	return in
+}
+
+// Two instances on one PostgreSQL: a warning raised on B reaches a
+// subscriber on A, and when the job leader dies the other takes over.
+func TestTwoInstancesOnPostgres(t *testing.T) {
+	if os.Getenv(testdb.EnvPostgres) == "" {
+		t.Skip(testdb.EnvPostgres + " is not set")
+	}
+	db := testdb.Postgres(t)
+	fake := appletest.New()
+	defer fake.Close()
+	env := append(os.Environ(), "ORCHARD_TEST_RUN_MAIN=1", "ORCHARD_DATA_DIR="+t.TempDir(),
+		"ORCHARD_DATABASE_URL="+db.URL, "ORCHARD_APPLE_URL="+fake.BaseURL(),
+		"ORCHARD_SECRET_KEY=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", "ORCHARD_EXPIRY_SCAN_INTERVAL=1s")
+
+	keyCmd := exec.Command(os.Args[0], "apikey", "create", "--name", "multi")
+	keyCmd.Env = env
+	out, err := keyCmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := strings.TrimSpace(string(out))
+	a, b := startInstance(t, env), startInstance(t, env)
+
+	sub, _, err := dialWS(t, a.srv, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.init(key); err != nil {
+		t.Fatal(err)
+	}
+	sub.subscribe("1", nil)
+	time.Sleep(200 * time.Millisecond)
+
+	cust := b.srv.createCustomer(key, "Shared")
+	exp := time.Now().Add(4 * 24 * time.Hour)
+	f := appletest.TokenFile("Shared", exp, "shared")
+	fake.AddLocation(f, &appletest.Location{UID: "shared", Name: "Shared HQ", ExpiresAt: exp})
+	var up uploadResult
+	b.srv.upload(key, cust, f).decode(t, &up)
+	if r := b.srv.action(key, "confirmServerToken", up.UploadServerToken.Token.ID); len(r.Errors) > 0 {
+		t.Fatal(r.Raw)
+	}
+	w, err := sub.nextWarning(10 * time.Second)
+	if err != nil {
+		t.Fatalf("no warning reached instance A: %v", err)
+	}
+	if w.Data.TokenExpiryWarnings.Token.ID != up.UploadServerToken.Token.ID || w.Data.TokenExpiryWarnings.Level != "WARNING" {
+		t.Fatalf("warning = %+v", w)
+	}
+
+	// Exactly one leads; kill it and the other takes over within a scan interval.
+	waitFor(t, func() bool { return a.logged("now the job leader") || b.logged("now the job leader") })
+	leaderInst, other := a, b
+	if b.logged("now the job leader") {
+		leaderInst, other = b, a
+	}
+	if other.logged("now the job leader") {
+		t.Fatal("both instances lead")
+	}
+	killed := time.Now()
+	_ = leaderInst.cmd.Process.Kill()
+	waitFor(t, func() bool { return other.logged("now the job leader") })
+	if d := time.Since(killed); d > 3*time.Second {
+		t.Fatalf("took %v to hand over; want within about one scan interval (1s)", d)
+	}
+	t.Logf("job leadership handed over %v after the leader was killed", time.Since(killed))
+}
