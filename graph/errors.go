@@ -51,7 +51,11 @@ func classify(err error, gerr *gqlerror.Error) (fault.Code, string) {
 		return fault.Internal, ""
 	}
 	// Errors from parsing, validating and decoding the request itself.
-	switch code, _ := gerr.Extensions["code"].(string); code {
+	code, _ := gerr.Extensions["code"].(string)
+	if fault.Known(code) && code != string(fault.Internal) {
+		return fault.Code(code), gerr.Message // set by one of Orchard's extensions
+	}
+	switch code {
 	case "GRAPHQL_PARSE_FAILED", "GRAPHQL_VALIDATION_FAILED", "BAD_USER_INPUT", "COMPLEXITY_LIMIT_EXCEEDED", "PERSISTED_QUERY_NOT_FOUND":
 		return fault.BadUserInput, gerr.Message
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -123,5 +124,56 @@ func TestCustomers(t *testing.T) {
 	}
 	if r := s.gql(admin, `query($id: ID!) { node(id: $id) { id } }`, map[string]any{"id": "garbage"}); r.code() != "BAD_USER_INPUT" {
 		t.Fatalf("a malformed ID gave %s", r.Raw)
+	}
+}
+
+func TestRateLimits(t *testing.T) {
+	s := startServer(t, map[string]string{"ORCHARD_RATE_LIMIT": "2"})
+	flooder, calm := s.key(), s.key()
+	limited := 0
+	var last *gqlResponse
+	for range 30 {
+		r := s.gql(flooder, `{ customers { totalCount } }`, nil)
+		if r.Status == http.StatusTooManyRequests {
+			limited++
+			last = r
+		}
+	}
+	if limited == 0 {
+		t.Fatal("30 requests at once were never limited at 2/s")
+	}
+	if last.code() != "RATE_LIMITED" {
+		t.Fatalf("limited answer = %s", last.Raw)
+	}
+	t.Run("RetryAfter", func(t *testing.T) {
+		req, _ := http.NewRequest(http.MethodPost, s.URL+"/graphql", strings.NewReader(`{"query":"{ customers { totalCount } }"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+flooder)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusTooManyRequests && resp.Header.Get("Retry-After") == "" {
+			t.Fatal("429 without Retry-After")
+		}
+	})
+	_ = calm
+}
+
+// Uploads, confirms and claims have a tighter limit per key, and aliases
+// cannot batch around it.
+func TestSensitiveMutationLimit(t *testing.T) {
+	s := startServer(t, map[string]string{"ORCHARD_RATE_LIMIT": "20"})
+	key := s.key()
+	var q strings.Builder
+	q.WriteString("mutation {")
+	for i := range 15 {
+		fmt.Fprintf(&q, ` c%d: confirmServerToken(input: {tokenID: "b3JjaGFyZDox"}) { token { id } }`, i)
+	}
+	q.WriteString(" }")
+	r := s.gql(key, q.String(), nil)
+	if r.Status != http.StatusTooManyRequests || r.code() != "RATE_LIMITED" {
+		t.Fatalf("15 aliased confirms: HTTP %d %s", r.Status, r.Raw[:min(200, len(r.Raw))])
 	}
 }

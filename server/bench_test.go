@@ -143,7 +143,7 @@ type benchServer struct {
 func newBenchServer(t *testing.T, client *ent.Client, mods domain.Modules) *benchServer {
 	log := slog.New(slog.DiscardHandler)
 	svc := domain.New(client, mods, domain.Config{WarnDays: []int{30, 14, 7, 3, 1}, MDMMetadata: "bench"}, log)
-	cfg := &Config{MaxUploadBytes: 65536, OperationTimeout: time.Minute}
+	cfg := &Config{MaxUploadBytes: 65536, OperationTimeout: time.Minute, Introspection: true}
 	gql := newGraphQL(serverDeps{cfg: cfg, svc: svc, hub: domain.NewHub(svc), metrics: newMetrics(log), log: log})
 	return &benchServer{client: client, svc: svc, gql: bodyGuard(cfg.MaxUploadBytes, gql), admin: &viewer.Viewer{KeyID: 1, Name: "bench", Role: viewer.Admin}}
 }

@@ -29,6 +29,8 @@ type Config struct {
 	MaxUploadBytes     int64
 	PendingTTL         time.Duration
 	AllowedOrigins     []string
+	Introspection      bool
+	RateLimit          float64
 	WebhookURL         string
 	WebhookSecret      string
 	LogLevel           string
@@ -65,6 +67,22 @@ var settings = []setting{
 	}},
 	{"ORCHARD_PENDING_TTL", "pending-ttl", "24h", "how long an unconfirmed upload is kept", durationSetter(func(c *Config) *time.Duration { return &c.PendingTTL })},
 	{"ORCHARD_ALLOWED_ORIGINS", "allowed-origins", "", "comma-separated host patterns whose browser pages may open websockets (same origin always may)", func(c *Config, v string) error { c.AllowedOrigins = splitList(v); return nil }},
+	{"ORCHARD_INTROSPECTION", "introspection", "true", "answer schema introspection (the Playground needs it); false also turns field suggestions off", func(c *Config, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("must be true or false")
+		}
+		c.Introspection = b
+		return nil
+	}},
+	{"ORCHARD_RATE_LIMIT", "rate-limit", "20", "requests per second allowed per API key and per client address (bursts of 5× that); uploads, confirms and claims get a tenth; 0 turns limits off", func(c *Config, v string) error {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f < 0 {
+			return fmt.Errorf("must be a number of requests per second, 0 or more")
+		}
+		c.RateLimit = f
+		return nil
+	}},
 	{"ORCHARD_WEBHOOK_URL", "webhook-url", "", "when set, every expiry warning is POSTed here as JSON", func(c *Config, v string) error { c.WebhookURL = v; return nil }},
 	{"ORCHARD_WEBHOOK_SECRET", "webhook-secret", "", "signs webhook requests (X-Orchard-Signature: sha256=HMAC of TIMESTAMP.BODY)", func(c *Config, v string) error { c.WebhookSecret = v; return nil }},
 	{"ORCHARD_LOG_LEVEL", "log-level", "info", "debug, info, warn or error", func(c *Config, v string) error { c.LogLevel = v; return nil }},

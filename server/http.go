@@ -53,6 +53,7 @@ type serverDeps struct {
 	hub     *domain.Hub
 	auth    *authenticator
 	metrics *metrics
+	limits  *rateLimits
 	log     *slog.Logger
 }
 
@@ -60,7 +61,7 @@ type serverDeps struct {
 func newHandler(d serverDeps) http.Handler {
 	gql := newGraphQL(d)
 	mux := http.NewServeMux()
-	mux.Handle("/graphql", bodyGuard(d.cfg.MaxUploadBytes, d.auth.middleware(gql)))
+	mux.Handle("/graphql", d.limits.middleware(bodyGuard(d.cfg.MaxUploadBytes, d.auth.middleware(gql))))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte("ok\n"))
@@ -112,9 +113,17 @@ func newGraphQL(d serverDeps) *handler.Server {
 	})
 	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
 	srv.SetParserTokenLimit(parserTokenLimit)
-	srv.Use(extension.Introspection{})
+	if d.cfg.Introspection {
+		srv.Use(extension.Introspection{})
+	} else {
+		// Without introspection, "did you mean" hints would leak the schema.
+		srv.SetDisableSuggestion(true)
+	}
 	srv.Use(extension.FixedComplexityLimit(complexityLimit))
 	srv.Use(graph.PageLimit{Max: 100})
+	if d.limits != nil {
+		srv.Use(d.limits) // after the complexity limit, whose figure it reads
+	}
 	srv.SetErrorPresenter(graph.ErrorPresenter(d.log))
 	srv.SetRecoverFunc(graph.Recover(d.log))
 	srv.AroundOperations(func(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {

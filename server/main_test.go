@@ -73,6 +73,7 @@ func startServer(t *testing.T, env map[string]string) *testServer {
 		"ORCHARD_APPLE_RETRY_BUDGET": "2s",
 		"ORCHARD_MDM_METADATA":       "orchard.test",
 		"ORCHARD_SHUTDOWN_TIMEOUT":   "5s",
+		"ORCHARD_RATE_LIMIT":         "1000", // TestRateLimits tests the limits themselves
 	}}
 	for k, v := range env {
 		s.env[k] = v

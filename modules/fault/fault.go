@@ -87,3 +87,18 @@ func Is(err error, code Code) bool {
 	var e *Error
 	return errors.As(err, &e) && e.Code == code
 }
+
+// RateLimited is Orchard's addition to the contract's codes: too many
+// requests; the HTTP answer is 429 with Retry-After.
+const RateLimited Code = "RATE_LIMITED"
+
+// Known reports whether code is one of Orchard's codes.
+func Known(code string) bool {
+	switch Code(code) {
+	case Unauthenticated, Forbidden, NotFound, BadUserInput, InvalidTokenFile, WrongTokenKind,
+		UploadTooLarge, TokenExpired, TokenRevoked, TokenInvalid, TokenConflict,
+		TokenOwnedByOtherCustomer, InvalidState, AppleRateLimited, AppleUnavailable, Internal, RateLimited:
+		return true
+	}
+	return false
+}
