@@ -54,14 +54,16 @@ type serverDeps struct {
 	auth    *authenticator
 	metrics *metrics
 	limits  *rateLimits
-	log     *slog.Logger
+	// wsDone ends every websocket at shutdown; nil in tests that need none.
+	wsDone context.Context
+	log    *slog.Logger
 }
 
 // newHandler builds Orchard's whole HTTP surface.
 func newHandler(d serverDeps) http.Handler {
 	gql := newGraphQL(d)
 	mux := http.NewServeMux()
-	mux.Handle("/graphql", d.limits.middleware(bodyGuard(d.cfg.MaxUploadBytes, d.auth.middleware(gql))))
+	mux.Handle("/graphql", d.limits.middleware(bodyGuard(d.cfg.MaxUploadBytes, d.auth.middleware(endOnShutdown(d.wsDone, gql)))))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte("ok\n"))
@@ -142,6 +144,25 @@ func newGraphQL(d serverDeps) *handler.Server {
 	srv.AroundResponses(d.metrics.graphqlResponses)
 	srv.AroundResponses(graph.Loaders(d.svc))
 	return srv
+}
+
+// endOnShutdown ties websocket requests to done, so shutdown closes them;
+// plain requests keep their own context and finish.
+func endOnShutdown(done context.Context, next http.Handler) http.Handler {
+	if done == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !isWebsocket(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		ctx, cancel := context.WithCancel(r.Context())
+		defer cancel()
+		stop := context.AfterFunc(done, cancel)
+		defer stop()
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
 }
 
 // bodyGuard bounds request bodies before anything reads them: uploads to

@@ -217,10 +217,12 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready chan<- stri
 	svc.OnActivate = bg.requestSync
 	svc.OnOutbox = bg.kickOutbox
 
-	// baseCtx is every request's parent: cancelling it at shutdown ends
-	// open subscriptions, whose websockets gqlgen then closes cleanly.
-	baseCtx, cancelBase := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelBase()
+	// baseCtx is every request's parent and outlives the signal, so requests
+	// in flight at shutdown finish. Websockets also hang on wsCtx: ending it
+	// completes their subscriptions and gqlgen closes them cleanly.
+	baseCtx := context.WithoutCancel(ctx)
+	wsCtx, endWebsockets := context.WithCancel(baseCtx)
+	defer endWebsockets()
 	jobCtx, stopJobs := context.WithCancel(baseCtx)
 	defer stopJobs()
 
@@ -232,7 +234,7 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready chan<- stri
 		}
 	}()
 
-	h := newHandler(serverDeps{cfg: cfg, db: db, svc: svc, hub: hub, auth: newAuthenticator(db.Client), metrics: newMetrics(log), limits: newRateLimits(cfg.RateLimit), log: log})
+	h := newHandler(serverDeps{cfg: cfg, db: db, svc: svc, hub: hub, auth: newAuthenticator(db.Client), metrics: newMetrics(log), limits: newRateLimits(cfg.RateLimit), wsDone: wsCtx, log: log})
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,  // slowloris
@@ -267,19 +269,13 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready chan<- stri
 	log.Info("shutting down")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	// Stop accepting and let in-flight requests finish, while subscriptions
-	// are told to complete.
+	// Stop accepting, end subscriptions (their sockets close cleanly) and
+	// let in-flight requests finish.
 	stopJobs()
-	go func() {
-		// Give plain requests a moment before subscriptions are ended, so a
-		// mutation racing the signal still commits.
-		time.Sleep(100 * time.Millisecond)
-		cancelBase()
-	}()
+	endWebsockets()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		log.Warn("requests still running at the shutdown deadline", "err", err)
 	}
-	cancelBase()
 	bg.wait()
 	<-hubDone
 	log.Info("stopped")

@@ -179,17 +179,41 @@ func (r *gqlResponse) decode(t *testing.T, v any) {
 
 func (s *testServer) do(req *http.Request) *gqlResponse {
 	s.t.Helper()
-	resp, err := http.DefaultClient.Do(req)
+	out, err := s.try(req)
 	if err != nil {
 		s.t.Fatal(err)
 	}
+	return out
+}
+
+// try is do for requests that may fail, as during a crash.
+func (s *testServer) try(req *http.Request) (*gqlResponse, error) {
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
 	out := &gqlResponse{Status: resp.StatusCode, Raw: string(body)}
 	if err := json.Unmarshal(body, out); err != nil {
-		s.t.Fatalf("HTTP %d, not JSON: %s", resp.StatusCode, body)
+		return nil, fmt.Errorf("HTTP %d, not JSON: %s", resp.StatusCode, body)
 	}
-	return out
+	return out, nil
+}
+
+// tryAction runs a token mutation and reports a failed connection as an error.
+func (s *testServer) tryAction(key, mutation, tokenID string) (*gqlResponse, error) {
+	body, _ := json.Marshal(map[string]any{
+		"query":     fmt.Sprintf(`mutation($t: ID!) { %s(input: {tokenID: $t}) { token { id state } } }`, mutation),
+		"variables": map[string]any{"t": tokenID},
+	})
+	req, _ := http.NewRequest(http.MethodPost, s.URL+"/graphql", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+key)
+	return s.try(req)
 }
 
 // gql posts a GraphQL request with key (none when empty).

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -46,7 +47,13 @@ func startInstance(t *testing.T, env []string) *instance {
 		}
 	}()
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	waitFor(t, func() bool { return in.logged("orchard serving") })
+	waitFor(t, func() bool {
+		resp, err := http.Get(in.srv.URL + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	})
 	return in
 }
 
