@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"entgo.io/ent/dialect/sql"
@@ -155,6 +156,10 @@ func (s *Service) SyncServerToken(ctx context.Context, id int) (tok *ent.ServerT
 // Orchard's, brings its apps up to date. Its outcome is stored on the token;
 // the error is returned too.
 func (s *Service) SyncToken(ctx context.Context, id int) error {
+	// One sync of a token at a time in this process; across instances the
+	// upsert in storeApps keeps concurrent syncs correct.
+	unlock := s.syncLocks.lock(id)
+	defer unlock()
 	sys := viewer.SystemContext(ctx)
 	tok, err := s.client.ServerToken.Get(sys, id)
 	if err != nil {
@@ -304,7 +309,14 @@ func (s *Service) storeApps(ctx context.Context, tok *ent.ServerToken, assets []
 			}
 		}
 		for chunk := range slices.Chunk(creates, 500) {
-			if err := tx.App.CreateBulk(chunk...).Exec(ctx); err != nil {
+			// Another sync of the same token (another instance, or the first
+			// sync racing a manual one) may have inserted some rows since
+			// they were read: take its values rather than fail.
+			err := tx.App.CreateBulk(chunk...).
+				OnConflictColumns(app.FieldTokenID, app.FieldAdamID, app.FieldPricingParam).
+				UpdateNewValues().
+				Exec(ctx)
+			if err != nil {
 				return err
 			}
 		}
@@ -444,4 +456,38 @@ func (s *Service) SyncDue(ctx context.Context, olderThan time.Time, workers int)
 		}
 	}
 	return synced, failed
+}
+
+// keyedMutex serialises work per key.
+type keyedMutex struct {
+	mu    sync.Mutex
+	locks map[int]*keyedEntry
+}
+
+type keyedEntry struct {
+	mu   sync.Mutex
+	refs int
+}
+
+func (k *keyedMutex) lock(key int) (unlock func()) {
+	k.mu.Lock()
+	if k.locks == nil {
+		k.locks = map[int]*keyedEntry{}
+	}
+	e := k.locks[key]
+	if e == nil {
+		e = &keyedEntry{}
+		k.locks[key] = e
+	}
+	e.refs++
+	k.mu.Unlock()
+	e.mu.Lock()
+	return func() {
+		e.mu.Unlock()
+		k.mu.Lock()
+		if e.refs--; e.refs == 0 {
+			delete(k.locks, key)
+		}
+		k.mu.Unlock()
+	}
 }

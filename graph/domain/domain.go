@@ -58,6 +58,8 @@ type Service struct {
 	cfg      Config
 	log      *slog.Logger
 	meta     *metaCache
+	// syncLocks keeps two syncs of one token from running at once here.
+	syncLocks keyedMutex
 
 	// Now is the clock; tests move it.
 	Now func() time.Time

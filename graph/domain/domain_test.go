@@ -517,3 +517,36 @@ func TestMetadataIsCached(t *testing.T) {
 		t.Fatalf("%d apps named Pages, want 2 (one per token)", named)
 	}
 }
+
+// Two instances syncing one token at once both succeed and store each app once.
+func TestConcurrentSyncs(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *testdb.DB) {
+		e := newEnv(t, db)
+		c := e.customer("Twice")
+		file, _ := e.location("9901", e.now.AddDate(1, 0, 0), "twice", 300)
+		tok := e.activeToken(c.ID, file)
+		one, two := e.service(), e.service()
+		var wg sync.WaitGroup
+		errs := make([]error, 4)
+		for i := range errs {
+			svc := one
+			if i%2 == 1 {
+				svc = two
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = svc.SyncToken(e.admin, tok.ID)
+			}()
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				t.Fatalf("concurrent sync failed: %v", err)
+			}
+		}
+		if n, _ := e.svc.AppCount(e.admin, tok.ID); n != 300 {
+			t.Fatalf("appCount = %d, want 300", n)
+		}
+	})
+}
