@@ -58,6 +58,7 @@ commands:
   apikey list                list keys (never the keys themselves)
   apikey revoke ID           stop a key at once
   token inspect FILE         print a .vpptoken's organisation and expiry as JSON
+  secrets rotate [--drop-old] re-seal every stored token under a new key, while servers run
   demo [--dir DIR]           serve with the Apple simulator, sample token files and an admin key
   modules                    list the modules compiled in
 
@@ -81,6 +82,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return apikeyCommand(ctx, rest, getenv, stdout, stderr)
 	case "token":
 		return tokenCommand(rest, getenv, stdout, stderr)
+	case "secrets":
+		return secretsCommand(ctx, rest, getenv, stdout, stderr)
 	case "demo":
 		return demoCommand(ctx, rest, getenv, stdout, stderr)
 	case "modules":

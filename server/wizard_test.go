@@ -363,3 +363,50 @@ func TestTokenInspect(t *testing.T) {
 		t.Fatalf("inspect of an ADE token: %v", err)
 	}
 }
+
+// `orchard secrets rotate` re-seals every token under a new key while the
+// server runs; the server keeps opening tokens throughout and after.
+func TestSecretsRotate(t *testing.T) {
+	s := startServer(t, nil)
+	admin := s.key()
+	c := s.createCustomer(admin, "Rotating")
+	year := time.Now().AddDate(1, 0, 0)
+	var ids []string
+	for i := range 3 {
+		f := appletest.TokenFile("R", year, "rotate-"+string(rune('a'+i)))
+		s.Fake.AddLocation(f, &appletest.Location{UID: "rot" + string(rune('a'+i)), Name: "R", ExpiresAt: year})
+		var up uploadResult
+		s.upload(admin, c, f).decode(t, &up)
+		s.action(admin, "confirmServerToken", up.UploadServerToken.Token.ID)
+		ids = append(ids, up.UploadServerToken.Token.ID)
+	}
+	keyFile := filepath.Join(s.env["ORCHARD_DATA_DIR"], "secret.key")
+	before, _ := os.ReadFile(keyFile)
+
+	out, errOut, err := s.command("secrets", "rotate")
+	if err != nil {
+		t.Fatalf("rotate: %v\n%s", err, errOut)
+	}
+	if !strings.Contains(out, "re-sealed 3 server tokens") {
+		t.Fatalf("rotate printed %q", out)
+	}
+	after, _ := os.ReadFile(keyFile)
+	if bytes.Equal(before, after) || !bytes.Contains(after, bytes.TrimSpace(before)) {
+		t.Fatal("the key file should hold a new key first and keep the old one")
+	}
+	// The running server opens the re-sealed tokens.
+	for _, id := range ids {
+		if r := s.action(admin, "syncServerToken", id); len(r.Errors) > 0 {
+			t.Fatalf("sync after rotation: %s", r.Raw)
+		}
+	}
+	if _, errOut, err := s.command("secrets", "rotate", "--drop-old"); err != nil {
+		t.Fatalf("rotate --drop-old: %v\n%s", err, errOut)
+	}
+	s.restart()
+	for _, id := range ids {
+		if r := s.action(admin, "syncServerToken", id); len(r.Errors) > 0 {
+			t.Fatalf("sync after restart with only the new key: %s", r.Raw)
+		}
+	}
+}

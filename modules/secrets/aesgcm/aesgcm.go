@@ -26,6 +26,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/orchard-msp/orchard/modules"
 	"github.com/orchard-msp/orchard/modules/secrets"
@@ -47,7 +49,10 @@ type Sealer struct {
 	Keys    []string `json:"keys,omitempty"`
 	KeyFile string   `json:"keyFile,omitempty"`
 
-	aeads []keyed // newest first
+	mu      sync.RWMutex
+	aeads   []keyed // newest first
+	fileMod time.Time
+	checked time.Time
 }
 
 type keyed struct {
@@ -78,27 +83,71 @@ func (s *Sealer) Provision(context.Context) error {
 		if keys, err = loadOrCreateKeyFile(s.KeyFile); err != nil {
 			return err
 		}
+		if st, err := os.Stat(s.KeyFile); err == nil {
+			s.fileMod = st.ModTime()
+		}
 	}
-	s.aeads = s.aeads[:0]
+	aeads, err := parseKeys(keys)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.aeads = aeads
+	s.mu.Unlock()
+	return nil
+}
+
+// reloadEvery is how often a key file is checked for a rotation.
+const reloadEvery = time.Second
+
+// current returns the keys, first re-reading the key file if it changed,
+// so `orchard secrets rotate` takes effect in running servers.
+func (s *Sealer) current() []keyed {
+	if s.KeyFile != "" {
+		s.mu.Lock()
+		if time.Since(s.checked) >= reloadEvery {
+			s.checked = time.Now()
+			if st, err := os.Stat(s.KeyFile); err == nil && !st.ModTime().Equal(s.fileMod) {
+				if keys, err := loadOrCreateKeyFile(s.KeyFile); err == nil {
+					if aeads, err := parseKeys(keys); err == nil {
+						s.aeads, s.fileMod = aeads, st.ModTime()
+					}
+				}
+			}
+		}
+		s.mu.Unlock()
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.aeads
+}
+
+func parseKeys(keys []string) ([]keyed, error) {
+	var aeads []keyed
 	for i, k := range keys {
 		raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(k))
 		if err != nil {
-			return fmt.Errorf("key %d is not base64", i+1)
+			return nil, fmt.Errorf("key %d is not base64", i+1)
 		}
 		if len(raw) != KeySize {
-			return fmt.Errorf("key %d is %d bytes; it must be exactly %d (make one with: openssl rand -base64 32)", i+1, len(raw), KeySize)
+			return nil, fmt.Errorf("key %d is %d bytes; it must be exactly %d (make one with: openssl rand -base64 32)", i+1, len(raw), KeySize)
 		}
 		block, _ := aes.NewCipher(raw)
 		aead, err := cipher.NewGCM(block)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		sum := sha256.Sum256(raw)
-		var kid [keyIDLen]byte
-		copy(kid[:], sum[:keyIDLen])
-		s.aeads = append(s.aeads, keyed{id: kid, aead: aead})
+		aeads = append(aeads, keyed{id: KeyID(raw), aead: aead})
 	}
-	return nil
+	return aeads, nil
+}
+
+// KeyID is the 4-byte identifier a sealed value carries for its key.
+func KeyID(key []byte) [keyIDLen]byte {
+	sum := sha256.Sum256(key)
+	var kid [keyIDLen]byte
+	copy(kid[:], sum[:keyIDLen])
+	return kid
 }
 
 // NewKey returns a fresh random key in the form the settings take.
@@ -146,10 +195,11 @@ func loadOrCreateKeyFile(path string) ([]string, error) {
 
 // Seal implements secrets.Sealer.
 func (s *Sealer) Seal(plaintext, aad []byte) ([]byte, error) {
-	if len(s.aeads) == 0 {
+	keys := s.current()
+	if len(keys) == 0 {
 		return nil, errors.New("sealer has no key")
 	}
-	k := s.aeads[0]
+	k := keys[0]
 	out := make([]byte, headerLen, headerLen+len(plaintext)+k.aead.Overhead())
 	out[0] = format
 	copy(out[1:], k.id[:])
@@ -167,7 +217,7 @@ func (s *Sealer) Open(sealed, aad []byte) ([]byte, error) {
 	if len(sealed) < headerLen+16 || sealed[0] != format {
 		return nil, ErrOpen
 	}
-	for _, k := range s.aeads {
+	for _, k := range s.current() {
 		if !bytes.Equal(k.id[:], sealed[1:1+keyIDLen]) {
 			continue
 		}
@@ -182,5 +232,35 @@ func (s *Sealer) Open(sealed, aad []byte) ([]byte, error) {
 
 // NeedsRotation implements secrets.Rotator.
 func (s *Sealer) NeedsRotation(sealed []byte) bool {
-	return len(s.aeads) > 0 && (len(sealed) < headerLen || !bytes.Equal(sealed[1:1+keyIDLen], s.aeads[0].id[:]))
+	keys := s.current()
+	return len(keys) > 0 && (len(sealed) < headerLen || !bytes.Equal(sealed[1:1+keyIDLen], keys[0].id[:]))
 }
+
+// WriteKeyFile replaces a key file atomically with keys, newest first, mode 0600.
+func WriteKeyFile(path string, keys []string) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".secret.key-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	content := "# Orchard's token sealing keys, newest first. Older keys only open what they sealed.\n" + strings.Join(keys, "\n") + "\n"
+	if _, err := tmp.WriteString(content); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// ReadKeyFile returns the keys of a key file, newest first.
+func ReadKeyFile(path string) ([]string, error) { return loadOrCreateKeyFile(path) }
