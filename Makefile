@@ -38,6 +38,8 @@ demo: build ## serve with the Apple simulator, sample tokens and an admin key
 fuzz: ## run each fuzz target briefly (FUZZTIME=10s)
 	$(GO) test ./modules/tokenfile/vpptoken -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-10s}
 	$(GO) test ./modules/secrets/aesgcm -run '^$$' -fuzz FuzzOpen -fuzztime $${FUZZTIME:-10s}
+	$(GO) test ./server -run '^$$' -fuzz FuzzGraphQLHandler -fuzztime $${FUZZTIME:-10s}
+	$(GO) test ./server -run '^$$' -fuzz FuzzMultipart -fuzztime $${FUZZTIME:-10s}
 
 clean: ## remove the binary
 	rm -rf bin

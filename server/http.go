@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"io"
 	"log/slog"
+	"mime"
+	"mime/multipart"
 	"net/http"
 	"regexp"
 	"strings"
@@ -63,7 +67,7 @@ type serverDeps struct {
 func newHandler(d serverDeps) http.Handler {
 	gql := newGraphQL(d)
 	mux := http.NewServeMux()
-	mux.Handle("/graphql", d.limits.middleware(bodyGuard(d.cfg.MaxUploadBytes, d.auth.middleware(endOnShutdown(d.wsDone, gql)))))
+	mux.Handle("/graphql", d.limits.middleware(bodyGuard(d.cfg.MaxUploadBytes, d.auth.middleware(endOnShutdown(d.wsDone, checkOperations(gql))))))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte("ok\n"))
@@ -163,6 +167,55 @@ func endOnShutdown(done context.Context, next http.Handler) http.Handler {
 		defer stop()
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
+}
+
+// checkOperations refuses a multipart request whose operations field has
+// no variables object: gqlgen would panic mapping the file into it (found by
+// FuzzMultipart). The body is already bounded by bodyGuard, so it is read
+// into memory here and handed on unchanged.
+func checkOperations(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+		if r.Method != http.MethodPost || err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			next.ServeHTTP(w, r.WithContext(r.Context())) // let the guards answer
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		part, err := multipart.NewReader(bytes.NewReader(body), params["boundary"]).NextPart()
+		if err == nil && part.FormName() == "operations" {
+			var ops any
+			raw, _ := io.ReadAll(io.LimitReader(part, int64(len(body))))
+			if json.Unmarshal(raw, &ops) == nil && !hasVariables(ops) {
+				writeGraphQLError(w, http.StatusBadRequest, fault.New(fault.BadUserInput,
+					"The operations field must carry a variables object with the file's variable set to null (GraphQL multipart request spec)."))
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// hasVariables reports whether every operation in a multipart operations
+// value (an object, or a batch array) has a variables object.
+func hasVariables(ops any) bool {
+	switch v := ops.(type) {
+	case map[string]any:
+		vars, ok := v["variables"].(map[string]any)
+		return ok && vars != nil
+	case []any:
+		for _, op := range v {
+			if !hasVariables(op) {
+				return false
+			}
+		}
+		return len(v) > 0
+	}
+	return true // not JSON gqlgen can use: it answers that itself
 }
 
 // bodyGuard bounds request bodies before anything reads them: uploads to
