@@ -15,8 +15,12 @@ run: build ## build and serve on 127.0.0.1:8080 with the defaults
 build: ## build bin/orchard
 	$(GO) build -o $(BIN) ./server
 
-test: ## run every test with the race detector
+test: ## run every test with the race detector (and again on PostgreSQL when ORCHARD_TEST_DATABASE_URL is set)
 	$(GO) test -race -count=1 ./...
+	@if [ -n "$$ORCHARD_TEST_DATABASE_URL" ]; then \
+		echo "== the server tests again, on PostgreSQL"; \
+		ORCHARD_TEST_DB=postgres $(GO) test -race -count=1 ./server; \
+	fi
 
 test-short: ## run the fast tests only
 	$(GO) test -short ./...

@@ -78,6 +78,10 @@ func startServer(t *testing.T, env map[string]string) *testServer {
 	for k, v := range env {
 		s.env[k] = v
 	}
+	// make test runs the server tests a second time on PostgreSQL.
+	if os.Getenv("ORCHARD_TEST_DB") == "postgres" && s.env["ORCHARD_DATABASE_URL"] == "" && s.env[forceSQLite] == "" {
+		s.env["ORCHARD_DATABASE_URL"] = testdb.Postgres(t).URL
+	}
 	s.start()
 	t.Cleanup(s.stop)
 	return s
@@ -298,9 +302,17 @@ func (s *testServer) action(key, mutation, tokenID string) *gqlResponse {
 	return s.gql(key, fmt.Sprintf(`mutation($t: ID!) { %s(input: {tokenID: $t}) { token { id state expiresAt managedBy { name } } } }`, mutation), map[string]any{"t": tokenID})
 }
 
+// forceSQLite, set in a test server's env, keeps it on SQLite in the
+// PostgreSQL run (for tests about SQLite's files and settings).
+const forceSQLite = "ORCHARD_TEST_FORCE_SQLITE"
+
 // databaseEnv runs a test body on SQLite and, when ORCHARD_TEST_DATABASE_URL
 // is set, again with the server on PostgreSQL.
 func databaseEnv(t *testing.T, fn func(t *testing.T, env map[string]string)) {
+	if os.Getenv("ORCHARD_TEST_DB") == "postgres" {
+		t.Run("postgres", func(t *testing.T) { fn(t, nil) }) // startServer picks PostgreSQL
+		return
+	}
 	t.Run("sqlite", func(t *testing.T) { fn(t, nil) })
 	if os.Getenv(testdb.EnvPostgres) != "" {
 		t.Run("postgres", func(t *testing.T) {

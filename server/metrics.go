@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -159,6 +160,11 @@ func (m *metrics) handler(client *ent.Client, svc *domain.Service, hub *domain.H
 			m.log.Error("token metrics", "err", err)
 		}
 		fmt.Fprintf(w, "# HELP orchard_expiry_subscribers Open tokenExpiryWarnings subscriptions on this instance.\n# TYPE orchard_expiry_subscribers gauge\norchard_expiry_subscribers %d\n", hub.Subscribers())
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		fmt.Fprintf(w, "# HELP orchard_go_goroutines Goroutines of this process.\n# TYPE orchard_go_goroutines gauge\norchard_go_goroutines %d\n", runtime.NumGoroutine())
+		fmt.Fprintf(w, "# HELP orchard_go_heap_inuse_bytes Go heap in use.\n# TYPE orchard_go_heap_inuse_bytes gauge\norchard_go_heap_inuse_bytes %d\n", ms.HeapInuse)
+		fmt.Fprintf(w, "# HELP orchard_go_stack_inuse_bytes Goroutine stacks in use.\n# TYPE orchard_go_stack_inuse_bytes gauge\norchard_go_stack_inuse_bytes %d\n", ms.StackInuse)
 	})
 }
 

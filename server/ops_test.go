@@ -19,7 +19,7 @@ import (
 )
 
 func TestSQLiteSettings(t *testing.T) {
-	s := startServer(t, nil)
+	s := startServer(t, map[string]string{forceSQLite: "1"})
 	dir := s.env["ORCHARD_DATA_DIR"]
 	for path, want := range map[string]os.FileMode{dir: 0o700, filepath.Join(dir, "secret.key"): 0o600, filepath.Join(dir, "orchard.db"): 0o600} {
 		st, err := os.Stat(path)

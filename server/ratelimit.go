@@ -94,7 +94,9 @@ func newRateLimits(perSecond float64) *rateLimits {
 		return &rateLimits{}
 	}
 	return &rateLimits{
-		perAddress: newLimiter(perSecond, 5*perSecond),
+		// Many keys may share an address (a frontend's server), so the
+		// address gets five keys' worth.
+		perAddress: newLimiter(5*perSecond, 25*perSecond),
 		perKey:     newLimiter(perSecond, 5*perSecond),
 		sensitive:  newLimiter(perSecond/10, max(perSecond/2, 2)),
 	}

@@ -278,7 +278,7 @@ func TestConcurrentConfirms(t *testing.T) {
 // The token never appears in a response, a log line or the database files,
 // and survives a restart.
 func TestSecretsStaySealed(t *testing.T) {
-	s := startServer(t, nil)
+	s := startServer(t, map[string]string{forceSQLite: "1"})
 	admin := s.key()
 	c := s.createCustomer(admin, "Contoso")
 	inner := "INNER-SECRET-" + strings.Repeat("Z", 40)
