@@ -34,16 +34,18 @@ func TestTenantIsolation(t *testing.T) {
 		}
 		tokA, tokB := token(a, "uid-a"), token(b, "uid-b")
 		var appsB struct {
-			Apps struct{ Edges []struct{ Node struct{ ID string } } }
+			Apps struct {
+				Edges []struct{ Node struct{ ID string } }
+			}
 		}
 		s.gql(admin, `{ apps(first: 1, where: {hasTokenWith: {locationUID: "uid-b"}}) { edges { node { id } } } }`, nil).decode(t, &appsB)
 		appB := appsB.Apps.Edges[0].Node.ID
 		techA := s.key("--role", "technician", "--customer", a)
 
 		counts := map[string]string{
-			`{ customers { totalCount } }`:                                                       `{"customers":{"totalCount":1}}`,
-			`{ tokens { totalCount } }`:                                                          `{"tokens":{"totalCount":1}}`,
-			`{ apps { totalCount } }`:                                                            `{"apps":{"totalCount":3}}`,
+			`{ customers { totalCount } }`: `{"customers":{"totalCount":1}}`,
+			`{ tokens { totalCount } }`:    `{"tokens":{"totalCount":1}}`,
+			`{ apps { totalCount } }`:      `{"apps":{"totalCount":3}}`,
 			`{ customers(where: {hasTokensWith: {locationUID: "uid-b"}}) { totalCount } }`:       `{"customers":{"totalCount":0}}`,
 			`{ tokens(where: {hasCustomerWith: {name: "Bravo"}}) { totalCount } }`:               `{"tokens":{"totalCount":0}}`,
 			`{ apps(where: {hasTokenWith: {hasCustomerWith: {name: "Bravo"}}}) { totalCount } }`: `{"apps":{"totalCount":0}}`,
@@ -91,7 +93,7 @@ func TestTenantIsolation(t *testing.T) {
 		// Every mutation on B's objects reads as not found (or forbidden).
 		mutations := map[string]map[string]any{
 			`mutation($id: ID!) { updateCustomer(id: $id, input: {name: "x"}) { id } }`: {"id": b},
-			`mutation($id: ID!) { deleteCustomer(id: $id) { deletedID } }`:             {"id": b},
+			`mutation($id: ID!) { deleteCustomer(id: $id) { deletedID } }`:              {"id": b},
 			`mutation { createCustomer(input: {name: "Charlie"}) { id } }`:              nil,
 		}
 		for _, m := range []string{"confirmServerToken", "claimServerToken", "cancelServerToken", "syncServerToken"} {
