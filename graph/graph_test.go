@@ -8,12 +8,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"entgo.io/ent/dialect"
-	entsql "entgo.io/ent/dialect/sql"
 	"github.com/99designs/gqlgen/graphql/handler"
 	"github.com/99designs/gqlgen/graphql/handler/transport"
 
@@ -25,27 +22,6 @@ import (
 	"github.com/orchard-msp/orchard/graph/domain"
 	"github.com/orchard-msp/orchard/graph/domain/testdb"
 )
-
-var debugSQL = false
-
-// counter counts the SQL statements that reach the database.
-type counter struct {
-	dialect.Driver
-	n atomic.Int64
-}
-
-func (c *counter) Exec(ctx context.Context, q string, args, v any) error {
-	c.n.Add(1)
-	return c.Driver.Exec(ctx, q, args, v)
-}
-
-func (c *counter) Query(ctx context.Context, q string, args, v any) error {
-	c.n.Add(1)
-	if debugSQL {
-		fmt.Println(q)
-	}
-	return c.Driver.Query(ctx, q, args, v)
-}
 
 func seed(t *testing.T, client *ent.Client, customers, tokensEach, appsEach int) {
 	t.Helper()
@@ -109,17 +85,12 @@ func TestListQueryStatementCount(t *testing.T) {
 				if tokens > 1 {
 					d = map[string]func(testing.TB) *testdb.DB{"sqlite": testdb.SQLite, "postgres": testdb.Postgres}[db.Name](t)
 				}
-				dia := dialect.SQLite
-				if d.Name == "postgres" {
-					dia = dialect.Postgres
-				}
-				c := &counter{Driver: entsql.OpenDB(dia, d.SQL)}
-				client := ent.NewClient(ent.Driver(c))
+				client, c := testdb.Counting(d)
 				seed(t, client, tokens, 1, 25)
 				h := newHandler(client)
-				c.n.Store(0)
+				c.N.Store(0)
 				out := query(t, h, listQuery)
-				counts[tokens] = c.n.Load()
+				counts[tokens] = c.N.Load()
 				edges := out["data"].(map[string]any)["tokens"].(map[string]any)["edges"].([]any)
 				if len(edges) != tokens {
 					t.Fatalf("%d tokens listed, want %d", len(edges), tokens)

@@ -38,7 +38,7 @@ func (p PageLimit) MutateOperationContext(ctx context.Context, op *graphql.Opera
 	if maxDepth == 0 {
 		maxDepth = 12
 	}
-	w := walker{limit: p, vars: op.Variables, doc: op.Doc, maxDepth: maxDepth, seen: map[string]bool{}}
+	w := walker{limit: p, vars: op.Variables, doc: op.Doc, maxDepth: maxDepth}
 	if err := w.selections(op.Operation.SelectionSet, 1); err != nil {
 		err.Extensions = map[string]any{"code": "BAD_USER_INPUT"}
 		return err
@@ -75,6 +75,9 @@ func (w *walker) selections(set ast.SelectionSet, depth int) *gqlerror.Error {
 			}
 			if def == nil || w.seen[s.Name] {
 				continue
+			}
+			if w.seen == nil {
+				w.seen = map[string]bool{}
 			}
 			w.seen[s.Name] = true
 			err := w.selections(def.SelectionSet, depth)

@@ -2,6 +2,7 @@ package graph
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -51,17 +52,24 @@ func newLoaders(svc *domain.Service) *loaders {
 	}
 }
 
+// lazyLoaders builds the loaders on first use: most operations need none.
+type lazyLoaders struct {
+	once sync.Once
+	l    *loaders
+}
+
 // Loaders gives every GraphQL response (and every subscription event) fresh
 // loaders, so nothing is cached across requests or events.
 func Loaders(svc *domain.Service) func(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
 	return func(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
-		return next(context.WithValue(ctx, loadersKey{}, newLoaders(svc)))
+		return next(context.WithValue(ctx, loadersKey{}, &lazyLoaders{}))
 	}
 }
 
 func loadersFrom(ctx context.Context, svc *domain.Service) *loaders {
-	if l, ok := ctx.Value(loadersKey{}).(*loaders); ok {
-		return l
+	if lazy, ok := ctx.Value(loadersKey{}).(*lazyLoaders); ok {
+		lazy.once.Do(func() { lazy.l = newLoaders(svc) })
+		return lazy.l
 	}
 	return newLoaders(svc)
 }

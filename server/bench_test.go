@@ -28,9 +28,6 @@ import (
 	"testing"
 	"time"
 
-	"entgo.io/ent/dialect"
-	entsql "entgo.io/ent/dialect/sql"
-
 	"github.com/orchard-msp/orchard/ent"
 	"github.com/orchard-msp/orchard/ent/app"
 	"github.com/orchard-msp/orchard/ent/servertoken"
@@ -341,31 +338,6 @@ func benchNestedList(b *bench) []benchRow {
 	}}
 }
 
-// counted wraps a driver to count statements.
-type counted struct {
-	dialect.Driver
-	n atomic.Int64
-}
-
-func (c *counted) Exec(ctx context.Context, q string, args, v any) error {
-	c.n.Add(1)
-	return c.Driver.Exec(ctx, q, args, v)
-}
-
-func (c *counted) Query(ctx context.Context, q string, args, v any) error {
-	c.n.Add(1)
-	return c.Driver.Query(ctx, q, args, v)
-}
-
-func countedClient(db *testdb.DB) (*ent.Client, *counted) {
-	dia := dialect.SQLite
-	if db.Name == "postgres" {
-		dia = dialect.Postgres
-	}
-	c := &counted{Driver: entsql.OpenDB(dia, db.SQL)}
-	return ent.NewClient(ent.Driver(c)), c
-}
-
 // P3: statements for P2's query at 1, 10 and 100 customers.
 func benchStatementCounts(b *bench) []benchRow {
 	var rows []benchRow
@@ -381,16 +353,16 @@ func benchStatementCounts(b *bench) []benchRow {
 		var counts []int64
 		for _, customers := range []int{1, 10, 100} {
 			db := open[name](b.t)
-			client, c := countedClient(db)
+			client, c := testdb.Counting(db)
 			seedNested(b.t, client, customers, 2, 5)
 			s := newBenchServer(b.t, client, domain.Modules{})
 			q := strings.NewReplacer("customers(first: 20)", "customers(first: 100)", "tokens(first: 10)", "tokens(first: 2)", "apps(first: 50)", "apps(first: 5)").Replace(nestedQuery)
 			body, _ := json.Marshal(map[string]string{"query": q})
-			c.n.Store(0)
+			c.N.Store(0)
 			if rec := s.post(body); strings.Contains(rec.Body.String(), `"errors"`) {
 				b.t.Fatalf("P3: %s", rec.Body.String())
 			}
-			counts = append(counts, c.n.Load())
+			counts = append(counts, c.N.Load())
 		}
 		same := counts[0] == counts[1] && counts[1] == counts[2]
 		rows = append(rows, benchRow{
@@ -593,7 +565,8 @@ func benchFanOut(b *bench) []benchRow {
 	fake := appletest.New()
 	defer fake.Close()
 	dir := b.t.TempDir()
-	env := append(os.Environ(), "ORCHARD_TEST_RUN_MAIN=1", "ORCHARD_DATA_DIR="+dir, "ORCHARD_LISTEN=127.0.0.1:0", "ORCHARD_APPLE_URL="+fake.BaseURL(), "ORCHARD_LOG_LEVEL=warn")
+	env := append(os.Environ(), "ORCHARD_TEST_RUN_MAIN=1", "ORCHARD_DATA_DIR="+dir, "ORCHARD_LISTEN=127.0.0.1:0",
+		"ORCHARD_APPLE_URL="+fake.BaseURL(), "ORCHARD_LOG_LEVEL=warn", "ORCHARD_RATE_LIMIT=0")
 	keyCmd := exec.Command(os.Args[0], "apikey", "create", "--name", "fanout")
 	keyCmd.Env = env
 	keyOut, err := keyCmd.Output()
@@ -720,7 +693,7 @@ func freeAddr(t *testing.T) string {
 // P7: hostile documents are refused quickly and without SQL.
 func benchHostile(b *bench) []benchRow {
 	db := testdb.SQLite(b.t)
-	client, c := countedClient(db)
+	client, c := testdb.Counting(db)
 	s := newBenchServer(b.t, client, domain.Modules{})
 	aliases := make([]string, 10000)
 	for i := range aliases {
@@ -736,12 +709,12 @@ func benchHostile(b *bench) []benchRow {
 	var rows []benchRow
 	for _, name := range []string{"100k directives", "depth 50", "10k aliases", "1 MB query"} {
 		body, _ := json.Marshal(map[string]string{"query": docs[name]})
-		c.n.Store(0)
+		c.N.Store(0)
 		rec := s.post(body)
 		if !strings.Contains(rec.Body.String(), `"errors"`) && name != "1 MB query" {
 			b.t.Fatalf("P7 %s was accepted: %.200s", name, rec.Body.String())
 		}
-		sqlCount := c.n.Load()
+		sqlCount := c.N.Load()
 		res := b.measure(func() { s.post(body) })
 		d := time.Duration(ns(res))
 		outcome := "refused"
@@ -976,5 +949,15 @@ func BenchmarkUploadConfirm(b *testing.B) {
 		if _, err := svc.ConfirmServerToken(admin, res.Token.ID); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkTypename is P1's Orchard side alone, for profiling.
+func BenchmarkTypename(b *testing.B) {
+	s := newBenchServer(&testing.T{}, testdb.SQLite(b).Client, domain.Modules{})
+	body := []byte(`{"query":"{ __typename }"}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		s.post(body)
 	}
 }

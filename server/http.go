@@ -175,8 +175,12 @@ func endOnShutdown(done context.Context, next http.Handler) http.Handler {
 // into memory here and handed on unchanged.
 func checkOperations(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || !strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/") {
+			next.ServeHTTP(w, r)
+			return
+		}
 		mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-		if r.Method != http.MethodPost || err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
+		if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
 			next.ServeHTTP(w, r)
 			return
 		}

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 
 	"entgo.io/ent/dialect"
@@ -99,4 +100,32 @@ func open(t testing.TB, db *DB, dia string) *DB {
 	}
 	t.Cleanup(func() { db.SQL.Close() })
 	return db
+}
+
+// Counter counts the SQL statements that reach a database.
+type Counter struct {
+	dialect.Driver
+	N atomic.Int64
+}
+
+// Exec implements dialect.Driver.
+func (c *Counter) Exec(ctx context.Context, q string, args, v any) error {
+	c.N.Add(1)
+	return c.Driver.Exec(ctx, q, args, v)
+}
+
+// Query implements dialect.Driver.
+func (c *Counter) Query(ctx context.Context, q string, args, v any) error {
+	c.N.Add(1)
+	return c.Driver.Query(ctx, q, args, v)
+}
+
+// Counting returns a client on db whose statements c counts.
+func Counting(db *DB) (*ent.Client, *Counter) {
+	dia := dialect.SQLite
+	if db.Name == "postgres" {
+		dia = dialect.Postgres
+	}
+	c := &Counter{Driver: entsql.OpenDB(dia, db.SQL)}
+	return ent.NewClient(ent.Driver(c)), c
 }
