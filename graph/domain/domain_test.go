@@ -550,3 +550,24 @@ func TestConcurrentSyncs(t *testing.T) {
 		}
 	})
 }
+
+func TestCleanupPending(t *testing.T) {
+	e := newEnv(t, testdb.SQLite(t))
+	c := e.customer("Stale")
+	file, _ := e.location("9951", e.now.AddDate(1, 0, 0), "stale", 0)
+	if _, err := e.svc.UploadServerToken(e.admin, c.ID, file); err != nil {
+		t.Fatal(err)
+	}
+	kept, _ := e.location("9952", e.now.AddDate(1, 0, 0), "kept", 0)
+	active := e.activeToken(c.ID, kept)
+	if n, _ := e.svc.CleanupPending(context.Background()); n != 0 {
+		t.Fatalf("a fresh upload was removed")
+	}
+	e.advance(25 * time.Hour)
+	if n, err := e.svc.CleanupPending(context.Background()); n != 1 || err != nil {
+		t.Fatalf("cleanup removed %d (%v), want the one stale upload", n, err)
+	}
+	if _, err := e.db.Client.ServerToken.Get(e.system, active.ID); err != nil {
+		t.Fatal("cleanup removed an ACTIVE token")
+	}
+}

@@ -102,6 +102,7 @@ func (s *Service) UploadServerToken(ctx context.Context, customerID int, data []
 			res.Conflict = other
 		}
 		create := tx.ServerToken.Create().
+			SetCreatedAt(s.Now()). // the pending TTL is counted on the service's clock
 			SetCustomerID(cust.ID).
 			SetState(state).
 			SetOrgName(file.OrgName).
