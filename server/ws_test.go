@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -269,4 +271,46 @@ func TestWebsocketRefusals(t *testing.T) {
 			t.Fatalf("cross-origin websocket: %v", err)
 		}
 	})
+}
+
+// Clients that go away are dropped: 1,000 subscriptions opened and closed
+// leave neither subscribers nor goroutines behind.
+func TestSubscriptionsDoNotLeakOverWebsockets(t *testing.T) {
+	s := startServer(t, nil)
+	key := s.key()
+	time.Sleep(100 * time.Millisecond)
+	before := runtime.NumGoroutine()
+	for batch := 0; batch < 10; batch++ {
+		var clients []*wsClient
+		for range 100 {
+			c, _, err := dialWS(t, s, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.init(key); err != nil {
+				t.Fatal(err)
+			}
+			c.subscribe("1", nil)
+			clients = append(clients, c)
+		}
+		for _, c := range clients {
+			c.conn.CloseNow()
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > before+10 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if after := runtime.NumGoroutine(); after > before+10 {
+		t.Fatalf("goroutines grew from %d to %d after 1,000 subscriptions came and went", before, after)
+	}
+	resp, err := http.Get(s.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "orchard_expiry_subscribers 0\n") {
+		t.Fatal("the hub still counts subscribers")
+	}
 }
