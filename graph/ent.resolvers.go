@@ -62,9 +62,15 @@ func (r *Resolver) ServerToken() ServerTokenResolver { return &serverTokenResolv
 // AppWhereInput returns AppWhereInputResolver implementation.
 func (r *Resolver) AppWhereInput() AppWhereInputResolver { return &appWhereInputResolver{r} }
 
+// ServerTokenWhereInput returns ServerTokenWhereInputResolver implementation.
+func (r *Resolver) ServerTokenWhereInput() ServerTokenWhereInputResolver {
+	return &serverTokenWhereInputResolver{r}
+}
+
 type (
-	customerResolver      struct{ *Resolver }
-	queryResolver         struct{ *Resolver }
-	serverTokenResolver   struct{ *Resolver }
-	appWhereInputResolver struct{ *Resolver }
+	customerResolver              struct{ *Resolver }
+	queryResolver                 struct{ *Resolver }
+	serverTokenResolver           struct{ *Resolver }
+	appWhereInputResolver         struct{ *Resolver }
+	serverTokenWhereInputResolver struct{ *Resolver }
 )

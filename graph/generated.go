@@ -43,6 +43,7 @@ type ResolverRoot interface {
 	ServerToken() ServerTokenResolver
 	Subscription() SubscriptionResolver
 	AppWhereInput() AppWhereInputResolver
+	ServerTokenWhereInput() ServerTokenWhereInputResolver
 }
 
 type DirectiveRoot struct {
@@ -265,6 +266,10 @@ type SubscriptionResolver interface {
 
 type AppWhereInputResolver interface {
 	Platform(ctx context.Context, obj *ent.AppWhereInput, data *string) error
+}
+type ServerTokenWhereInputResolver interface {
+	ExpiresWithinDays(ctx context.Context, obj *ent.ServerTokenWhereInput, data *int) error
+	ExpiryStatus(ctx context.Context, obj *ent.ServerTokenWhereInput, data *domain.ExpiryStatus) error
 }
 
 // endregion ************************** generated!.gotpl **************************
@@ -8268,7 +8273,7 @@ func (ec *executionContext) unmarshalInputServerTokenWhereInput(ctx context.Cont
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "state", "stateNEQ", "stateIn", "stateNotIn", "orgName", "orgNameNEQ", "orgNameIn", "orgNameNotIn", "orgNameGT", "orgNameGTE", "orgNameLT", "orgNameLTE", "orgNameContains", "orgNameHasPrefix", "orgNameHasSuffix", "orgNameEqualFold", "orgNameContainsFold", "locationName", "locationNameNEQ", "locationNameIn", "locationNameNotIn", "locationNameGT", "locationNameGTE", "locationNameLT", "locationNameLTE", "locationNameContains", "locationNameHasPrefix", "locationNameHasSuffix", "locationNameEqualFold", "locationNameContainsFold", "locationUID", "locationUIDNEQ", "locationUIDIn", "locationUIDNotIn", "locationUIDGT", "locationUIDGTE", "locationUIDLT", "locationUIDLTE", "locationUIDContains", "locationUIDHasPrefix", "locationUIDHasSuffix", "locationUIDEqualFold", "locationUIDContainsFold", "countryCode", "countryCodeNEQ", "countryCodeIn", "countryCodeNotIn", "countryCodeGT", "countryCodeGTE", "countryCodeLT", "countryCodeLTE", "countryCodeContains", "countryCodeHasPrefix", "countryCodeHasSuffix", "countryCodeEqualFold", "countryCodeContainsFold", "expiresAt", "expiresAtNEQ", "expiresAtIn", "expiresAtNotIn", "expiresAtGT", "expiresAtGTE", "expiresAtLT", "expiresAtLTE", "lastSyncedAt", "lastSyncedAtNEQ", "lastSyncedAtIn", "lastSyncedAtNotIn", "lastSyncedAtGT", "lastSyncedAtGTE", "lastSyncedAtLT", "lastSyncedAtLTE", "lastSyncedAtIsNil", "lastSyncedAtNotNil", "lastErrorCode", "lastErrorCodeNEQ", "lastErrorCodeIn", "lastErrorCodeNotIn", "lastErrorCodeGT", "lastErrorCodeGTE", "lastErrorCodeLT", "lastErrorCodeLTE", "lastErrorCodeContains", "lastErrorCodeHasPrefix", "lastErrorCodeHasSuffix", "lastErrorCodeEqualFold", "lastErrorCodeContainsFold", "hasCustomer", "hasCustomerWith", "hasApps", "hasAppsWith"}
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "state", "stateNEQ", "stateIn", "stateNotIn", "orgName", "orgNameNEQ", "orgNameIn", "orgNameNotIn", "orgNameGT", "orgNameGTE", "orgNameLT", "orgNameLTE", "orgNameContains", "orgNameHasPrefix", "orgNameHasSuffix", "orgNameEqualFold", "orgNameContainsFold", "locationName", "locationNameNEQ", "locationNameIn", "locationNameNotIn", "locationNameGT", "locationNameGTE", "locationNameLT", "locationNameLTE", "locationNameContains", "locationNameHasPrefix", "locationNameHasSuffix", "locationNameEqualFold", "locationNameContainsFold", "locationUID", "locationUIDNEQ", "locationUIDIn", "locationUIDNotIn", "locationUIDGT", "locationUIDGTE", "locationUIDLT", "locationUIDLTE", "locationUIDContains", "locationUIDHasPrefix", "locationUIDHasSuffix", "locationUIDEqualFold", "locationUIDContainsFold", "countryCode", "countryCodeNEQ", "countryCodeIn", "countryCodeNotIn", "countryCodeGT", "countryCodeGTE", "countryCodeLT", "countryCodeLTE", "countryCodeContains", "countryCodeHasPrefix", "countryCodeHasSuffix", "countryCodeEqualFold", "countryCodeContainsFold", "expiresAt", "expiresAtNEQ", "expiresAtIn", "expiresAtNotIn", "expiresAtGT", "expiresAtGTE", "expiresAtLT", "expiresAtLTE", "lastSyncedAt", "lastSyncedAtNEQ", "lastSyncedAtIn", "lastSyncedAtNotIn", "lastSyncedAtGT", "lastSyncedAtGTE", "lastSyncedAtLT", "lastSyncedAtLTE", "lastSyncedAtIsNil", "lastSyncedAtNotNil", "lastErrorCode", "lastErrorCodeNEQ", "lastErrorCodeIn", "lastErrorCodeNotIn", "lastErrorCodeGT", "lastErrorCodeGTE", "lastErrorCodeLT", "lastErrorCodeLTE", "lastErrorCodeContains", "lastErrorCodeHasPrefix", "lastErrorCodeHasSuffix", "lastErrorCodeEqualFold", "lastErrorCodeContainsFold", "hasCustomer", "hasCustomerWith", "hasApps", "hasAppsWith", "expiresWithinDays", "expiryStatus"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -9045,6 +9050,24 @@ func (ec *executionContext) unmarshalInputServerTokenWhereInput(ctx context.Cont
 				return it, err
 			}
 			it.HasAppsWith = data
+		case "expiresWithinDays":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("expiresWithinDays"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			if err = ec.Resolvers.ServerTokenWhereInput().ExpiresWithinDays(ctx, &it, data); err != nil {
+				return it, err
+			}
+		case "expiryStatus":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("expiryStatus"))
+			data, err := ec.unmarshalOExpiryStatus2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋgraphᚋdomainᚐExpiryStatus(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			if err = ec.Resolvers.ServerTokenWhereInput().ExpiryStatus(ctx, &it, data); err != nil {
+				return it, err
+			}
 		}
 	}
 	return it, nil
@@ -11564,6 +11587,22 @@ func (ec *executionContext) unmarshalOCustomerWhereInput2ᚖgithubᚗcomᚋorcha
 	}
 	res, err := ec.unmarshalInputCustomerWhereInput(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalOExpiryStatus2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋgraphᚋdomainᚐExpiryStatus(ctx context.Context, v any) (*domain.ExpiryStatus, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(domain.ExpiryStatus)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOExpiryStatus2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋgraphᚋdomainᚐExpiryStatus(ctx context.Context, sel ast.SelectionSet, v *domain.ExpiryStatus) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
 }
 
 func (ec *executionContext) unmarshalOID2ᚕintᚄ(ctx context.Context, v any) ([]int, error) {

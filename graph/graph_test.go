@@ -133,3 +133,23 @@ func TestAppFilters(t *testing.T) {
 		}
 	}
 }
+
+func TestExpiryFilters(t *testing.T) {
+	db := testdb.SQLite(t)
+	seed(t, db.Client, 1, 5, 0) // expiring in 10, 11, 12, 13 and 14 days
+	ctx := viewer.SystemContext(context.Background())
+	db.Client.ServerToken.Update().Where(servertoken.LocationUID("0-4")).SetExpiresAt(time.Now().Add(-time.Hour)).ExecX(ctx)
+	db.Client.ServerToken.Update().Where(servertoken.LocationUID("0-3")).SetExpiresAt(time.Now().AddDate(0, 0, 90)).ExecX(ctx)
+	h := newHandler(db.Client)
+	for where, want := range map[string]float64{
+		`{expiresWithinDays: 12}`:       4, // 10, 11, 12 and the expired one
+		`{expiryStatus: EXPIRED}`:       1,
+		`{expiryStatus: EXPIRING_SOON}`: 3,
+		`{expiryStatus: VALID}`:         1,
+	} {
+		out := query(t, h, `{ tokens(where: `+where+`) { totalCount } }`)
+		if got := out["data"].(map[string]any)["tokens"].(map[string]any)["totalCount"].(float64); got != want {
+			t.Errorf("tokens(where: %s) = %v, want %v", where, got, want)
+		}
+	}
+}

@@ -114,6 +114,22 @@ func (r *appWhereInputResolver) Platform(ctx context.Context, obj *ent.AppWhereI
 	return nil
 }
 
+// ExpiresWithinDays is the resolver for the expiresWithinDays field.
+func (r *serverTokenWhereInputResolver) ExpiresWithinDays(ctx context.Context, obj *ent.ServerTokenWhereInput, data *int) error {
+	if data != nil {
+		obj.AddPredicates(r.svc.ExpiresWithin(*data))
+	}
+	return nil
+}
+
+// ExpiryStatus is the resolver for the expiryStatus field.
+func (r *serverTokenWhereInputResolver) ExpiryStatus(ctx context.Context, obj *ent.ServerTokenWhereInput, data *domain.ExpiryStatus) error {
+	if data != nil {
+		obj.AddPredicates(r.svc.InExpiryStatus(*data))
+	}
+	return nil
+}
+
 // Mutation returns MutationResolver implementation.
 func (r *Resolver) Mutation() MutationResolver { return &mutationResolver{r} }
 

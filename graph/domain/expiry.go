@@ -3,6 +3,9 @@ package domain
 import (
 	"math"
 	"time"
+
+	"github.com/orchard-msp/orchard/ent/predicate"
+	"github.com/orchard-msp/orchard/ent/servertoken"
 )
 
 // ExpiryStatus is where a token stands against its expiry date.
@@ -86,4 +89,25 @@ func LevelOf(t, now time.Time) WarningLevel {
 		return LevelWarning
 	}
 	return LevelNotice
+}
+
+// ExpiresWithin filters tokens expiring within n days from now, expired ones included.
+func (s *Service) ExpiresWithin(n int) predicate.ServerToken {
+	return servertoken.ExpiresAtLTE(s.Now().Add(days(n)))
+}
+
+// InExpiryStatus filters tokens by their expiry status now.
+func (s *Service) InExpiryStatus(status ExpiryStatus) predicate.ServerToken {
+	now := s.Now()
+	soon := now
+	if len(s.cfg.WarnDays) > 0 {
+		soon = now.Add(days(s.cfg.WarnDays[0]))
+	}
+	switch status {
+	case ExpiryExpired:
+		return servertoken.ExpiresAtLTE(now)
+	case ExpiryExpiringSoon:
+		return servertoken.And(servertoken.ExpiresAtGT(now), servertoken.ExpiresAtLTE(soon))
+	}
+	return servertoken.ExpiresAtGT(soon)
 }
