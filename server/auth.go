@@ -123,7 +123,19 @@ func (a *authenticator) wsInit(ctx context.Context, payload transport.InitPayloa
 			header = s
 		}
 	}
-	v, err := a.viewerFor(ctx, header)
+	// The key lookup runs on a short-lived goroutine, so the connection's
+	// long-lived reader keeps a small stack (see domain.Hub.Subscribe).
+	type result struct {
+		v   *viewer.Viewer
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := a.viewerFor(ctx, header)
+		done <- result{v, err}
+	}()
+	r := <-done
+	v, err := r.v, r.err
 	if err != nil {
 		// graphql-transport-ws closes a refused connection_init with 4403.
 		ctx = transport.WithWebsocketCloseCode(ctx, 4403)

@@ -160,7 +160,25 @@ func (h *Hub) send(s *subscriber, w *Warning) {
 
 // Subscribe returns the caller's current warnings, then each new one, until
 // ctx ends. customerID narrows to one customer.
+//
+// The database work runs on a short-lived goroutine: the caller's goroutine
+// lives as long as the subscription, and a stack grown by one query would
+// stay grown for hours, for every idle subscriber.
 func (h *Hub) Subscribe(ctx context.Context, customerID *int) (<-chan *Warning, error) {
+	type result struct {
+		ch  <-chan *Warning
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ch, err := h.subscribe(ctx, customerID)
+		done <- result{ch, err}
+	}()
+	r := <-done
+	return r.ch, r.err
+}
+
+func (h *Hub) subscribe(ctx context.Context, customerID *int) (<-chan *Warning, error) {
 	v, err := caller(ctx)
 	if err != nil {
 		return nil, err
