@@ -122,7 +122,9 @@ func (h *Hub) deliver(ctx context.Context, m warningMessage) {
 	if len(targets) == 0 {
 		return
 	}
-	tok, err := h.svc.client.ServerToken.Get(viewer.SystemContext(ctx), m.TokenID)
+	// The customer is loaded with the token: every subscriber shares this
+	// one value, so its customer edge costs one query, not one each.
+	tok, err := h.svc.client.ServerToken.Query().Where(servertoken.ID(m.TokenID)).WithCustomer().Only(viewer.SystemContext(ctx))
 	if err != nil {
 		if !ent.IsNotFound(err) {
 			h.log.Error("loading warned token", "token", m.TokenID, "err", err)
@@ -232,7 +234,8 @@ func (s *Service) currentWarnings(ctx context.Context, customerID *int) ([]*Warn
 	now := s.Now()
 	q := s.client.ServerToken.Query().
 		Where(servertoken.StateEQ(servertoken.StateACTIVE), servertoken.ExpiresAtLTE(now.Add(days(s.cfg.WarnDays[0])))).
-		Order(ent.Asc(servertoken.FieldExpiresAt))
+		Order(ent.Asc(servertoken.FieldExpiresAt)).
+		WithCustomer()
 	if customerID != nil {
 		q.Where(servertoken.CustomerID(*customerID))
 	}
