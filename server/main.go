@@ -28,6 +28,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/orchard-msp/orchard/graph/domain"
 	"github.com/orchard-msp/orchard/modules"
@@ -169,21 +170,13 @@ func mdmMetadata(cfg *Config) string {
 	return truncateBytes("Orchard at "+host, 255)
 }
 
+// truncateBytes shortens s to at most n bytes without splitting a character.
 func truncateBytes(s string, n int) string {
 	for len(s) > n {
-		_, size := lastRune(s)
+		_, size := utf8.DecodeLastRuneInString(s)
 		s = s[:len(s)-size]
 	}
 	return s
-}
-
-func lastRune(s string) (rune, int) {
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i]&0xC0 != 0x80 {
-			return rune(s[i]), len(s) - i
-		}
-	}
-	return 0, 1
 }
 
 // serve runs the server until ctx ends. ready, when set, receives the
