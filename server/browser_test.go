@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/orchard-msp/orchard/modules/apple/appletest"
 )
 
 // chromium finds a headless browser. CI sets ORCHARD_TEST_BROWSER=required,
@@ -74,5 +76,35 @@ func TestPlaygroundInBrowser(t *testing.T) {
 	}
 	if strings.Contains(s.Log.String(), key) {
 		t.Fatal("the key reached the server log")
+	}
+
+	// The Playground's subscriptions go over the websocket with the key in
+	// connection_init: run one, then confirm a token that expires in 5 days.
+	sub := s.URL + "/?query=" + url.QueryEscape("subscription { tokenExpiryWarnings { level daysUntilExpiry token { locationName } } }") + "#key=" + key
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(sub),
+		chromedp.WaitVisible(chromedp.CSS(".graphiql-execute-button")),
+		chromedp.Click(chromedp.CSS(".graphiql-execute-button")),
+		chromedp.Sleep(500*time.Millisecond),
+	); err != nil {
+		t.Fatalf("starting the subscription: %v", err)
+	}
+	cust := s.createCustomer(key, "Subscribed")
+	exp := time.Now().Add(5*24*time.Hour + time.Hour)
+	f := appletest.TokenFile("Sub", exp, "browser-sub")
+	s.Fake.AddLocation(f, &appletest.Location{UID: "browser-sub", Name: "Browser HQ", ExpiresAt: exp})
+	var up uploadResult
+	s.upload(key, cust, f).decode(t, &up)
+	if r := s.action(key, "confirmServerToken", up.UploadServerToken.Token.ID); len(r.Errors) > 0 {
+		t.Fatal(r.Raw)
+	}
+	shown, err = chromedp.Run(ctx, chromedp.Poll[string](
+		`(() => { const r = document.querySelector('.result-window'); return r && r.innerText.includes('WARNING') ? r.innerText : null })()`,
+		chromedp.WithPollingTimeout(20*time.Second)))
+	if err != nil {
+		t.Fatalf("the warning did not appear in the Playground: %v", err)
+	}
+	if !strings.Contains(shown, "Browser HQ") {
+		t.Fatalf("the Playground shows %q", shown)
 	}
 }
