@@ -183,8 +183,6 @@ func (s *Service) auditWith(ctx context.Context, client *ent.Client, action stri
 		Exec(viewer.SystemContext(context.WithoutCancel(ctx)))
 }
 
-func ptr[T any](v T) *T { return &v }
-
 func trimName(name string) (string, error) {
 	name = strings.TrimSpace(name)
 	switch {
