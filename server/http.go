@@ -170,9 +170,10 @@ func endOnShutdown(done context.Context, next http.Handler) http.Handler {
 }
 
 // checkOperations refuses a multipart request whose operations field has
-// no variables object: gqlgen would panic mapping the file into it (found by
-// FuzzMultipart). The body is already bounded by bodyGuard, so it is read
-// into memory here and handed on unchanged.
+// no variables object, which gqlgen panics on when it maps the file into
+// the variables (FuzzMultipart keeps a seed of it). The body is already
+// bounded by bodyGuard, so it is read into memory here and handed on
+// unchanged.
 func checkOperations(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost || !strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/") {
