@@ -79,14 +79,7 @@ func TestTwoInstancesOnPostgres(t *testing.T) {
 	key := strings.TrimSpace(string(out))
 	a, b := startInstance(t, env), startInstance(t, env)
 
-	sub, _, err := dialWS(t, a.srv, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sub.init(key); err != nil {
-		t.Fatal(err)
-	}
-	sub.subscribe("1", nil)
+	sub := subscriber(t, a.srv, key, "1", nil)
 	time.Sleep(200 * time.Millisecond)
 
 	cust := b.srv.createCustomer(key, "Shared")

@@ -213,14 +213,7 @@ func TestSIGTERM(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("server did not start")
 	}
-	ws, _, err := dialWS(t, &s, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ws.init(key); err != nil {
-		t.Fatal(err)
-	}
-	ws.subscribe("1", nil)
+	ws := subscriber(t, &s, key, "1", nil)
 	time.Sleep(100 * time.Millisecond)
 
 	start := time.Now()

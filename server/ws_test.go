@@ -93,6 +93,21 @@ func (c *wsClient) init(key string) error {
 
 const warningsSubscription = `subscription($c: ID) { tokenExpiryWarnings(customerID: $c) { daysUntilExpiry level issuedAt token { id locationName customer { name } } } }`
 
+// subscriber dials, authenticates with key and subscribes to the expiry
+// warnings (of customerID, when given) under id.
+func subscriber(t *testing.T, s *testServer, key, id string, customerID *string) *wsClient {
+	t.Helper()
+	c, _, err := dialWS(t, s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.init(key); err != nil {
+		t.Fatal(err)
+	}
+	c.subscribe(id, customerID)
+	return c
+}
+
 func (c *wsClient) subscribe(id string, customerID *string) {
 	vars := map[string]any{}
 	if customerID != nil {
@@ -144,22 +159,8 @@ func TestExpiryWarningsOverWebsocket(t *testing.T) {
 		other := s.createCustomer(admin, "Other")
 		otherKey := s.key("--role", "viewer", "--customer", other)
 
-		first, _, err := dialWS(t, s, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := first.init(admin); err != nil {
-			t.Fatal(err)
-		}
-		first.subscribe("1", nil)
-		outsider, _, err := dialWS(t, s, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := outsider.init(otherKey); err != nil {
-			t.Fatal(err)
-		}
-		outsider.subscribe("1", nil)
+		first := subscriber(t, s, admin, "1", nil)
+		outsider := subscriber(t, s, otherKey, "1", nil)
 		time.Sleep(100 * time.Millisecond)
 
 		// Confirm a token that expires in 5 days: one WARNING, at once.
@@ -184,14 +185,7 @@ func TestExpiryWarningsOverWebsocket(t *testing.T) {
 		}
 
 		// A subscriber that comes later gets the current warning first.
-		later, _, err := dialWS(t, s, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := later.init(admin); err != nil {
-			t.Fatal(err)
-		}
-		later.subscribe("a", &tailspin)
+		later := subscriber(t, s, admin, "a", &tailspin)
 		w, err = later.nextWarning(5 * time.Second)
 		if err != nil {
 			t.Fatal(err)
@@ -283,14 +277,7 @@ func TestSubscriptionsDoNotLeakOverWebsockets(t *testing.T) {
 	for batch := 0; batch < 10; batch++ {
 		var clients []*wsClient
 		for range 100 {
-			c, _, err := dialWS(t, s, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := c.init(key); err != nil {
-				t.Fatal(err)
-			}
-			c.subscribe("1", nil)
+			c := subscriber(t, s, key, "1", nil)
 			clients = append(clients, c)
 		}
 		for _, c := range clients {
