@@ -117,7 +117,7 @@ func (j *jobs) localJobs(ctx context.Context) {
 				case <-ctx.Done():
 					return
 				case id := <-j.syncNow:
-					if err := j.svc.SyncToken(ctx, id); err != nil && ctx.Err() == nil {
+					if err := j.svc.SyncInBackground(ctx, id); err != nil && ctx.Err() == nil {
 						j.log.Warn("first sync failed; it is retried on the next round", "token", id, "err", err)
 					}
 				}
