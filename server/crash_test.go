@@ -96,7 +96,7 @@ func checkDatabase(t *testing.T, dir string, acked []string) {
 	}
 	defer db.Close()
 	var ok string
-	if err := db.sqlite.writer.QueryRow("PRAGMA integrity_check").Scan(&ok); err != nil || ok != "ok" {
+	if err := db.sqlite.Driver.DB().QueryRow("PRAGMA integrity_check").Scan(&ok); err != nil || ok != "ok" {
 		t.Fatalf("integrity_check = %q, %v", ok, err)
 	}
 	sys := viewer.SystemContext(context.Background())

@@ -100,8 +100,6 @@ func openSQLite(path string) (*database, error) {
 	drv := &rwDriver{
 		Driver: entsql.OpenDB(dialect.SQLite, writer),
 		reader: entsql.OpenDB(dialect.SQLite, reader),
-		writer: writer,
-		readDB: reader,
 	}
 	return &database{
 		Client:  ent.NewClient(ent.Driver(drv)),
@@ -141,7 +139,6 @@ func openPostgres(dsn string) (*database, error) {
 type rwDriver struct {
 	*entsql.Driver // the writer
 	reader         *entsql.Driver
-	writer, readDB *sql.DB
 }
 
 // Query implements dialect.Driver. ent also runs INSERT … RETURNING

@@ -109,13 +109,9 @@ func newLogger(level string, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
 }
 
-// loadedModules are the modules a configuration selects.
-type loadedModules struct {
-	domain.Modules
-}
-
-func loadModules(ctx context.Context, cfg *Config) (*loadedModules, error) {
-	var m loadedModules
+// loadModules loads the modules a configuration selects.
+func loadModules(ctx context.Context, cfg *Config) (*domain.Modules, error) {
+	var m domain.Modules
 	var err error
 	parserCfg, _ := json.Marshal(map[string]any{"maxBytes": cfg.MaxUploadBytes})
 	if m.Parser, err = modules.Load[tokenfile.Parser](ctx, "tokenfile.vpptoken", parserCfg); err != nil {
@@ -202,7 +198,7 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready chan<- stri
 	if err != nil {
 		return err
 	}
-	svc := domain.New(db.Client, mods.Modules, domain.Config{
+	svc := domain.New(db.Client, *mods, domain.Config{
 		MDMName:     cfg.MDMName,
 		MDMMetadata: mdmMetadata(cfg),
 		WarnDays:    cfg.WarnDays,

@@ -51,13 +51,13 @@ func TestSQLiteSettings(t *testing.T) {
 		}
 	}
 	rw := db.sqlite
-	check("writer", rw.writer)
-	check("reader", rw.readDB)
-	if n := rw.writer.Stats().MaxOpenConnections; n != 1 {
+	check("writer", rw.Driver.DB())
+	check("reader", rw.reader.DB())
+	if n := rw.Driver.DB().Stats().MaxOpenConnections; n != 1 {
 		t.Errorf("writer pool allows %d connections, want 1", n)
 	}
 	var qo string
-	_ = rw.readDB.QueryRow("PRAGMA query_only").Scan(&qo)
+	_ = rw.reader.DB().QueryRow("PRAGMA query_only").Scan(&qo)
 	if qo != "1" {
 		t.Errorf("reader connections can write (query_only=%s)", qo)
 	}

@@ -67,7 +67,7 @@ func secretsCommand(ctx context.Context, args []string, getenv func(string) stri
 	if err != nil {
 		return err
 	}
-	svc := domain.New(db.Client, mods.Modules, domain.Config{}, newLogger(cfg.LogLevel, stderr))
+	svc := domain.New(db.Client, *mods, domain.Config{}, newLogger(cfg.LogLevel, stderr))
 	n, err := svc.ResealTokens(ctx)
 	if err != nil {
 		return fmt.Errorf("re-sealing (%d done; run rotate again to finish): %w", n, err)

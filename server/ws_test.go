@@ -255,8 +255,14 @@ func TestWebsocketRefusals(t *testing.T) {
 		// The socket stays open for the subscriptions it holds.
 		c.send(wsMessage{ID: "0", Type: "complete"})
 		c.subscribe("again", nil)
-		if m, err := c.read(time.Second); err == nil && m.Type == "error" && m.ID == "again" {
-			t.Fatal("a freed slot was not reusable")
+		for {
+			m, err := c.read(time.Second)
+			if err != nil {
+				break // quiet: the new subscription was accepted
+			}
+			if m.Type == "error" && m.ID == "again" {
+				t.Fatal("a freed slot was not reusable")
+			}
 		}
 	})
 	t.Run("ForeignOrigin", func(t *testing.T) {

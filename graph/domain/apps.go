@@ -223,9 +223,9 @@ func (s *Service) SyncToken(ctx context.Context, id int) error {
 	return nil
 }
 
-// syncSafely is SyncToken for background work: a panic while syncing one
-// token becomes that token's error instead of ending the process.
-func (s *Service) syncSafely(ctx context.Context, id int) (err error) {
+// SyncInBackground is SyncToken for background work: a panic while syncing
+// one token becomes that token's error instead of ending the process.
+func (s *Service) SyncInBackground(ctx context.Context, id int) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			s.log.ErrorContext(ctx, "token sync panicked", "token", id, "panic", v)
@@ -234,9 +234,6 @@ func (s *Service) syncSafely(ctx context.Context, id int) (err error) {
 	}()
 	return s.SyncToken(ctx, id)
 }
-
-// SyncInBackground syncs one token for a background job; see syncSafely.
-func (s *Service) SyncInBackground(ctx context.Context, id int) error { return s.syncSafely(ctx, id) }
 
 // recordFailure stores a failed check on the token and moves it to the state
 // Apple's verdict implies: 9625 → REVOKED, 9622/9722/9601 → INVALID, 9621 →
@@ -444,7 +441,7 @@ func (s *Service) SyncDue(ctx context.Context, olderThan time.Time, workers int)
 	for range max(workers, 1) {
 		go func() {
 			for id := range jobs {
-				results <- result{s.syncSafely(ctx, id)}
+				results <- result{s.SyncInBackground(ctx, id)}
 			}
 		}()
 	}

@@ -16,8 +16,11 @@ import (
 	"github.com/orchard-msp/orchard/modules/fault"
 )
 
-// whereToDownload tells a technician where a fresh server token comes from.
-const whereToDownload = "Download a new one from Apple Business Manager > Preferences > Payments and Billing > Apps and Books (Apple School Manager has the same path)."
+// downloadPath is where a fresh server token comes from.
+const downloadPath = "Apple Business Manager > Preferences > Payments and Billing > Apps and Books (Apple School Manager has the same path)"
+
+// whereToDownload tells a technician where to get a fresh server token.
+const whereToDownload = "Download a new one from " + downloadPath + "."
 
 // UploadResult is what the wizard's review step shows.
 type UploadResult struct {
@@ -174,16 +177,9 @@ func explainApple(err error) error {
 	case fault.TokenRevoked:
 		return fault.Wrap(err, fault.TokenRevoked, "Apple has revoked this server token. %s", whereToDownload)
 	case fault.TokenInvalid:
-		return fault.Wrap(err, fault.TokenInvalid, "Apple does not accept this server token. Check that it is the latest one for this location; if in doubt, %s", lowerFirst(whereToDownload))
+		return fault.Wrap(err, fault.TokenInvalid, "Apple does not accept this server token. Check that it is the latest one for this location; if in doubt, download a new one from %s.", downloadPath)
 	}
 	return err
-}
-
-func lowerFirst(s string) string {
-	if s == "" {
-		return s
-	}
-	return string(s[0]+('a'-'A')) + s[1:]
 }
 
 // ConfirmServerToken is the wizard's last step for a PENDING token: it
