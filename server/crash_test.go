@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -27,13 +26,7 @@ func burst(t *testing.T, sig syscall.Signal, n int) (acked []string, dir string,
 	dir = t.TempDir()
 	env := append(os.Environ(), "ORCHARD_TEST_RUN_MAIN=1", "ORCHARD_DATA_DIR="+dir,
 		"ORCHARD_APPLE_URL="+fake.BaseURL(), "ORCHARD_RATE_LIMIT=0", "ORCHARD_LOG_LEVEL=warn")
-	keyCmd := exec.Command(os.Args[0], "apikey", "create", "--name", "crash")
-	keyCmd.Env = env
-	out, err := keyCmd.Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := string(out[:len(out)-1])
+	key := childAPIKey(t, env, "crash")
 	in := startInstance(t, env)
 	s := in.srv
 	cust := s.createCustomer(key, "Crash")

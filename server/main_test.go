@@ -21,6 +21,13 @@ import (
 // TestMain lets a test run the real program as a child process (for
 // signal tests): with ORCHARD_TEST_RUN_MAIN=1 the test binary is orchard.
 func TestMain(m *testing.M) {
+	if os.Getenv(envBenchBaseline) == "1" {
+		if err := serveBenchBaseline(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
 	if os.Getenv("ORCHARD_TEST_RUN_MAIN") == "1" {
 		main()
 		return

@@ -28,6 +28,19 @@ func (i *instance) logged(s string) bool {
 	return strings.Contains(i.log.String(), s)
 }
 
+// childAPIKey runs `orchard apikey create` as a child process with env and
+// returns the new admin key.
+func childAPIKey(t *testing.T, env []string, name string) string {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "apikey", "create", "--name", name)
+	cmd.Env = env
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("apikey create: %v", err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
 func startInstance(t *testing.T, env []string) *instance {
 	t.Helper()
 	listen := freeAddr(t)
@@ -70,13 +83,7 @@ func TestTwoInstancesOnPostgres(t *testing.T) {
 		"ORCHARD_DATABASE_URL="+db.URL, "ORCHARD_APPLE_URL="+fake.BaseURL(),
 		"ORCHARD_SECRET_KEY=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", "ORCHARD_EXPIRY_SCAN_INTERVAL=1s")
 
-	keyCmd := exec.Command(os.Args[0], "apikey", "create", "--name", "multi")
-	keyCmd.Env = env
-	out, err := keyCmd.Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := strings.TrimSpace(string(out))
+	key := childAPIKey(t, env, "multi")
 	a, b := startInstance(t, env), startInstance(t, env)
 
 	sub := subscriber(t, a.srv, key, "1", nil)

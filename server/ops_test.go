@@ -179,13 +179,7 @@ func TestSIGTERM(t *testing.T) {
 	defer fake.Close()
 	env := append(os.Environ(), "ORCHARD_TEST_RUN_MAIN=1", "ORCHARD_DATA_DIR="+dir, "ORCHARD_LISTEN=127.0.0.1:0", "ORCHARD_APPLE_URL="+fake.BaseURL())
 
-	keyCmd := exec.Command(os.Args[0], "apikey", "create", "--name", "sig")
-	keyCmd.Env = env
-	out, err := keyCmd.Output()
-	if err != nil {
-		t.Fatalf("apikey create: %v", err)
-	}
-	key := strings.TrimSpace(string(out))
+	key := childAPIKey(t, env, "sig")
 
 	cmd := exec.Command(os.Args[0], "serve")
 	cmd.Env = env
