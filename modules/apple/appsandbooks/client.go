@@ -17,12 +17,14 @@
 package appsandbooks
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -30,9 +32,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/orchard-msp/orchard/modules"
+	fastjson "github.com/segmentio/encoding/json"
+
 	"github.com/orchard-msp/orchard/modules/apple"
 	"github.com/orchard-msp/orchard/modules/fault"
 )
@@ -264,23 +269,47 @@ func (c *Client) Assets(ctx context.Context, token []byte) (*apple.Assets, error
 var errVersionChanged = errors.New("versionId changed during the fetch")
 
 func (c *Client) page(ctx context.Context, token []byte, index int) (*assetsResponse, error) {
+	body, err := c.pageBody(ctx, token, index)
+	if err != nil {
+		return nil, err
+	}
+	return decodePage(body)
+}
+
+// pageBody reads one page of assets without decoding it, so a caller can
+// let the next request go out while it decodes.
+func (c *Client) pageBody(ctx context.Context, token []byte, index int) ([]byte, error) {
 	var q url.Values
 	if index > 0 {
 		q = url.Values{"pageIndex": {strconv.Itoa(index)}}
 	}
-	var resp assetsResponse
-	if err := c.call(ctx, http.MethodGet, c.endpoint("assets", q), token, nil, &resp); err != nil {
+	var body rawBody
+	if err := c.call(ctx, http.MethodGet, c.endpoint("assets", q), token, nil, &body); err != nil {
 		return nil, err
+	}
+	return body, nil
+}
+
+// decodePage decodes an asset page with segmentio/encoding's JSON decoder,
+// which reads the same JSON into the same struct about four times faster
+// than encoding/json; a full sync decodes tens of thousands of assets.
+func decodePage(body []byte) (*assetsResponse, error) {
+	var resp assetsResponse
+	if err := fastjson.Unmarshal(body, &resp); err != nil {
+		return nil, fault.Wrap(fmt.Errorf("decoding an asset page: %w", err), fault.AppleUnavailable, "Apple's answer could not be read. Try again later.")
 	}
 	return &resp, nil
 }
 
+// rawBody, as call's out, receives a successful answer's bytes undecoded.
+type rawBody []byte
+
 func (c *Client) assetsOnce(ctx context.Context, token []byte) (*apple.Assets, error) {
 	// Page 0 says how many pages there are. When an earlier fetch of this
-	// token learnt the count, the next pages are asked for together with
-	// page 0 instead of after it, which saves one round trip.
+	// token learnt the count, every page is asked for at once (MaxInFlight
+	// at a time), which saves the round trip of waiting for page 0.
 	ahead := []int{0}
-	for i := 1; i < min(c.pageHint(token), c.MaxInFlight); i++ {
+	for i := 1; i < c.pageHint(token); i++ {
 		ahead = append(ahead, i)
 	}
 	pages, err := c.fetchPages(ctx, token, ahead)
@@ -353,21 +382,34 @@ func (c *Client) fetchPages(ctx context.Context, token []byte, indexes []int) (m
 	var mu sync.Mutex
 	sem := make(chan struct{}, c.MaxInFlight)
 	var wg sync.WaitGroup
+	// past is the lowest page Apple called out of range (9650): the list
+	// has shrunk since the page count was learnt, so pages after it are
+	// not asked for.
+	var past atomic.Int64
+	past.Store(math.MaxInt64)
 	for _, i := range indexes {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || int64(i) >= past.Load() {
 			break
 		}
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			defer func() { <-sem }()
-			p, err := c.page(ctx, token, i)
+			// The slot is held for the request only: decoding several
+			// hundred assets overlaps with the next request's round trip.
+			body, err := c.pageBody(ctx, token, i)
+			<-sem
+			var p *assetsResponse
+			if err == nil {
+				p, err = decodePage(body)
+			}
 			var ae *apple.Error
 			if err != nil && i > 0 && errors.As(err, &ae) && ae.Number == 9650 {
+				for old := past.Load(); int64(i) < old && !past.CompareAndSwap(old, int64(i)); old = past.Load() {
+				}
 				return
 			}
 			if err != nil {
@@ -629,8 +671,10 @@ func (c *Client) attempt(ctx context.Context, method string, u *url.URL, token, 
 	retryAfter := parseRetryAfter(resp.Header.Get("Retry-After"))
 
 	// Apple's error body wins over the status code: 9622 comes with HTTP 200.
+	// Only a body that names errorNumber is decoded for it, so an asset page
+	// of several hundred entries is parsed once, not twice.
 	var eb errorBody
-	if json.Unmarshal(data, &eb) == nil && eb.ErrorNumber != 0 {
+	if bytes.Contains(data, errorNumberKey) && json.Unmarshal(data, &eb) == nil && eb.ErrorNumber != 0 {
 		return classify(eb, resp.StatusCode, retryAfter)
 	}
 	switch {
@@ -643,6 +687,10 @@ func (c *Client) attempt(ctx context.Context, method string, u *url.URL, token, 
 	case resp.StatusCode >= 300:
 		return &attemptError{err: fault.Wrap(&apple.Error{Status: resp.StatusCode, Message: truncate(string(data), 200)}, fault.AppleUnavailable, "Apple answered with an unexpected error (HTTP %d). Try again later.", resp.StatusCode)}
 	}
+	if raw, ok := out.(*rawBody); ok {
+		*raw = data
+		return nil
+	}
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {
 			return &attemptError{err: fault.Wrap(fmt.Errorf("decoding %s %s: %w", method, u.Path, err), fault.AppleUnavailable, "Apple's answer could not be read. Try again later."), retry: true}
@@ -650,6 +698,8 @@ func (c *Client) attempt(ctx context.Context, method string, u *url.URL, token, 
 	}
 	return nil
 }
+
+var errorNumberKey = []byte(`"errorNumber"`)
 
 // classify turns an Apple error number into Orchard's terms.
 func classify(eb errorBody, status int, retryAfter time.Duration) *attemptError {

@@ -16,7 +16,7 @@ import (
 	"github.com/orchard-msp/orchard/modules/fault"
 )
 
-func newClient(t *testing.T, fake *appletest.Server, extra string) apple.Client {
+func newClient(t testing.TB, fake *appletest.Server, extra string) apple.Client {
 	t.Helper()
 	cfg := `{"baseURL":"` + fake.BaseURL() + `","minBackoff":"5ms","maxBackoff":"50ms","retryBudget":"2s","timeout":"2s"` + extra + `}`
 	c, err := modules.Load[apple.Client](context.Background(), "apple.appsandbooks", json.RawMessage(cfg))
@@ -26,7 +26,7 @@ func newClient(t *testing.T, fake *appletest.Server, extra string) apple.Client 
 	return c
 }
 
-func setup(t *testing.T) (*appletest.Server, []byte, *appletest.Location) {
+func setup(t testing.TB) (*appletest.Server, []byte, *appletest.Location) {
 	t.Helper()
 	fake := appletest.New()
 	t.Cleanup(fake.Close)
@@ -239,21 +239,47 @@ func TestMetadata(t *testing.T) {
 	}
 }
 
-// A token's page count from the last fetch lets the next fetch ask for the
-// first pages together; a location that shrank meanwhile still reads right.
+// A token's page count from the last fetch lets the next fetch ask for
+// every page at once; a location that shrank meanwhile still reads right,
+// and the pages asked for past its new end are at most one window's worth.
 func TestAssetsGuessAhead(t *testing.T) {
 	fake, token, loc := setup(t)
-	loc.Assets = appletest.MakeAssets(500)
+	fake.PageSize = 100
+	loc.Assets = appletest.MakeAssets(2000)
 	c := newClient(t, fake, "")
-	if got, err := c.Assets(context.Background(), token); err != nil || len(got.Assets) != 500 {
+	pages := func() int { return fake.Count("GET /mdm/v2/assets") }
+	if got, err := c.Assets(context.Background(), token); err != nil || len(got.Assets) != 2000 {
 		t.Fatalf("first fetch: %v", err)
 	}
+	before := pages()
+	if got, err := c.Assets(context.Background(), token); err != nil || len(got.Assets) != 2000 || got.Pages != 20 {
+		t.Fatalf("second fetch: %v", err)
+	}
+	if n := pages() - before; n != 20 {
+		t.Fatalf("second fetch asked for %d pages, want the 20 there are", n)
+	}
+	if m := fake.MaxInFlight(); m > 5 {
+		t.Fatalf("%d requests at once, Apple allows 5", m)
+	}
+
 	fake.Update(func() { loc.Assets = loc.Assets[:150] })
+	before = pages()
 	got, err := c.Assets(context.Background(), token)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(got.Assets) != 150 || got.Pages != 2 {
 		t.Fatalf("after shrinking: %d assets in %d pages, want 150 in 2", len(got.Assets), got.Pages)
+	}
+	if n := pages() - before; n > 2+5 {
+		t.Fatalf("after shrinking to 2 pages, %d pages were asked for; out-of-range ones should stop at one window (5)", n)
+	}
+	// The shrunken count is remembered: the next fetch asks for 2 pages.
+	before = pages()
+	if _, err := c.Assets(context.Background(), token); err != nil {
+		t.Fatal(err)
+	}
+	if n := pages() - before; n != 2 {
+		t.Fatalf("third fetch asked for %d pages, want 2", n)
 	}
 }
