@@ -402,7 +402,8 @@ func (s *Service) fillMetadata(ctx context.Context, tok *ent.ServerToken, secret
 	now := s.Now()
 	err = withTx(ctx, s.client, func(tx *ent.Tx) error {
 		for _, a := range stale {
-			upd := tx.App.UpdateOneID(a.ID).SetMetadataAt(now)
+			// Update, not UpdateOne: one statement, without reading the row back.
+			upd := tx.App.Update().Where(app.ID(a.ID)).SetMetadataAt(now)
 			if m := found[a.AdamID]; m != nil {
 				upd.SetName(m.Name)
 				if m.BundleID != "" {
