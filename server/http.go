@@ -193,9 +193,10 @@ func checkOperations(next http.Handler) http.Handler {
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		part, err := multipart.NewReader(bytes.NewReader(body), params["boundary"]).NextPart()
 		if err == nil && part.FormName() == "operations" {
+			// Read the first JSON value as gqlgen does, which ignores
+			// anything after it ({}0 is {} to gqlgen).
 			var ops any
-			raw, _ := io.ReadAll(io.LimitReader(part, int64(len(body))))
-			if json.Unmarshal(raw, &ops) == nil && !hasVariables(ops) {
+			if json.NewDecoder(part).Decode(&ops) == nil && !hasVariables(ops) {
 				writeGraphQLError(w, http.StatusBadRequest, fault.New(fault.BadUserInput,
 					"The operations field must carry a variables object with the file's variable set to null (GraphQL multipart request spec)."))
 				return
