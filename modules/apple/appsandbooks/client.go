@@ -35,9 +35,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/orchard-msp/orchard/modules"
 	fastjson "github.com/segmentio/encoding/json"
 
+	"github.com/orchard-msp/orchard/modules"
 	"github.com/orchard-msp/orchard/modules/apple"
 	"github.com/orchard-msp/orchard/modules/fault"
 )
