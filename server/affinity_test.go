@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -7,17 +9,6 @@ import (
 	"syscall"
 	"unsafe"
 )
-
-// cpuMask is a Linux CPU affinity mask for up to 1,024 CPUs.
-type cpuMask [16]uint64
-
-func maskOf(cpus ...int) cpuMask {
-	var m cpuMask
-	for _, c := range cpus {
-		m[c/64] |= 1 << (c % 64)
-	}
-	return m
-}
 
 // threadAffinity reads the affinity of one thread (0: the calling one).
 func threadAffinity(tid int) (cpuMask, error) {
@@ -51,15 +42,4 @@ func pinProcess(pid int, m cpuMask) error {
 		}
 	}
 	return nil
-}
-
-// allowedCPUs lists the CPUs a mask allows.
-func (m cpuMask) allowedCPUs() []int {
-	var cpus []int
-	for i := range len(m) * 64 {
-		if m[i/64]&(1<<(i%64)) != 0 {
-			cpus = append(cpus, i)
-		}
-	}
-	return cpus
 }
