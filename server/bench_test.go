@@ -541,6 +541,14 @@ func benchLoopback(b *bench) []benchRow {
 	if !b.full {
 		dur = 100 * time.Millisecond
 	}
+	request := func(url, auth string) *http.Request {
+		req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if auth != "" {
+			req.Header.Set("Authorization", "Bearer "+auth)
+		}
+		return req
+	}
 	load := func(url, auth string) (float64, time.Duration) {
 		var mu sync.Mutex
 		var lat []time.Duration
@@ -551,13 +559,8 @@ func benchLoopback(b *bench) []benchRow {
 			wg.Go(func() {
 				client := &http.Client{}
 				for time.Now().Before(deadline) {
-					req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
-					req.Header.Set("Content-Type", "application/json")
-					if auth != "" {
-						req.Header.Set("Authorization", "Bearer "+auth)
-					}
 					start := time.Now()
-					resp, err := client.Do(req)
+					resp, err := client.Do(request(url, auth))
 					if err != nil {
 						failed.Add(1)
 						return
@@ -582,12 +585,7 @@ func benchLoopback(b *bench) []benchRow {
 		return float64(len(lat)) / dur.Seconds(), lat[len(lat)*99/100]
 	}
 	fetch := func(url, auth string) []byte {
-		req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		if auth != "" {
-			req.Header.Set("Authorization", "Bearer "+auth)
-		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := http.DefaultClient.Do(request(url, auth))
 		if err != nil {
 			b.t.Fatal(err)
 		}
