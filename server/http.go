@@ -230,16 +230,16 @@ func hasVariables(ops any) bool {
 // uploads) or BAD_USER_INPUT: at once when Content-Length says so, and as
 // soon as a chunked body passes the limit.
 func bodyGuard(maxFile int64, next http.Handler) http.Handler {
+	jsonTooLarge := fault.New(fault.BadUserInput, "The request body is larger than %d bytes. Send a smaller query.", maxJSONBody)
+	uploadTooLarge := fault.New(fault.UploadTooLarge, "The upload is larger than a server token can be (limit %d bytes). Choose the .vpptoken file downloaded from Apple Business Manager.", maxFile)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Body == nil || r.Body == http.NoBody || isWebsocket(r) {
 			next.ServeHTTP(w, r)
 			return
 		}
-		limit := int64(maxJSONBody)
-		tooLarge := fault.New(fault.BadUserInput, "The request body is larger than %d bytes. Send a smaller query.", limit)
+		limit, tooLarge := int64(maxJSONBody), jsonTooLarge
 		if strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/") {
-			limit = maxFile + multipartOverhead
-			tooLarge = fault.New(fault.UploadTooLarge, "The upload is larger than a server token can be (limit %d bytes). Choose the .vpptoken file downloaded from Apple Business Manager.", maxFile)
+			limit, tooLarge = maxFile+multipartOverhead, uploadTooLarge
 		}
 		if r.ContentLength > limit {
 			w.Header().Set("Connection", "close")
