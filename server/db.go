@@ -41,7 +41,7 @@ func (d *database) Close() error { return d.close() }
 // token is a business event that must survive a power cut, a busy timeout
 // below the operation timeout, foreign keys on, and write transactions that
 // take the lock when they begin (no deadlocking lock upgrades).
-const sqlitePragmas = "_fk=1&_journal_mode=WAL&_synchronous=FULL&_busy_timeout=10000&_txlock=immediate"
+const sqlitePragmas = "_fk=1&_journal_mode=WAL&_synchronous=FULL&_busy_timeout=10000&_txlock=immediate&_stmt_cache_size=64"
 
 // openDatabase opens and migrates the configured database.
 func openDatabase(ctx context.Context, cfg *Config) (*database, error) {
