@@ -8,6 +8,7 @@ package main
 
 import (
 	"log"
+	"slices"
 
 	"entgo.io/contrib/entgql"
 	"entgo.io/ent/entc"
@@ -16,6 +17,7 @@ import (
 
 func main() {
 	ex, err := entgql.NewExtension(
+		entgql.WithTemplates(templates()...),
 		entgql.WithConfigPath("./gqlgen.yml"),
 		entgql.WithSchemaGenerator(),
 		entgql.WithSchemaPath("./graph/ent.graphqls"),
@@ -37,4 +39,22 @@ func main() {
 	if err := entc.Generate("./ent/schema", cfg, entc.Extensions(ex)); err != nil {
 		log.Fatalf("running ent codegen: %v", err)
 	}
+}
+
+// templates are entgql's, with Orchard's field collection in place of
+// entgql's (it lost the data of a field selected under a second alias, see
+// ent/template/collection.tmpl), and Orchard's own additions. Later
+// definitions replace earlier ones of the same name.
+func templates() []*gen.Template {
+	parse := func(path string) *gen.Template {
+		return gen.MustParse(gen.NewTemplate(path).Funcs(entgql.TemplateFuncs).ParseFiles(path))
+	}
+	out := slices.DeleteFunc(slices.Clone(entgql.AllTemplates), func(t *gen.Template) bool {
+		return t == entgql.CollectionTemplate
+	})
+	return append(out,
+		parse("./ent/template/collection.tmpl"),
+		parse("./ent/template/paginate.tmpl"),
+		parse("./ent/template/detach.tmpl"),
+	)
 }

@@ -29,22 +29,34 @@ func (_q *AppQuery) CollectFields(ctx context.Context, satisfies ...string) (*Ap
 }
 
 func (_q *AppQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	return _q.collectFields(ctx, oneNode, opCtx, []graphql.CollectedField{collected}, path, satisfies...)
+}
+
+// collectFields loads what every field in collected selects: one entity
+// reached under one or more aliases.
+func (_q *AppQuery) collectFields(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected []graphql.CollectedField, path []string, satisfies ...string) error {
 	path = append([]string(nil), path...)
 	var (
 		unknownSeen    bool
 		fieldSeen      = make(map[string]struct{}, len(app.Columns))
 		selectedFields = []string{app.FieldID}
 	)
-	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+	fields, _ := selectionsOf(opCtx, collected, satisfies)
+	for i, field := range fields {
 		switch field.Name {
 
 		case "token":
+			if !firstNamed(fields, i) {
+				continue
+			}
 			var (
 				alias = field.Alias
 				path  = append(path, alias)
 				query = (&ServerTokenClient{config: _q.config}).Query()
 			)
-			if err := query.collectField(ctx, oneNode, opCtx, field, path, mayAddCondition(satisfies, servertokenImplementors)...); err != nil {
+			selections := []graphql.CollectedField{field}
+			selections = namedFields(opCtx, collected, field.Name, satisfies...)
+			if err := query.collectFields(ctx, oneNode, opCtx, selections, path, mayAddCondition(satisfies, servertokenImplementors)...); err != nil {
 				return err
 			}
 			_q.withToken = query
@@ -198,13 +210,20 @@ func (_q *AuditEventQuery) CollectFields(ctx context.Context, satisfies ...strin
 }
 
 func (_q *AuditEventQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	return _q.collectFields(ctx, oneNode, opCtx, []graphql.CollectedField{collected}, path, satisfies...)
+}
+
+// collectFields loads what every field in collected selects: one entity
+// reached under one or more aliases.
+func (_q *AuditEventQuery) collectFields(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected []graphql.CollectedField, path []string, satisfies ...string) error {
 	path = append([]string(nil), path...)
 	var (
 		unknownSeen    bool
 		fieldSeen      = make(map[string]struct{}, len(auditevent.Columns))
 		selectedFields = []string{auditevent.FieldID}
 	)
-	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+	fields, _ := selectionsOf(opCtx, collected, satisfies)
+	for _, field := range fields {
 		switch field.Name {
 		case "createdAt":
 			if _, ok := fieldSeen[auditevent.FieldCreatedAt]; !ok {
@@ -307,22 +326,32 @@ func (_q *CustomerQuery) CollectFields(ctx context.Context, satisfies ...string)
 }
 
 func (_q *CustomerQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	return _q.collectFields(ctx, oneNode, opCtx, []graphql.CollectedField{collected}, path, satisfies...)
+}
+
+// collectFields loads what every field in collected selects: one entity
+// reached under one or more aliases.
+func (_q *CustomerQuery) collectFields(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected []graphql.CollectedField, path []string, satisfies ...string) error {
 	path = append([]string(nil), path...)
 	var (
 		unknownSeen    bool
 		fieldSeen      = make(map[string]struct{}, len(customer.Columns))
 		selectedFields = []string{customer.FieldID}
 	)
-	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+	fields, ambiguous := selectionsOf(opCtx, collected, satisfies)
+	for _, field := range fields {
 		switch field.Name {
 
 		case "tokens":
+			if ambiguous[field.Alias] {
+				continue
+			}
 			var (
 				alias = field.Alias
 				path  = append(path, alias)
 				query = (&ServerTokenClient{config: _q.config}).Query()
 			)
-			args := newServerTokenPaginateArgs(fieldArgs(ctx, new(ServerTokenWhereInput), path...))
+			args := newServerTokenPaginateArgs(unmarshalArgs(ctx, new(ServerTokenWhereInput), field.ArgumentMap(opCtx.Variables)))
 			if err := validateFirstLast(args.first, args.last); err != nil {
 				return fmt.Errorf("validate first and last in path %q: %w", path, err)
 			}
@@ -333,8 +362,10 @@ func (_q *CustomerQuery) collectField(ctx context.Context, oneNode bool, opCtx *
 			if query, err = pager.applyFilter(query); err != nil {
 				return err
 			}
-			ignoredEdges := !hasCollectedField(ctx, append(path, edgesField)...)
-			if hasCollectedField(ctx, append(path, totalCountField)...) || hasCollectedField(ctx, append(path, pageInfoField)...) {
+			conn := []graphql.CollectedField{field}
+			edges := namedFields(opCtx, conn, edgesField)
+			ignoredEdges := len(edges) == 0
+			if len(namedFields(opCtx, conn, totalCountField)) > 0 || len(namedFields(opCtx, conn, pageInfoField)) > 0 {
 				hasPagination := args.after != nil || args.first != nil || args.before != nil || args.last != nil
 				if hasPagination || ignoredEdges {
 					query := query.Clone()
@@ -386,8 +417,8 @@ func (_q *CustomerQuery) collectField(ctx context.Context, oneNode bool, opCtx *
 				return err
 			}
 			path = append(path, edgesField, nodeField)
-			if field := collectedField(ctx, path...); field != nil {
-				if err := query.collectField(ctx, false, opCtx, *field, path, mayAddCondition(satisfies, servertokenImplementors)...); err != nil {
+			if nodes := namedFields(opCtx, edges, nodeField); len(nodes) > 0 {
+				if err := query.collectFields(ctx, false, opCtx, nodes, path, mayAddCondition(satisfies, servertokenImplementors)...); err != nil {
 					return err
 				}
 			}
@@ -495,22 +526,34 @@ func (_q *ServerTokenQuery) CollectFields(ctx context.Context, satisfies ...stri
 }
 
 func (_q *ServerTokenQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	return _q.collectFields(ctx, oneNode, opCtx, []graphql.CollectedField{collected}, path, satisfies...)
+}
+
+// collectFields loads what every field in collected selects: one entity
+// reached under one or more aliases.
+func (_q *ServerTokenQuery) collectFields(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected []graphql.CollectedField, path []string, satisfies ...string) error {
 	path = append([]string(nil), path...)
 	var (
 		unknownSeen    bool
 		fieldSeen      = make(map[string]struct{}, len(servertoken.Columns))
 		selectedFields = []string{servertoken.FieldID}
 	)
-	for _, field := range graphql.CollectFields(opCtx, collected.Selections, satisfies) {
+	fields, ambiguous := selectionsOf(opCtx, collected, satisfies)
+	for i, field := range fields {
 		switch field.Name {
 
 		case "customer":
+			if !firstNamed(fields, i) {
+				continue
+			}
 			var (
 				alias = field.Alias
 				path  = append(path, alias)
 				query = (&CustomerClient{config: _q.config}).Query()
 			)
-			if err := query.collectField(ctx, oneNode, opCtx, field, path, mayAddCondition(satisfies, customerImplementors)...); err != nil {
+			selections := []graphql.CollectedField{field}
+			selections = namedFields(opCtx, collected, field.Name, satisfies...)
+			if err := query.collectFields(ctx, oneNode, opCtx, selections, path, mayAddCondition(satisfies, customerImplementors)...); err != nil {
 				return err
 			}
 			_q.withCustomer = query
@@ -520,12 +563,15 @@ func (_q *ServerTokenQuery) collectField(ctx context.Context, oneNode bool, opCt
 			}
 
 		case "apps":
+			if ambiguous[field.Alias] {
+				continue
+			}
 			var (
 				alias = field.Alias
 				path  = append(path, alias)
 				query = (&AppClient{config: _q.config}).Query()
 			)
-			args := newAppPaginateArgs(fieldArgs(ctx, new(AppWhereInput), path...))
+			args := newAppPaginateArgs(unmarshalArgs(ctx, new(AppWhereInput), field.ArgumentMap(opCtx.Variables)))
 			if err := validateFirstLast(args.first, args.last); err != nil {
 				return fmt.Errorf("validate first and last in path %q: %w", path, err)
 			}
@@ -536,8 +582,10 @@ func (_q *ServerTokenQuery) collectField(ctx context.Context, oneNode bool, opCt
 			if query, err = pager.applyFilter(query); err != nil {
 				return err
 			}
-			ignoredEdges := !hasCollectedField(ctx, append(path, edgesField)...)
-			if hasCollectedField(ctx, append(path, totalCountField)...) || hasCollectedField(ctx, append(path, pageInfoField)...) {
+			conn := []graphql.CollectedField{field}
+			edges := namedFields(opCtx, conn, edgesField)
+			ignoredEdges := len(edges) == 0
+			if len(namedFields(opCtx, conn, totalCountField)) > 0 || len(namedFields(opCtx, conn, pageInfoField)) > 0 {
 				hasPagination := args.after != nil || args.first != nil || args.before != nil || args.last != nil
 				if hasPagination || ignoredEdges {
 					query := query.Clone()
@@ -589,8 +637,8 @@ func (_q *ServerTokenQuery) collectField(ctx context.Context, oneNode bool, opCt
 				return err
 			}
 			path = append(path, edgesField, nodeField)
-			if field := collectedField(ctx, path...); field != nil {
-				if err := query.collectField(ctx, false, opCtx, *field, path, mayAddCondition(satisfies, appImplementors)...); err != nil {
+			if nodes := namedFields(opCtx, edges, nodeField); len(nodes) > 0 {
+				if err := query.collectFields(ctx, false, opCtx, nodes, path, mayAddCondition(satisfies, appImplementors)...); err != nil {
 					return err
 				}
 			}
@@ -756,14 +804,58 @@ const (
 	whereField     = "where"
 )
 
-func fieldArgs(ctx context.Context, whereInput any, path ...string) map[string]any {
-	field := collectedField(ctx, path...)
-	if field == nil || field.Arguments == nil {
+// selectionsOf returns the fields selected in every one of collected (the
+// same entity reached under several aliases or paths). A response name that
+// comes from more than one of them is ambiguous: its selections, and for an
+// edge its arguments, may differ from one to the other.
+func selectionsOf(opCtx *graphql.OperationContext, collected []graphql.CollectedField, satisfies []string) (fields []graphql.CollectedField, ambiguous map[string]bool) {
+	seen := make(map[string]bool)
+	for _, c := range collected {
+		for _, f := range graphql.CollectFields(opCtx, c.Selections, satisfies) {
+			if seen[f.Alias] {
+				if ambiguous == nil {
+					ambiguous = make(map[string]bool)
+				}
+				ambiguous[f.Alias] = true
+			}
+			seen[f.Alias] = true
+			fields = append(fields, f)
+		}
+	}
+	return fields, ambiguous
+}
+
+// firstNamed reports whether fields[i] is the first field of its name.
+func firstNamed(fields []graphql.CollectedField, i int) bool {
+	for _, f := range fields[:i] {
+		if f.Name == fields[i].Name {
+			return false
+		}
+	}
+	return true
+}
+
+// namedFields returns the fields called name selected under any of parents,
+// whatever their aliases.
+func namedFields(opCtx *graphql.OperationContext, parents []graphql.CollectedField, name string, satisfies ...string) []graphql.CollectedField {
+	var out []graphql.CollectedField
+	for _, p := range parents {
+		for _, f := range graphql.CollectFields(opCtx, p.Selections, satisfies) {
+			if f.Name == name {
+				out = append(out, f)
+			}
+		}
+	}
+	return out
+}
+
+// contextFields returns the field being resolved, or nil outside GraphQL.
+func contextFields(ctx context.Context) []graphql.CollectedField {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
 		return nil
 	}
-	oc := graphql.GetOperationContext(ctx)
-	args := field.ArgumentMap(oc.Variables)
-	return unmarshalArgs(ctx, whereInput, args)
+	return []graphql.CollectedField{fc.Field}
 }
 
 // unmarshalArgs allows extracting the field arguments from their raw representation.

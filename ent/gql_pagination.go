@@ -272,8 +272,19 @@ func (_m *AppQuery) Paginate(
 		return nil, err
 	}
 	conn := &AppConnection{Edges: []*AppEdge{}}
-	ignoredEdges := !hasCollectedField(ctx, edgesField)
-	if hasCollectedField(ctx, totalCountField) || hasCollectedField(ctx, pageInfoField) {
+	var (
+		opCtx    *graphql.OperationContext
+		field    = contextFields(ctx)
+		edges    []graphql.CollectedField
+		selected = func(string) bool { return true }
+	)
+	if field != nil {
+		opCtx = graphql.GetOperationContext(ctx)
+		edges = namedFields(opCtx, field, edgesField)
+		selected = func(name string) bool { return len(namedFields(opCtx, field, name)) > 0 }
+	}
+	ignoredEdges := !selected(edgesField)
+	if selected(totalCountField) || selected(pageInfoField) {
 		hasPagination := after != nil || first != nil || before != nil || last != nil
 		if hasPagination || ignoredEdges {
 			c := _m.Clone()
@@ -295,8 +306,8 @@ func (_m *AppQuery) Paginate(
 	if limit != 0 {
 		_m.Limit(limit)
 	}
-	if field := collectedField(ctx, edgesField, nodeField); field != nil {
-		if err := _m.collectField(ctx, limit == 1, graphql.GetOperationContext(ctx), *field, []string{edgesField, nodeField}); err != nil {
+	if nodes := namedFields(opCtx, edges, nodeField); len(nodes) > 0 {
+		if err := _m.collectFields(ctx, limit == 1, opCtx, nodes, []string{edgesField, nodeField}); err != nil {
 			return nil, err
 		}
 	}
@@ -676,8 +687,19 @@ func (_m *AuditEventQuery) Paginate(
 		return nil, err
 	}
 	conn := &AuditEventConnection{Edges: []*AuditEventEdge{}}
-	ignoredEdges := !hasCollectedField(ctx, edgesField)
-	if hasCollectedField(ctx, totalCountField) || hasCollectedField(ctx, pageInfoField) {
+	var (
+		opCtx    *graphql.OperationContext
+		field    = contextFields(ctx)
+		edges    []graphql.CollectedField
+		selected = func(string) bool { return true }
+	)
+	if field != nil {
+		opCtx = graphql.GetOperationContext(ctx)
+		edges = namedFields(opCtx, field, edgesField)
+		selected = func(name string) bool { return len(namedFields(opCtx, field, name)) > 0 }
+	}
+	ignoredEdges := !selected(edgesField)
+	if selected(totalCountField) || selected(pageInfoField) {
 		hasPagination := after != nil || first != nil || before != nil || last != nil
 		if hasPagination || ignoredEdges {
 			c := _m.Clone()
@@ -699,8 +721,8 @@ func (_m *AuditEventQuery) Paginate(
 	if limit != 0 {
 		_m.Limit(limit)
 	}
-	if field := collectedField(ctx, edgesField, nodeField); field != nil {
-		if err := _m.collectField(ctx, limit == 1, graphql.GetOperationContext(ctx), *field, []string{edgesField, nodeField}); err != nil {
+	if nodes := namedFields(opCtx, edges, nodeField); len(nodes) > 0 {
+		if err := _m.collectFields(ctx, limit == 1, opCtx, nodes, []string{edgesField, nodeField}); err != nil {
 			return nil, err
 		}
 	}
@@ -972,8 +994,19 @@ func (_m *CustomerQuery) Paginate(
 		return nil, err
 	}
 	conn := &CustomerConnection{Edges: []*CustomerEdge{}}
-	ignoredEdges := !hasCollectedField(ctx, edgesField)
-	if hasCollectedField(ctx, totalCountField) || hasCollectedField(ctx, pageInfoField) {
+	var (
+		opCtx    *graphql.OperationContext
+		field    = contextFields(ctx)
+		edges    []graphql.CollectedField
+		selected = func(string) bool { return true }
+	)
+	if field != nil {
+		opCtx = graphql.GetOperationContext(ctx)
+		edges = namedFields(opCtx, field, edgesField)
+		selected = func(name string) bool { return len(namedFields(opCtx, field, name)) > 0 }
+	}
+	ignoredEdges := !selected(edgesField)
+	if selected(totalCountField) || selected(pageInfoField) {
 		hasPagination := after != nil || first != nil || before != nil || last != nil
 		if hasPagination || ignoredEdges {
 			c := _m.Clone()
@@ -995,8 +1028,8 @@ func (_m *CustomerQuery) Paginate(
 	if limit != 0 {
 		_m.Limit(limit)
 	}
-	if field := collectedField(ctx, edgesField, nodeField); field != nil {
-		if err := _m.collectField(ctx, limit == 1, graphql.GetOperationContext(ctx), *field, []string{edgesField, nodeField}); err != nil {
+	if nodes := namedFields(opCtx, edges, nodeField); len(nodes) > 0 {
+		if err := _m.collectFields(ctx, limit == 1, opCtx, nodes, []string{edgesField, nodeField}); err != nil {
 			return nil, err
 		}
 	}
@@ -1286,8 +1319,19 @@ func (_m *ServerTokenQuery) Paginate(
 		return nil, err
 	}
 	conn := &ServerTokenConnection{Edges: []*ServerTokenEdge{}}
-	ignoredEdges := !hasCollectedField(ctx, edgesField)
-	if hasCollectedField(ctx, totalCountField) || hasCollectedField(ctx, pageInfoField) {
+	var (
+		opCtx    *graphql.OperationContext
+		field    = contextFields(ctx)
+		edges    []graphql.CollectedField
+		selected = func(string) bool { return true }
+	)
+	if field != nil {
+		opCtx = graphql.GetOperationContext(ctx)
+		edges = namedFields(opCtx, field, edgesField)
+		selected = func(name string) bool { return len(namedFields(opCtx, field, name)) > 0 }
+	}
+	ignoredEdges := !selected(edgesField)
+	if selected(totalCountField) || selected(pageInfoField) {
 		hasPagination := after != nil || first != nil || before != nil || last != nil
 		if hasPagination || ignoredEdges {
 			c := _m.Clone()
@@ -1309,8 +1353,8 @@ func (_m *ServerTokenQuery) Paginate(
 	if limit != 0 {
 		_m.Limit(limit)
 	}
-	if field := collectedField(ctx, edgesField, nodeField); field != nil {
-		if err := _m.collectField(ctx, limit == 1, graphql.GetOperationContext(ctx), *field, []string{edgesField, nodeField}); err != nil {
+	if nodes := namedFields(opCtx, edges, nodeField); len(nodes) > 0 {
+		if err := _m.collectFields(ctx, limit == 1, opCtx, nodes, []string{edgesField, nodeField}); err != nil {
 			return nil, err
 		}
 	}

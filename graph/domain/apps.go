@@ -149,7 +149,14 @@ func (s *Service) SyncServerToken(ctx context.Context, id int) (tok *ent.ServerT
 	if err := s.SyncToken(ctx, id); err != nil {
 		return nil, err
 	}
-	return s.client.ServerToken.Get(ctx, id)
+	// The sync is stored: from here on nothing may turn it into an error,
+	// not even a client that went away.
+	fresh, err := s.client.ServerToken.Get(context.WithoutCancel(ctx), id)
+	if err != nil {
+		s.log.ErrorContext(ctx, "reading a token back after its sync", "token", id, "err", err)
+		return tok, nil
+	}
+	return fresh, nil
 }
 
 // SyncToken checks one ACTIVE token's health with Apple and, if it is still

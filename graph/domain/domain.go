@@ -140,6 +140,37 @@ func withTx(ctx context.Context, client *ent.Client, fn func(tx *ent.Tx) error) 
 	return nil
 }
 
+// inTx is withTx for work that hands back what it read or wrote. Once the
+// transaction committed, every entity in the result is rebound to the root
+// client (ent.Detacher), so the resolvers can still follow its edges after
+// the transaction ended. An entity that leaves this package from a
+// transaction must come through here.
+func inTx[T any](ctx context.Context, client *ent.Client, fn func(tx *ent.Tx) (T, error)) (T, error) {
+	var out T
+	err := withTx(ctx, client, func(tx *ent.Tx) (err error) {
+		out, err = fn(tx)
+		return err
+	})
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	detach(out)
+	return out, nil
+}
+
+// detacher is a result that holds entities of its own.
+type detacher interface{ detach() }
+
+func detach(v any) {
+	switch v := v.(type) {
+	case ent.Detacher:
+		v.Detach()
+	case detacher:
+		v.detach()
+	}
+}
+
 // notFound hides whether a row exists outside the caller's scope.
 func notFound(err error, what string) error {
 	if ent.IsNotFound(err) {

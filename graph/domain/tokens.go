@@ -32,6 +32,13 @@ type UploadResult struct {
 	Renews *ent.ServerToken
 }
 
+func (r *UploadResult) detach() {
+	if r != nil {
+		r.Token.Detach()
+		r.Renews.Detach()
+	}
+}
+
 // sealAAD binds a sealed token to its row and customer: a ciphertext copied
 // into another row does not open.
 func sealAAD(tokenID, customerID int) []byte {
@@ -69,8 +76,8 @@ func (s *Service) UploadServerToken(ctx context.Context, customerID int, data []
 		return nil, fault.New(fault.TokenInvalid, "Apple did not say which location this token belongs to. Try again later; if it persists, download the token again.")
 	}
 
-	res = &UploadResult{}
-	err = withTx(ctx, s.client, func(tx *ent.Tx) error {
+	res, err = inTx(ctx, s.client, func(tx *ent.Tx) (*UploadResult, error) {
+		res := &UploadResult{}
 		// Every token Orchard holds for this location, in one query: the
 		// ACTIVE one (a renewal, or another customer's) and the mdmInfo.id
 		// Orchard uses there.
@@ -81,7 +88,7 @@ func (s *Service) UploadServerToken(ctx context.Context, customerID int, data []
 			Select(servertoken.FieldID, servertoken.FieldCustomerID, servertoken.FieldState, servertoken.FieldMdmID).
 			All(sys)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		mdmID := uuid.NewString()
 		if len(same) > 0 {
@@ -92,11 +99,11 @@ func (s *Service) UploadServerToken(ctx context.Context, customerID int, data []
 				continue
 			}
 			if t.CustomerID != cust.ID {
-				return ownedElsewhere(cfg.LocationName)
+				return nil, ownedElsewhere(cfg.LocationName)
 			}
 			mdmID = t.MdmID
 			if res.Renews, err = tx.ServerToken.Get(ctx, t.ID); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		state := servertoken.StatePENDING
@@ -123,16 +130,16 @@ func (s *Service) UploadServerToken(ctx context.Context, customerID int, data []
 		}
 		tok, err := create.Save(ctx)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		sealed, err := s.sealer.Seal(file.Secret, sealAAD(tok.ID, tok.CustomerID))
 		if err != nil {
-			return fmt.Errorf("sealing token: %w", err)
+			return nil, fmt.Errorf("sealing token: %w", err)
 		}
 		if res.Token, err = tok.Update().SetSealedToken(sealed).Save(ctx); err != nil {
-			return err
+			return nil, err
 		}
-		return s.auditWith(ctx, tx.Client(), "token.upload", &cust.ID, &tok.ID, nil, "")
+		return res, s.auditWith(ctx, tx.Client(), "token.upload", &cust.ID, &tok.ID, nil, "")
 	})
 	if err != nil {
 		return nil, err
@@ -262,6 +269,9 @@ func (s *Service) activate(ctx context.Context, id int, claim bool) (tok *ent.Se
 	if err != nil {
 		return nil, err
 	}
+	// The activation is committed: what follows only logs its failures, so
+	// the answer never says the confirm failed when it did not.
+	ctx = context.WithoutCancel(ctx)
 	s.log.InfoContext(ctx, "server token active", "token", tok.ID, "customer", tok.CustomerID, "renewed", tok.ID != pending.ID)
 	// A token already within a threshold is warned about at once.
 	if len(s.cfg.WarnDays) > 0 && tok.ExpiresAt.Sub(s.Now()) <= days(s.cfg.WarnDays[0]) {
@@ -289,24 +299,23 @@ func conflictError(other *schematype.MDMInfo) error {
 // commitActivation makes pending ACTIVE, or renews the ACTIVE token of the
 // same customer and location with pending's secret and consumes pending.
 func (s *Service) commitActivation(ctx context.Context, action string, pending *ent.ServerToken, secret []byte, cfg *apple.ClientConfig) (*ent.ServerToken, error) {
-	var out *ent.ServerToken
-	err := withTx(ctx, s.client, func(tx *ent.Tx) error {
+	return inTx(ctx, s.client, func(tx *ent.Tx) (*ent.ServerToken, error) {
 		cur, err := tx.ServerToken.Get(ctx, pending.ID)
 		if err != nil {
-			return notFound(err, "server token")
+			return nil, notFound(err, "server token")
 		}
 		if cur.State != servertoken.StatePENDING && cur.State != servertoken.StateCONFLICT {
-			return fault.New(fault.InvalidState, "This upload was confirmed or cancelled meanwhile; it is now %s.", cur.State)
+			return nil, fault.New(fault.InvalidState, "This upload was confirmed or cancelled meanwhile; it is now %s.", cur.State)
 		}
 		sys := viewer.SystemContext(ctx)
 		active, err := tx.ServerToken.Query().
 			Where(servertoken.LocationUID(pending.LocationUID), servertoken.StateEQ(servertoken.StateACTIVE)).
 			Only(sys)
 		if err != nil && !ent.IsNotFound(err) {
-			return err
+			return nil, err
 		}
 		if active != nil && active.CustomerID != pending.CustomerID {
-			return ownedElsewhere(pending.LocationName)
+			return nil, ownedElsewhere(pending.LocationName)
 		}
 		target := pending.ID
 		if active != nil {
@@ -314,7 +323,7 @@ func (s *Service) commitActivation(ctx context.Context, action string, pending *
 		}
 		sealed, err := s.sealer.Seal(secret, sealAAD(target, pending.CustomerID))
 		if err != nil {
-			return fmt.Errorf("sealing token: %w", err)
+			return nil, fmt.Errorf("sealing token: %w", err)
 		}
 		upd := tx.ServerToken.UpdateOneID(target).
 			SetState(servertoken.StateACTIVE).
@@ -334,7 +343,7 @@ func (s *Service) commitActivation(ctx context.Context, action string, pending *
 		exp := expiryOf(cfg.TokenExpiresAt, pending.FileExpiresAt)
 		if active != nil {
 			if err := tx.ServerToken.DeleteOneID(pending.ID).Exec(ctx); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		if active == nil || !active.ExpiresAt.Equal(exp) {
@@ -342,16 +351,16 @@ func (s *Service) commitActivation(ctx context.Context, action string, pending *
 			upd.ClearWarnedDays().ClearWarnedExpiry()
 			armExpiry(upd, exp, s.cfg.WarnDays)
 		}
-		if out, err = upd.Save(ctx); err != nil {
-			return err
+		out, err := upd.Save(ctx)
+		if err != nil {
+			return nil, err
 		}
 		detail := ""
 		if out.ID != pending.ID {
 			detail = fmt.Sprintf("renewed in place from upload %d", pending.ID)
 		}
-		return s.auditWith(ctx, tx.Client(), action, &out.CustomerID, &out.ID, nil, detail)
+		return out, s.auditWith(ctx, tx.Client(), action, &out.CustomerID, &out.ID, nil, detail)
 	})
-	return out, err
 }
 
 // CancelServerToken discards a PENDING or CONFLICT upload and returns it as it
@@ -361,20 +370,18 @@ func (s *Service) CancelServerToken(ctx context.Context, id int) (tok *ent.Serve
 	if _, err := requireWriter(ctx); err != nil {
 		return nil, err
 	}
-	err = withTx(ctx, s.client, func(tx *ent.Tx) error {
-		tok, err = tx.ServerToken.Get(ctx, id)
+	return inTx(ctx, s.client, func(tx *ent.Tx) (*ent.ServerToken, error) {
+		// The customer is loaded now: once the row is gone, the answer
+		// can no longer find it through the token.
+		tok, err := tx.ServerToken.Query().Where(servertoken.ID(id)).WithCustomer().Only(ctx)
 		if err != nil {
-			return notFound(err, "server token")
+			return nil, notFound(err, "server token")
 		}
 		if tok.State != servertoken.StatePENDING && tok.State != servertoken.StateCONFLICT {
-			return fault.New(fault.InvalidState, "Only an upload waiting for review (PENDING or CONFLICT) can be cancelled; this token is %s. Use deleteServerToken to remove it.", tok.State)
+			return nil, fault.New(fault.InvalidState, "Only an upload waiting for review (PENDING or CONFLICT) can be cancelled; this token is %s. Use deleteServerToken to remove it.", tok.State)
 		}
-		return tx.ServerToken.DeleteOneID(id).Exec(ctx)
+		return tok, tx.ServerToken.DeleteOneID(id).Exec(ctx)
 	})
-	if err != nil {
-		return nil, err
-	}
-	return tok, nil
 }
 
 // DeleteServerToken removes a token and its apps from Orchard.
