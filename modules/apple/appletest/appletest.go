@@ -5,6 +5,16 @@
 // versionId, service config names the metadata lookup URL, and POST
 // client/config insists on JSON and on all three mdmInfo fields (9723).
 //
+// Licences (see licences.go) behave as Apple describes them: associate,
+// disassociate and revoke answer with an eventId at once and do the work
+// when the event ends (after EventDelay, or when ReleaseEvents is called
+// with HoldEvents set); counts go down as licences are assigned and up as
+// they are taken back; a pair for which no licence is left fails with 9709;
+// requests above the service config's limits get Apple's 97xx errors;
+// assignments carry versionIds for incremental reads. A location that
+// registered a notification URL gets Apple's notifications there with its
+// bearer secret (see notify.go).
+//
 // Its response bodies start from Apple's published examples in testdata/.
 // It is for tests and the demo only; Orchard's real client is tested
 // against it, never through the simulator.
@@ -88,6 +98,14 @@ type Location struct {
 	// (9621 expired, 9625 revoked, 9622 invalid…).
 	ErrorNumber int
 	versionSeq  int
+
+	// NotificationURL, NotificationAuthToken and NotificationTypes are the
+	// subscription registered through POST client/config.
+	NotificationURL       string
+	NotificationAuthToken string
+	NotificationTypes     []string
+
+	assignments assignmentBook
 }
 
 // Failure is an answer injected ahead of the normal one.
@@ -109,6 +127,20 @@ type Server struct {
 	// once while that page is served, as a purchase during a fetch would.
 	ChangeVersionOnPage int
 
+	// EventDelay is how long a licence event stays PENDING.
+	EventDelay time.Duration
+	// HoldEvents keeps new events PENDING until ReleaseEvents.
+	HoldEvents bool
+	// DropNotifications sends no notification but TEST_NOTIFICATION (which
+	// Apple needs answered to register a URL), as when Apple's best-effort
+	// delivery fails; DuplicateNotifications sends each one twice.
+	DropNotifications      bool
+	DuplicateNotifications bool
+	// NotifyClient delivers notifications; nil: a client with a 5 s timeout.
+	NotifyClient *http.Client
+
+	lic licenceState
+
 	mu          sync.Mutex
 	tokens      map[string]*Location
 	failures    []Failure
@@ -126,6 +158,12 @@ func New() *Server {
 	mux.HandleFunc("/mdm/v2/assets", s.assets)
 	mux.HandleFunc("/mdm/v2/service/config", s.serviceConfig)
 	mux.HandleFunc("/lookup", s.lookup)
+	mux.HandleFunc("/mdm/v2/assets/associate", s.manage(eventAssociate))
+	mux.HandleFunc("/mdm/v2/assets/disassociate", s.manage(eventDisassociate))
+	mux.HandleFunc("/mdm/v2/assets/revoke", s.revoke)
+	mux.HandleFunc("/mdm/v2/status", s.status)
+	mux.HandleFunc("/mdm/v2/assignments", s.assignmentsHandler)
+	s.lic.events = map[string]*event{}
 	s.Server = httptest.NewServer(s.wrap(mux))
 	return s
 }
@@ -292,6 +330,11 @@ func (s *Server) configBody(loc *Location) map[string]any {
 	body["uId"] = loc.UID
 	body["tokenExpirationDate"] = appleTime(loc.ExpiresAt)
 	body["websiteURL"] = "https://business.apple.com"
+	if loc.NotificationURL != "" {
+		body["notificationUrl"] = loc.NotificationURL
+		body["notificationAuthToken"] = loc.NotificationAuthToken
+		body["subscribedNotificationTypes"] = loc.NotificationTypes
+	}
 	if loc.MDM != nil {
 		body["mdmInfo"] = loc.MDM
 	} else {
@@ -318,6 +361,7 @@ func (s *Server) clientConfig(w http.ResponseWriter, r *http.Request) {
 		}
 		var req struct {
 			MDMInfo *MDMInfo `json:"mdmInfo"`
+			notificationRequest
 		}
 		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 			writeError(w, 9602, 400)
@@ -332,6 +376,9 @@ func (s *Server) clientConfig(w http.ResponseWriter, r *http.Request) {
 				writeError(w, 9713, 400)
 				return
 			}
+		}
+		if req.wantsNotifications() && !s.registerNotifications(w, loc, req.notificationRequest) {
+			return
 		}
 		s.mu.Lock()
 		if req.MDMInfo != nil {
@@ -408,6 +455,11 @@ func (s *Server) serviceConfig(w http.ResponseWriter, r *http.Request) {
 	urls["contentMetadataLookup"] = s.URL + "/lookup"
 	urls["clientConfig"] = s.BaseURL() + "/client/config"
 	urls["getAssets"] = s.BaseURL() + "/assets"
+	for k, v := range map[string]string{"getAssignments": "/assignments", "associateAssets": "/assets/associate",
+		"disassociateAssets": "/assets/disassociate", "revokeAssets": "/assets/revoke", "eventStatus": "/status"} {
+		urls[k] = s.BaseURL() + v
+	}
+	body["limits"] = s.limitsMap()
 	writeJSON(w, http.StatusOK, body)
 }
 

@@ -82,9 +82,10 @@ type Client struct {
 
 	base *url.URL
 
-	svcMu      sync.Mutex
-	svcConfig  *serviceConfig
-	svcFetched time.Time
+	// Now is the clock of the service-config cache; tests move it.
+	Now func() time.Time `json:"-"`
+
+	svc serviceCache
 
 	// pageCounts remembers how many asset pages each token had last time,
 	// keyed by the token's SHA-256 (the token itself is never kept).
@@ -154,8 +155,9 @@ type mdmInfo struct {
 }
 
 type errorBody struct {
-	ErrorNumber  int    `json:"errorNumber"`
-	ErrorMessage string `json:"errorMessage"`
+	ErrorNumber  int        `json:"errorNumber"`
+	ErrorMessage string     `json:"errorMessage"`
+	ErrorInfo    *errorInfo `json:"errorInfo"`
 }
 
 type clientConfigResponse struct {
@@ -166,6 +168,9 @@ type clientConfigResponse struct {
 	TokenExpirationDate string   `json:"tokenExpirationDate"`
 	UID                 string   `json:"uId"`
 	WebsiteURL          string   `json:"websiteURL"`
+
+	NotificationURL             string   `json:"notificationUrl"`
+	SubscribedNotificationTypes []string `json:"subscribedNotificationTypes"`
 }
 
 type responseAsset struct {
@@ -189,11 +194,6 @@ type assetsResponse struct {
 	MDMInfo             *mdmInfo        `json:"mdmInfo"`
 	TokenExpirationDate string          `json:"tokenExpirationDate"`
 	UID                 string          `json:"uId"`
-}
-
-type serviceConfig struct {
-	Limits map[string]int    `json:"limits"`
-	URLs   map[string]string `json:"urls"`
 }
 
 // ClientConfig implements apple.Client.
@@ -225,6 +225,9 @@ func (r *clientConfigResponse) domain() *apple.ClientConfig {
 		WebsiteURL:      r.WebsiteURL,
 		MDMInfo:         r.MDMInfo.domain(),
 		TokenExpiresAt:  parseAppleTime(r.TokenExpirationDate),
+
+		NotificationURL:   r.NotificationURL,
+		NotificationTypes: notificationTypes(r.SubscribedNotificationTypes),
 	}
 }
 
@@ -447,23 +450,6 @@ func (a responseAsset) domain(unlimited bool) apple.Asset {
 		Unlimited:          unlimited,
 		SupportedPlatforms: a.SupportedPlatforms,
 	}
-}
-
-// serviceConfigTTL follows Apple's advice to re-read service config every 5 minutes.
-const serviceConfigTTL = 5 * time.Minute
-
-func (c *Client) serviceConfig(ctx context.Context) (*serviceConfig, error) {
-	c.svcMu.Lock()
-	defer c.svcMu.Unlock()
-	if c.svcConfig != nil && time.Since(c.svcFetched) < serviceConfigTTL {
-		return c.svcConfig, nil
-	}
-	var sc serviceConfig
-	if err := c.call(ctx, http.MethodGet, c.endpoint("service/config", nil), nil, nil, &sc); err != nil {
-		return nil, err
-	}
-	c.svcConfig, c.svcFetched = &sc, time.Now()
-	return &sc, nil
 }
 
 // metadataBatch is how many adamIDs one lookup asks for; batches go out
@@ -703,7 +689,7 @@ var errorNumberKey = []byte(`"errorNumber"`)
 
 // classify turns an Apple error number into Orchard's terms.
 func classify(eb errorBody, status int, retryAfter time.Duration) *attemptError {
-	ae := &apple.Error{Number: eb.ErrorNumber, Message: eb.ErrorMessage, Status: status}
+	ae := &apple.Error{Number: eb.ErrorNumber, Message: eb.ErrorMessage, Status: status, Info: eb.ErrorInfo.domain()}
 	switch eb.ErrorNumber {
 	case 9621:
 		return &attemptError{err: fault.Wrap(ae, fault.TokenExpired, "Apple says the token has expired.")}

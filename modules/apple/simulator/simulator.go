@@ -1,5 +1,9 @@
 // Package simulator registers "apple.simulator", an in-process stand-in for
-// Apple's Apps and Books API for demos and offline work. It takes no settings.
+// Apple's Apps and Books API for demos and offline work.
+//
+// Settings (JSON, all optional):
+//   - "eventDelay": how long a licence event stays PENDING, a Go duration;
+//     default "2s", so the demo shows an operation in progress.
 //
 // A token file's inner "token" chooses the scenario. A token whose inner
 // value (base64-decoded) starts with "sim:" is read as semicolon-separated
@@ -13,6 +17,15 @@
 // which Apple would answer to every call. Any other token is a valid
 // location with no other MDM and 25 apps, derived from the token's hash.
 // The demo (orchard demo) writes one file per scenario.
+//
+// Licences behave as Apple's do (see licences.go): associate, disassociate
+// and revoke return an event that ends after eventDelay; counts go down as
+// licences are assigned and up as they are taken back; a pair for which no
+// licence is left fails with 9709; requests above Apple's example limits are
+// refused with Apple's errors. A location that registered a notification URL
+// gets ASSET_MANAGEMENT and ASSET_COUNT notifications there (after
+// TEST_NOTIFICATION, which must be answered); one that did not is simply not
+// notified, and its events are followed through EventStatus.
 package simulator
 
 import (
@@ -22,9 +35,11 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/orchard-msp/orchard/modules"
@@ -36,8 +51,13 @@ func init() { modules.Register(&Client{}) }
 
 // Client is the simulated Apple.
 type Client struct {
-	mu  sync.Mutex
-	mdm map[string]*apple.MDMInfo // by location UID: what "Apple" stores
+	EventDelay Duration `json:"eventDelay,omitempty"`
+
+	mu     sync.Mutex
+	mdm    map[string]*apple.MDMInfo // by location UID: what "Apple" stores
+	locs   map[string]*location      // by location UID, once licences are used
+	events map[string]*simEvent
+	seq    atomic.Int64
 }
 
 // Interface guard.
@@ -45,7 +65,7 @@ var _ apple.Client = (*Client)(nil)
 
 // ModuleInfo implements modules.Module.
 func (*Client) ModuleInfo() modules.Info {
-	return modules.Info{ID: "apple.simulator", New: func() modules.Module { return new(Client) }}
+	return modules.Info{ID: "apple.simulator", New: func() modules.Module { return &Client{EventDelay: Duration(2 * time.Second)} }}
 }
 
 type scenario struct {
@@ -182,22 +202,11 @@ func (c *Client) Assets(_ context.Context, token []byte) (*apple.Assets, error) 
 		return nil, err
 	}
 	cfg := c.config(sc)
-	out := &apple.Assets{VersionID: "sim-1", MDMInfo: cfg.MDMInfo, TokenExpiresAt: sc.expires, Pages: max(1, (sc.apps+99)/100)}
-	for i := range sc.apps {
-		a := apple.Asset{
-			AdamID: strconv.Itoa(100000000 + i), PricingParam: "STDQ", ProductType: "App",
-			TotalCount: 50 + i%50, AssignedCount: i % 50, SupportedPlatforms: []string{"iOS", "macOS"},
-		}
-		a.AvailableCount = a.TotalCount - a.AssignedCount
-		switch {
-		case i%10 == 9:
-			a.ProductType = "Book"
-			a.SupportedPlatforms = []string{"iOS"}
-		case i%7 == 6:
-			a.Unlimited, a.TotalCount, a.AvailableCount = true, 0, 0
-		}
-		out.Assets = append(out.Assets, a)
-	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l := c.state(sc)
+	out := &apple.Assets{VersionID: "sim-" + strconv.Itoa(l.versions), MDMInfo: cfg.MDMInfo, TokenExpiresAt: sc.expires, Pages: max(1, (len(l.assets)+99)/100)}
+	out.Assets = slices.Clone(l.assets)
 	return out, nil
 }
 
