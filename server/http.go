@@ -228,10 +228,12 @@ func hasVariables(ops any) bool {
 // the token size limit plus the multipart envelope, other requests to
 // maxJSONBody. Too large is answered with HTTP 413 and UPLOAD_TOO_LARGE (for
 // uploads) or BAD_USER_INPUT: at once when Content-Length says so, and as
-// soon as a chunked body passes the limit.
+// soon as a chunked body passes the limit. The rest of the body is then
+// read and thrown away for a while (see linger), so the client sees the 413.
 func bodyGuard(maxFile int64, next http.Handler) http.Handler {
 	jsonTooLarge := fault.New(fault.BadUserInput, "The request body is larger than %d bytes. Send a smaller query.", maxJSONBody)
 	uploadTooLarge := fault.New(fault.UploadTooLarge, "The upload is larger than a server token can be (limit %d bytes). Choose the .vpptoken file downloaded from Apple Business Manager.", maxFile)
+	slots := make(chan struct{}, maxLingering)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Body == nil || r.Body == http.NoBody || isWebsocket(r) {
 			next.ServeHTTP(w, r)
@@ -244,16 +246,53 @@ func bodyGuard(maxFile int64, next http.Handler) http.Handler {
 		if r.ContentLength > limit {
 			w.Header().Set("Connection", "close")
 			writeGraphQLError(w, http.StatusRequestEntityTooLarge, tooLarge)
+			linger(w, r, r.Body, slots)
 			return
 		}
-		lr := &limitedBody{ReadCloser: r.Body, left: limit}
+		body := r.Body
+		lr := &limitedBody{ReadCloser: body, left: limit}
 		r.Body = lr
 		gw := &guardWriter{ResponseWriter: w, tripped: &lr.tripped, err: tooLarge}
 		next.ServeHTTP(gw, r)
-		if lr.tripped && !gw.replaced {
-			gw.replace()
+		if lr.tripped {
+			if !gw.replaced {
+				gw.replace()
+			}
+			linger(w, r, body, slots)
 		}
 	})
+}
+
+// A refused body is still read and discarded, up to lingerBytes or for
+// lingerTime, like nginx's lingering close. Clients that send the whole body
+// before they read (fetch, urllib, browsers) otherwise have their upload cut
+// by a reset and never read the 413. maxLingering bounds how many
+// connections may be drained at once; beyond that they just close.
+const (
+	lingerBytes  = 32 << 20
+	lingerTime   = 10 * time.Second
+	maxLingering = 64
+)
+
+// linger flushes the answer already written to w, then drains body within
+// the bounds above. A client that sent "Expect: 100-continue" is waiting
+// for us and sends nothing more, so there is nothing to drain.
+func linger(w http.ResponseWriter, r *http.Request, body io.Reader, slots chan struct{}) {
+	if strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
+		return
+	}
+	select {
+	case slots <- struct{}{}:
+		defer func() { <-slots }()
+	default:
+		return
+	}
+	rc := http.NewResponseController(w)
+	if rc.Flush() != nil {
+		return
+	}
+	_ = rc.SetReadDeadline(time.Now().Add(lingerTime))
+	_, _ = io.CopyN(io.Discard, body, lingerBytes)
 }
 
 type limitedBody struct {
@@ -261,6 +300,10 @@ type limitedBody struct {
 	left    int64
 	tripped bool
 }
+
+// Close leaves the request body open: the server closes it after the
+// handler, and a refused body must stay readable for linger.
+func (b *limitedBody) Close() error { return nil }
 
 func (b *limitedBody) Read(p []byte) (int, error) {
 	if b.left <= 0 {
@@ -289,6 +332,9 @@ type guardWriter struct {
 	replaced bool
 	err      error
 }
+
+// Unwrap lets http.ResponseController reach the connection.
+func (g *guardWriter) Unwrap() http.ResponseWriter { return g.ResponseWriter }
 
 func (g *guardWriter) replace() {
 	g.replaced = true
