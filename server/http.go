@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -58,16 +59,19 @@ type serverDeps struct {
 	auth    *authenticator
 	metrics *metrics
 	limits  *rateLimits
-	// wsDone ends every websocket at shutdown; nil in tests that need none.
-	wsDone context.Context
-	log    *slog.Logger
+	// sockets tracks the websockets, for shutdown and key revocation; nil
+	// in tests that need neither.
+	sockets *wsSessions
+	// readiness turns /readyz to 503 when shutdown begins; nil in tests.
+	readiness *readiness
+	log       *slog.Logger
 }
 
 // newHandler builds Orchard's whole HTTP surface.
 func newHandler(d serverDeps) http.Handler {
 	gql := newGraphQL(d)
 	mux := http.NewServeMux()
-	mux.Handle("/graphql", d.limits.middleware(bodyGuard(d.cfg.MaxUploadBytes, d.auth.middleware(endOnShutdown(d.wsDone, checkOperations(gql))))))
+	mux.Handle("/graphql", d.limits.middleware(bodyGuard(d.cfg.MaxUploadBytes, d.auth.middleware(checkOperations(gql)))))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte("ok\n"))
@@ -88,25 +92,58 @@ func newHandler(d serverDeps) http.Handler {
 	pg := playground.Handler()
 	mux.Handle("GET /{$}", pg)
 	mux.Handle("GET /playground/", pg)
-	return d.metrics.instrument(withRequestID(d.log, mux))
+	return d.metrics.instrument(withRequestID(d.log, d.readiness.middleware(mux)))
+}
+
+// readiness is what /readyz says beyond the database: not ready once
+// shutdown has begun, so a load balancer stops sending before the
+// listener goes away.
+type readiness struct {
+	draining atomic.Bool
+	// polled is set once something asks /readyz: only then is there a
+	// load balancer to wait for at shutdown.
+	polled atomic.Bool
+}
+
+func (rd *readiness) middleware(next http.Handler) http.Handler {
+	if rd == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/readyz" {
+			rd.polled.Store(true)
+			if rd.draining.Load() {
+				w.Header().Set("Content-Type", "text/plain")
+				w.WriteHeader(http.StatusServiceUnavailable)
+				_, _ = w.Write([]byte("shutting down\n"))
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 func newGraphQL(d serverDeps) *handler.Server {
 	srv := handler.New(graph.NewSchema(d.svc, d.hub, d.log))
 	origins := append([]string{}, d.cfg.AllowedOrigins...)
 	readLimit := int64(wsReadLimit)
-	srv.AddTransport(transport.Websocket{
-		Implementation: guardedWebsocket{
-			WebsocketImplementation: transport.CoderWebsocketImplementation{
+	sockets := d.sockets
+	if sockets == nil {
+		sockets = newWSSessions()
+	}
+	srv.AddTransport(websocketTransport{
+		Websocket: transport.Websocket{
+			Implementation: guardedWebsocket{
 				// coder/websocket refuses cross-origin browsers unless listed here.
-				AcceptOptions: websocket.AcceptOptions{OriginPatterns: origins},
+				accept:      websocket.AcceptOptions{OriginPatterns: origins},
+				max:         maxSubscriptionsPerSocket,
+				initTimeout: 10 * time.Second,
 			},
-			max: maxSubscriptionsPerSocket,
+			InitFunc:         d.auth.wsInit,
+			PingPongInterval: 20 * time.Second,
+			PayloadReadLimit: &readLimit,
 		},
-		InitFunc:         d.auth.wsInit,
-		InitTimeout:      10 * time.Second,
-		PingPongInterval: 20 * time.Second,
-		PayloadReadLimit: &readLimit,
+		sessions: sockets,
 	})
 	srv.AddTransport(transport.Options{})
 	srv.AddTransport(transport.GET{})
@@ -148,25 +185,6 @@ func newGraphQL(d serverDeps) *handler.Server {
 	srv.AroundResponses(d.metrics.graphqlResponses)
 	srv.AroundResponses(graph.Loaders(d.svc))
 	return srv
-}
-
-// endOnShutdown ties websocket requests to done, so shutdown closes them;
-// plain requests keep their own context and finish.
-func endOnShutdown(done context.Context, next http.Handler) http.Handler {
-	if done == nil {
-		return next
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !isWebsocket(r) {
-			next.ServeHTTP(w, r)
-			return
-		}
-		ctx, cancel := context.WithCancel(r.Context())
-		defer cancel()
-		stop := context.AfterFunc(done, cancel)
-		defer stop()
-		next.ServeHTTP(w, r.WithContext(ctx))
-	})
 }
 
 // checkOperations refuses a multipart request whose operations field has
