@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -74,9 +75,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "serve":
-		cfg, _, err := loadConfig("serve", rest, getenv, stderr)
+		cfg, extra, err := loadConfig("serve", rest, getenv, stderr)
 		if err != nil {
 			return err
+		}
+		if len(extra) > 0 {
+			return fmt.Errorf("serve takes no arguments, but got %q: give settings as ORCHARD_* variables or as flags (orchard serve -h lists them)", strings.Join(extra, " "))
 		}
 		return serve(ctx, cfg, stderr, nil)
 	case "apikey":
@@ -322,11 +326,20 @@ func isPostgres(url string) bool {
 	return strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://")
 }
 
+// passwordParam finds a password given as a URL query parameter
+// (?password=…) or in a key/value DSN (password=… or password='…').
+var passwordParam = regexp.MustCompile(`(?i)(\bpassword=)('(?:[^'\\]|\\.)*'|[^&\s]*)`)
+
+// redactURL hides the credentials of a database URL or DSN, for logs.
 func redactURL(s string) string {
-	if i := strings.Index(s, "@"); i > 0 {
-		if j := strings.Index(s, "://"); j > 0 && j < i {
-			return s[:j+3] + "…" + s[i:]
+	if j := strings.Index(s, "://"); j > 0 {
+		authority := s[j+3:]
+		if end := strings.IndexAny(authority, "/?#"); end >= 0 {
+			authority = authority[:end]
+		}
+		if i := strings.LastIndex(authority, "@"); i >= 0 {
+			s = s[:j+3] + "…" + s[j+3+i:]
 		}
 	}
-	return s
+	return passwordParam.ReplaceAllString(s, "${1}…")
 }

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
-	"github.com/99designs/gqlgen/graphql/errcode"
 	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/coder/websocket"
 	"github.com/vektah/gqlparser/v2/gqlerror"
@@ -218,21 +217,19 @@ func (t websocketTransport) Do(w http.ResponseWriter, r *http.Request, exec grap
 	}
 }
 
-// refusalsAsErrors reports a subscribe that is refused before it runs (rate
-// limit, complexity) as graphql-transport-ws's error message for its id, as
-// validation errors already are; gqlgen would send a next and a complete.
+// refusalsAsErrors reports a subscribe refused before it runs (validation,
+// rate limit, complexity) as graphql-transport-ws's error message for its
+// id. gqlgen sends those as a next and a complete once Orchard's error
+// presenter has given them contract codes (it picks the message by code).
 type refusalsAsErrors struct{ graphql.GraphExecutor }
 
 func (e refusalsAsErrors) CreateOperationContext(ctx context.Context, params *graphql.RawParams) (*graphql.OperationContext, gqlerror.List) {
 	rc, errs := e.GraphExecutor.CreateOperationContext(ctx, params)
-	if len(errs) > 0 && errcode.GetErrorKind(errs) != errcode.KindProtocol {
+	if len(errs) > 0 {
 		if s := sessionFrom(ctx); s != nil {
-			presented := e.DispatchError(graphql.WithOperationContext(ctx, rc), errs).Errors
-			if b, err := json.Marshal(presented); err == nil {
-				s.mu.Lock()
-				s.refusal = b
-				s.mu.Unlock()
-			}
+			s.mu.Lock()
+			s.refused = true
+			s.mu.Unlock()
 		}
 	}
 	return rc, errs
@@ -300,7 +297,7 @@ type wsSession struct {
 	active    map[string]bool
 	errored   map[string]bool // ids whose error was sent: their complete is not
 	current   string          // the subscribe being handled by the read loop
-	refusal   json.RawMessage // its errors, when refused before running
+	refused   bool            // it was refused before running
 	closing   bool
 }
 
@@ -432,7 +429,7 @@ func (s *wsSession) check(data []byte) (bool, error) {
 		dup, full := s.active[m.ID], len(s.active) >= s.max
 		if !dup && !full {
 			s.active[m.ID] = true
-			s.current, s.refusal = m.ID, nil
+			s.current, s.refused = m.ID, false
 			delete(s.errored, m.ID)
 		}
 		s.mu.Unlock()
@@ -480,11 +477,14 @@ func (s *wsSession) WriteJSON(v any) error {
 		s.mu.Lock()
 		switch m.Type {
 		case "next":
-			if m.ID == s.current && s.refusal != nil {
-				b, _ = json.Marshal(wsEnvelope{ID: m.ID, Type: "error", Payload: s.refusal})
-				s.refusal = nil
-				s.errored[m.ID] = true
-				delete(s.active, m.ID)
+			if m.ID == s.current && s.refused {
+				s.refused = false
+				var resp struct{ Errors json.RawMessage }
+				if json.Unmarshal(m.Payload, &resp) == nil && len(resp.Errors) > 0 {
+					b, _ = json.Marshal(wsEnvelope{ID: m.ID, Type: "error", Payload: resp.Errors})
+					s.errored[m.ID] = true
+					delete(s.active, m.ID)
+				}
 			}
 		case "error":
 			s.errored[m.ID] = true
