@@ -142,6 +142,9 @@ func (a *authenticator) wsInit(ctx context.Context, payload transport.InitPayloa
 		ctx = transport.AppendCloseReason(ctx, "Forbidden: a valid API key is required")
 		return ctx, nil, errors.New(fault.MessageOf(err))
 	}
+	if s := sessionFrom(ctx); s != nil {
+		s.setKey(v.KeyID) // so the socket closes when the key stops being valid
+	}
 	return viewer.NewContext(ctx, v), nil, nil
 }
 

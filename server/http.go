@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -58,16 +59,19 @@ type serverDeps struct {
 	auth    *authenticator
 	metrics *metrics
 	limits  *rateLimits
-	// wsDone ends every websocket at shutdown; nil in tests that need none.
-	wsDone context.Context
-	log    *slog.Logger
+	// sockets tracks the websockets, for shutdown and key revocation; nil
+	// in tests that need neither.
+	sockets *wsSessions
+	// readiness turns /readyz to 503 when shutdown begins; nil in tests.
+	readiness *readiness
+	log       *slog.Logger
 }
 
 // newHandler builds Orchard's whole HTTP surface.
 func newHandler(d serverDeps) http.Handler {
 	gql := newGraphQL(d)
 	mux := http.NewServeMux()
-	mux.Handle("/graphql", d.limits.middleware(bodyGuard(d.cfg.MaxUploadBytes, d.auth.middleware(endOnShutdown(d.wsDone, checkOperations(gql))))))
+	mux.Handle("/graphql", d.limits.middleware(bodyGuard(d.cfg.MaxUploadBytes, d.auth.middleware(checkOperations(gql)))))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte("ok\n"))
@@ -88,25 +92,58 @@ func newHandler(d serverDeps) http.Handler {
 	pg := playground.Handler()
 	mux.Handle("GET /{$}", pg)
 	mux.Handle("GET /playground/", pg)
-	return d.metrics.instrument(withRequestID(d.log, mux))
+	return d.metrics.instrument(withRequestID(d.log, d.readiness.middleware(mux)))
+}
+
+// readiness is what /readyz says beyond the database: not ready once
+// shutdown has begun, so a load balancer stops sending before the
+// listener goes away.
+type readiness struct {
+	draining atomic.Bool
+	// polled is set once something asks /readyz: only then is there a
+	// load balancer to wait for at shutdown.
+	polled atomic.Bool
+}
+
+func (rd *readiness) middleware(next http.Handler) http.Handler {
+	if rd == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/readyz" {
+			rd.polled.Store(true)
+			if rd.draining.Load() {
+				w.Header().Set("Content-Type", "text/plain")
+				w.WriteHeader(http.StatusServiceUnavailable)
+				_, _ = w.Write([]byte("shutting down\n"))
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 func newGraphQL(d serverDeps) *handler.Server {
 	srv := handler.New(graph.NewSchema(d.svc, d.hub, d.log))
 	origins := append([]string{}, d.cfg.AllowedOrigins...)
 	readLimit := int64(wsReadLimit)
-	srv.AddTransport(transport.Websocket{
-		Implementation: guardedWebsocket{
-			WebsocketImplementation: transport.CoderWebsocketImplementation{
+	sockets := d.sockets
+	if sockets == nil {
+		sockets = newWSSessions()
+	}
+	srv.AddTransport(websocketTransport{
+		Websocket: transport.Websocket{
+			Implementation: guardedWebsocket{
 				// coder/websocket refuses cross-origin browsers unless listed here.
-				AcceptOptions: websocket.AcceptOptions{OriginPatterns: origins},
+				accept:      websocket.AcceptOptions{OriginPatterns: origins},
+				max:         maxSubscriptionsPerSocket,
+				initTimeout: 10 * time.Second,
 			},
-			max: maxSubscriptionsPerSocket,
+			InitFunc:         d.auth.wsInit,
+			PingPongInterval: 20 * time.Second,
+			PayloadReadLimit: &readLimit,
 		},
-		InitFunc:         d.auth.wsInit,
-		InitTimeout:      10 * time.Second,
-		PingPongInterval: 20 * time.Second,
-		PayloadReadLimit: &readLimit,
+		sessions: sockets,
 	})
 	srv.AddTransport(transport.Options{})
 	srv.AddTransport(transport.GET{})
@@ -148,25 +185,6 @@ func newGraphQL(d serverDeps) *handler.Server {
 	srv.AroundResponses(d.metrics.graphqlResponses)
 	srv.AroundResponses(graph.Loaders(d.svc))
 	return srv
-}
-
-// endOnShutdown ties websocket requests to done, so shutdown closes them;
-// plain requests keep their own context and finish.
-func endOnShutdown(done context.Context, next http.Handler) http.Handler {
-	if done == nil {
-		return next
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !isWebsocket(r) {
-			next.ServeHTTP(w, r)
-			return
-		}
-		ctx, cancel := context.WithCancel(r.Context())
-		defer cancel()
-		stop := context.AfterFunc(done, cancel)
-		defer stop()
-		next.ServeHTTP(w, r.WithContext(ctx))
-	})
 }
 
 // checkOperations refuses a multipart request whose operations field has
@@ -228,10 +246,12 @@ func hasVariables(ops any) bool {
 // the token size limit plus the multipart envelope, other requests to
 // maxJSONBody. Too large is answered with HTTP 413 and UPLOAD_TOO_LARGE (for
 // uploads) or BAD_USER_INPUT: at once when Content-Length says so, and as
-// soon as a chunked body passes the limit.
+// soon as a chunked body passes the limit. The rest of the body is then
+// read and thrown away for a while (see linger), so the client sees the 413.
 func bodyGuard(maxFile int64, next http.Handler) http.Handler {
 	jsonTooLarge := fault.New(fault.BadUserInput, "The request body is larger than %d bytes. Send a smaller query.", maxJSONBody)
 	uploadTooLarge := fault.New(fault.UploadTooLarge, "The upload is larger than a server token can be (limit %d bytes). Choose the .vpptoken file downloaded from Apple Business Manager.", maxFile)
+	slots := make(chan struct{}, maxLingering)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Body == nil || r.Body == http.NoBody || isWebsocket(r) {
 			next.ServeHTTP(w, r)
@@ -244,16 +264,53 @@ func bodyGuard(maxFile int64, next http.Handler) http.Handler {
 		if r.ContentLength > limit {
 			w.Header().Set("Connection", "close")
 			writeGraphQLError(w, http.StatusRequestEntityTooLarge, tooLarge)
+			linger(w, r, r.Body, slots)
 			return
 		}
-		lr := &limitedBody{ReadCloser: r.Body, left: limit}
+		body := r.Body
+		lr := &limitedBody{ReadCloser: body, left: limit}
 		r.Body = lr
 		gw := &guardWriter{ResponseWriter: w, tripped: &lr.tripped, err: tooLarge}
 		next.ServeHTTP(gw, r)
-		if lr.tripped && !gw.replaced {
-			gw.replace()
+		if lr.tripped {
+			if !gw.replaced {
+				gw.replace()
+			}
+			linger(w, r, body, slots)
 		}
 	})
+}
+
+// A refused body is still read and discarded, up to lingerBytes or for
+// lingerTime, like nginx's lingering close. Clients that send the whole body
+// before they read (fetch, urllib, browsers) otherwise have their upload cut
+// by a reset and never read the 413. maxLingering bounds how many
+// connections may be drained at once; beyond that they just close.
+const (
+	lingerBytes  = 32 << 20
+	lingerTime   = 10 * time.Second
+	maxLingering = 64
+)
+
+// linger flushes the answer already written to w, then drains body within
+// the bounds above. A client that sent "Expect: 100-continue" is waiting
+// for us and sends nothing more, so there is nothing to drain.
+func linger(w http.ResponseWriter, r *http.Request, body io.Reader, slots chan struct{}) {
+	if strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
+		return
+	}
+	select {
+	case slots <- struct{}{}:
+		defer func() { <-slots }()
+	default:
+		return
+	}
+	rc := http.NewResponseController(w)
+	if rc.Flush() != nil {
+		return
+	}
+	_ = rc.SetReadDeadline(time.Now().Add(lingerTime))
+	_, _ = io.CopyN(io.Discard, body, lingerBytes)
 }
 
 type limitedBody struct {
@@ -261,6 +318,10 @@ type limitedBody struct {
 	left    int64
 	tripped bool
 }
+
+// Close leaves the request body open: the server closes it after the
+// handler, and a refused body must stay readable for linger.
+func (b *limitedBody) Close() error { return nil }
 
 func (b *limitedBody) Read(p []byte) (int, error) {
 	if b.left <= 0 {
@@ -289,6 +350,9 @@ type guardWriter struct {
 	replaced bool
 	err      error
 }
+
+// Unwrap lets http.ResponseController reach the connection.
+func (g *guardWriter) Unwrap() http.ResponseWriter { return g.ResponseWriter }
 
 func (g *guardWriter) replace() {
 	g.replaced = true

@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -74,9 +75,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "serve":
-		cfg, _, err := loadConfig("serve", rest, getenv, stderr)
+		cfg, extra, err := loadConfig("serve", rest, getenv, stderr)
 		if err != nil {
 			return err
+		}
+		if len(extra) > 0 {
+			return fmt.Errorf("serve takes no arguments, but got %q: give settings as ORCHARD_* variables or as flags (orchard serve -h lists them)", strings.Join(extra, " "))
 		}
 		return serve(ctx, cfg, stderr, nil)
 	case "apikey":
@@ -209,12 +213,12 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready chan<- stri
 	svc.OnActivate = bg.requestSync
 	svc.OnOutbox = bg.kickOutbox
 
-	// baseCtx is every request's parent and outlives the signal, so requests
-	// in flight at shutdown finish. Websockets also hang on wsCtx: ending it
-	// completes their subscriptions and gqlgen closes them cleanly.
+	// reqCtx is every request's parent and outlives the signal, so requests
+	// in flight at shutdown finish; it ends only to cut the ones still
+	// running at the shutdown deadline.
 	baseCtx := context.WithoutCancel(ctx)
-	wsCtx, endWebsockets := context.WithCancel(baseCtx)
-	defer endWebsockets()
+	reqCtx, cutRequests := context.WithCancel(baseCtx)
+	defer cutRequests()
 	jobCtx, stopJobs := context.WithCancel(baseCtx)
 	defer stopJobs()
 
@@ -226,14 +230,15 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready chan<- stri
 		}
 	}()
 
-	h := newHandler(serverDeps{cfg: cfg, db: db, svc: svc, hub: hub, auth: newAuthenticator(db.Client), metrics: newMetrics(log), limits: newRateLimits(cfg.RateLimit), wsDone: wsCtx, log: log})
+	sockets, readyz := newWSSessions(), &readiness{}
+	h := newHandler(serverDeps{cfg: cfg, db: db, svc: svc, hub: hub, auth: newAuthenticator(db.Client), metrics: newMetrics(log), limits: newRateLimits(cfg.RateLimit), sockets: sockets, readiness: readyz, log: log})
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,  // slowloris
 		ReadTimeout:       30 * time.Second, // a token upload is a few KB
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
-		BaseContext:       func(net.Listener) context.Context { return baseCtx },
+		BaseContext:       func(net.Listener) context.Context { return reqCtx },
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -245,6 +250,7 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready chan<- stri
 		lead = &advisoryLock{url: cfg.DatabaseURL, retry: min(cfg.ExpiryScanInterval, 5*time.Second), log: log}
 	}
 	bg.start(jobCtx, lead)
+	go sockets.watchKeys(jobCtx, db.Client, keyRecheckInterval, log)
 	log.Info("orchard serving", "addr", ln.Addr().String(), "apple", cfg.Apple, "database", redactURL(cfg.DatabaseURL), "playground", "http://"+ln.Addr().String()+"/")
 	if ready != nil {
 		ready <- ln.Addr().String()
@@ -258,31 +264,82 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready chan<- stri
 	case <-ctx.Done():
 	}
 
-	log.Info("shutting down")
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-	defer cancel()
-	// Stop accepting, end subscriptions (their sockets close cleanly) and
-	// let in-flight requests finish.
+	log.Info("shutting down", "timeout", cfg.ShutdownTimeout.String(), "websockets", sockets.Count())
 	stopJobs()
-	endWebsockets()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		log.Warn("requests still running at the shutdown deadline", "err", err)
-	}
+	shutdown(srv, sockets, readyz, cutRequests, cfg.ShutdownTimeout, log)
 	bg.wait()
 	<-hubDone
 	log.Info("stopped")
 	return nil
 }
 
+// shutdown stops srv within timeout, before the database closes: /readyz
+// turns 503 (and, when something polls it, the server keeps serving for
+// readinessGrace so a load balancer notices before connections are
+// refused), every websocket gets a close frame (1001 going away) and its
+// handshake is waited for, and requests in flight finish. A request still
+// running cutMargin before the deadline is cut: its context ends, so its
+// transaction rolls back and it answers with an error the client may retry.
+// So ORCHARD_SHUTDOWN_TIMEOUT ≥ ORCHARD_OPERATION_TIMEOUT + cutMargin lets
+// every operation finish; a shorter one bounds how long a restart waits.
+func shutdown(srv *http.Server, sockets *wsSessions, ready *readiness, cut context.CancelFunc, timeout time.Duration, log *slog.Logger) {
+	ready.draining.Store(true)
+	deadline := time.Now().Add(timeout)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	sockets.closeAll(closeGoingAway, "server shutting down")
+	if ready.polled.Load() {
+		time.Sleep(readinessGrace(timeout))
+	}
+	sockets.closeAll(closeGoingAway, "server shutting down")
+
+	finish, cancelFinish := context.WithDeadline(ctx, deadline.Add(-cutMargin(timeout)))
+	err := srv.Shutdown(finish)
+	cancelFinish()
+	if err != nil {
+		log.Warn("cutting requests still running at the shutdown deadline", "timeout", timeout.String())
+		cut()
+		if err := srv.Shutdown(ctx); err != nil {
+			log.Warn("requests did not end after being cut; closing their connections", "err", err)
+			_ = srv.Close()
+		}
+	}
+	if left := sockets.wait(ctx); left > 0 {
+		log.Warn("websockets still closing at the shutdown deadline", "count", left)
+	}
+}
+
+// readinessGrace is how long a polled server answers 503 on /readyz while
+// still serving: an eighth of the shutdown timeout, at most 1 s. A longer
+// wait for a slow load balancer belongs before the signal (a pre-stop hook).
+func readinessGrace(timeout time.Duration) time.Duration {
+	return min(timeout/8, time.Second)
+}
+
+// cutMargin is the part of the shutdown timeout kept for cut requests to
+// roll back and answer: a quarter, at most 2 s.
+func cutMargin(timeout time.Duration) time.Duration {
+	return min(timeout/4, 2*time.Second)
+}
+
 func isPostgres(url string) bool {
 	return strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://")
 }
 
+// passwordParam finds a password given as a URL query parameter
+// (?password=…) or in a key/value DSN (password=… or password='…').
+var passwordParam = regexp.MustCompile(`(?i)(\bpassword=)('(?:[^'\\]|\\.)*'|[^&\s]*)`)
+
+// redactURL hides the credentials of a database URL or DSN, for logs.
 func redactURL(s string) string {
-	if i := strings.Index(s, "@"); i > 0 {
-		if j := strings.Index(s, "://"); j > 0 && j < i {
-			return s[:j+3] + "…" + s[i:]
+	if j := strings.Index(s, "://"); j > 0 {
+		authority := s[j+3:]
+		if end := strings.IndexAny(authority, "/?#"); end >= 0 {
+			authority = authority[:end]
+		}
+		if i := strings.LastIndex(authority, "@"); i >= 0 {
+			s = s[:j+3] + "…" + s[j+3+i:]
 		}
 	}
-	return s
+	return passwordParam.ReplaceAllString(s, "${1}…")
 }
