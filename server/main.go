@@ -226,7 +226,8 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready chan<- stri
 		}
 	}()
 
-	h := newHandler(serverDeps{cfg: cfg, db: db, svc: svc, hub: hub, auth: newAuthenticator(db.Client), metrics: newMetrics(log), limits: newRateLimits(cfg.RateLimit), wsDone: wsCtx, log: log})
+	met := newMetrics(log)
+	h := newHandler(serverDeps{cfg: cfg, db: db, svc: svc, hub: hub, auth: newAuthenticator(db.Client), metrics: met, limits: newRateLimits(cfg.RateLimit), wsDone: wsCtx, log: log})
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,  // slowloris
@@ -244,7 +245,7 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready chan<- stri
 	if isPostgres(cfg.DatabaseURL) {
 		lead = &advisoryLock{url: cfg.DatabaseURL, retry: min(cfg.ExpiryScanInterval, 5*time.Second), log: log}
 	}
-	bg.start(jobCtx, lead)
+	bg.start(jobCtx, met.trackLeader(lead))
 	log.Info("orchard serving", "addr", ln.Addr().String(), "apple", cfg.Apple, "database", redactURL(cfg.DatabaseURL), "playground", "http://"+ln.Addr().String()+"/")
 	if ready != nil {
 		ready <- ln.Addr().String()
