@@ -153,6 +153,11 @@ func methodLabel(method string) string {
 // routes are the handler's own fixed set; a path no pattern serves is
 // "other".
 func routeLabel(mux *http.ServeMux, r *http.Request) string {
+	if r.Method == http.MethodConnect {
+		// The mux may name a CONNECT request's redirect target rather
+		// than a pattern; Orchard serves no CONNECT anyway.
+		return "other"
+	}
 	_, pattern := mux.Handler(r)
 	i := strings.IndexByte(pattern, '/')
 	if i < 0 {

@@ -137,6 +137,7 @@ func TestMetricsLabelsAreBounded(t *testing.T) {
 			send(fmt.Sprintf("EVIL%d", i), fmt.Sprintf("/nowhere/%d", i))
 			send(http.MethodGet, fmt.Sprintf("/playground/x%d", i))
 			send(http.MethodGet, fmt.Sprintf("/no-such-page-%d", i))
+			send(http.MethodGet, fmt.Sprintf("/un//clean/%d", i)) // the mux redirects to the cleaned path
 		}
 	}
 	scrape(t, s.URL, auth) // its own series exist from here on
