@@ -712,7 +712,7 @@ func benchFanOut(b *bench) []benchRow {
 	admin := key
 	cust := s.createCustomer(admin, "Fan-out")
 	time.Sleep(200 * time.Millisecond)
-	before, goBefore := processRSS(cmd.Process.Pid), goMemory(b.t, s.URL)
+	before, goBefore := processRSS(cmd.Process.Pid), goMemory(b.t, s.URL, admin)
 	clients := make([]*wsClient, n)
 	for i := range clients {
 		c, _, err := dialWS(b.t, s, nil)
@@ -726,7 +726,7 @@ func benchFanOut(b *bench) []benchRow {
 		clients[i] = c
 	}
 	time.Sleep(500 * time.Millisecond)
-	after, goAfter := processRSS(cmd.Process.Pid), goMemory(b.t, s.URL)
+	after, goAfter := processRSS(cmd.Process.Pid), goMemory(b.t, s.URL, admin)
 	perSub := (after - before) / int64(n)
 	goPerSub := (goAfter - goBefore) / int64(n)
 
@@ -781,23 +781,9 @@ func benchFanOut(b *bench) []benchRow {
 }
 
 // goMemory reads the Go heap and stacks in use from a server's /metrics.
-func goMemory(t *testing.T, base string) int64 {
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	var total int64
-	for _, line := range strings.Split(string(body), "\n") {
-		for _, name := range []string{"orchard_go_heap_inuse_bytes ", "orchard_go_stack_inuse_bytes "} {
-			if v, ok := strings.CutPrefix(line, name); ok {
-				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-				total += n
-			}
-		}
-	}
-	return total
+func goMemory(t *testing.T, base, adminKey string) int64 {
+	r := scrape(t, base, "Bearer "+adminKey)
+	return int64(r.value(t, "go_memstats_heap_inuse_bytes", nil) + r.value(t, "go_memstats_stack_inuse_bytes", nil))
 }
 
 func freeAddr(t *testing.T) string {

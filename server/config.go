@@ -36,6 +36,7 @@ type Config struct {
 	LogLevel           string
 	ShutdownTimeout    time.Duration
 	OperationTimeout   time.Duration
+	MetricsToken       string
 }
 
 // setting is one configuration value: its variable, flag, default and help.
@@ -88,6 +89,13 @@ var settings = []setting{
 	{"ORCHARD_LOG_LEVEL", "log-level", "info", "debug, info, warn or error", func(c *Config, v string) error { c.LogLevel = v; return nil }},
 	{"ORCHARD_SHUTDOWN_TIMEOUT", "shutdown-timeout", "8s", "how long a shutdown waits for requests and subscriptions", durationSetter(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
 	{"ORCHARD_OPERATION_TIMEOUT", "operation-timeout", "60s", "the longest a query or mutation may run (Apple's retries included)", durationSetter(func(c *Config) *time.Duration { return &c.OperationTimeout })},
+	{"ORCHARD_METRICS_TOKEN", "metrics-token", "", "bearer token a Prometheus scrape of /metrics must send; unset: /metrics needs an admin API key", func(c *Config, v string) error {
+		if v != "" && len(v) < 16 {
+			return fmt.Errorf("must be at least 16 characters; make one with: openssl rand -hex 32")
+		}
+		c.MetricsToken = v
+		return nil
+	}},
 }
 
 func durationSetter(field func(*Config) *time.Duration) func(*Config, string) error {

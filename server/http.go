@@ -88,11 +88,11 @@ func newHandler(d serverDeps) http.Handler {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
-	mux.Handle("GET /metrics", d.metrics.handler(d.db.Client, d.svc, d.hub))
+	mux.Handle("GET /metrics", d.metrics.handler(d))
 	pg := playground.Handler()
 	mux.Handle("GET /{$}", pg)
 	mux.Handle("GET /playground/", pg)
-	return d.metrics.instrument(withRequestID(d.log, d.readiness.middleware(mux)))
+	return d.metrics.instrument(mux, withRequestID(d.log, d.readiness.middleware(mux)))
 }
 
 // readiness is what /readyz says beyond the database: not ready once

@@ -230,8 +230,8 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready chan<- stri
 		}
 	}()
 
-	sockets, readyz := newWSSessions(), &readiness{}
-	h := newHandler(serverDeps{cfg: cfg, db: db, svc: svc, hub: hub, auth: newAuthenticator(db.Client), metrics: newMetrics(log), limits: newRateLimits(cfg.RateLimit), sockets: sockets, readiness: readyz, log: log})
+	sockets, readyz, met := newWSSessions(), &readiness{}, newMetrics(log)
+	h := newHandler(serverDeps{cfg: cfg, db: db, svc: svc, hub: hub, auth: newAuthenticator(db.Client), metrics: met, limits: newRateLimits(cfg.RateLimit), sockets: sockets, readiness: readyz, log: log})
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,  // slowloris
@@ -249,7 +249,7 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready chan<- stri
 	if isPostgres(cfg.DatabaseURL) {
 		lead = &advisoryLock{url: cfg.DatabaseURL, retry: min(cfg.ExpiryScanInterval, 5*time.Second), log: log}
 	}
-	bg.start(jobCtx, lead)
+	bg.start(jobCtx, met.trackLeader(lead))
 	go sockets.watchKeys(jobCtx, db.Client, keyRecheckInterval, log)
 	log.Info("orchard serving", "addr", ln.Addr().String(), "apple", cfg.Apple, "database", redactURL(cfg.DatabaseURL), "playground", "http://"+ln.Addr().String()+"/")
 	if ready != nil {
