@@ -32,7 +32,23 @@ func tokenPayload(t *ent.ServerToken, err error) (*model.ServerTokenPayload, err
 	if err != nil {
 		return nil, err
 	}
-	return &model.ServerTokenPayload{Token: t}, nil
+	return &model.ServerTokenPayload{Token: detached(t)}, nil
+}
+
+// detached returns a token read inside a domain transaction bound to the
+// client instead, so its edges (customer, apps) still resolve after the
+// transaction has ended. ent's Unwrap panics on a token that was not read
+// in a transaction; that one is returned as it is.
+func detached(t *ent.ServerToken) (out *ent.ServerToken) {
+	if t == nil {
+		return nil
+	}
+	defer func() {
+		if recover() != nil {
+			out = t
+		}
+	}()
+	return t.Unwrap()
 }
 
 func noder(n ent.Noder, err error) (ent.Noder, error) {

@@ -46,7 +46,7 @@ func (r *mutationResolver) UploadServerToken(ctx context.Context, input model.Up
 	if err != nil {
 		return nil, err
 	}
-	return &model.UploadServerTokenPayload{Token: res.Token, Conflict: res.Conflict, Renews: res.Renews}, nil
+	return &model.UploadServerTokenPayload{Token: detached(res.Token), Conflict: res.Conflict, Renews: detached(res.Renews)}, nil
 }
 
 // ConfirmServerToken is the resolver for the confirmServerToken field.
