@@ -245,7 +245,7 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready chan<- stri
 		lead = &advisoryLock{url: cfg.DatabaseURL, retry: min(cfg.ExpiryScanInterval, 5*time.Second), log: log}
 	}
 	bg.start(jobCtx, lead)
-	log.Info("orchard serving", "addr", ln.Addr().String(), "apple", cfg.Apple, "database", redactURL(cfg.DatabaseURL), "playground", "http://"+ln.Addr().String()+"/")
+	log.Info("orchard serving", "addr", ln.Addr().String(), "apple", cfg.Apple, "database", redactURL(cfg.DatabaseURL), "console", "http://"+ln.Addr().String()+"/", "playground", "http://"+ln.Addr().String()+"/playground")
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}

@@ -79,10 +79,12 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func route(path string) string {
 	switch {
-	case path == "/graphql", path == "/healthz", path == "/readyz", path == "/metrics", path == "/":
+	case path == "/graphql", path == "/healthz", path == "/readyz", path == "/metrics", path == "/", path == "/playground":
 		return path
 	case strings.HasPrefix(path, "/playground/"):
 		return "/playground/"
+	case strings.HasPrefix(path, "/console/"):
+		return "/console/"
 	}
 	return "other"
 }
