@@ -151,7 +151,7 @@ export function AppsTable({ where, pageSize = 50 }) {
         </tr></thead>
         <tbody>
           ${rows.map((a) => html`<tr key=${a.id}>
-            <td class="icon">${a.iconURL && /^https:\/\//.test(a.iconURL) ? html`<img src=${a.iconURL} alt="" width="32" height="32" loading="lazy" />` : html`<span class="noicon" aria-hidden="true">${a.productType === 'BOOK' ? '📖' : '▢'}</span>`}</td>
+            <td class="icon">${a.iconURL && /^https:\/\//.test(a.iconURL) ? html`<img src=${a.iconURL} alt="" width="32" height="32" loading="lazy" />` : html`<span class=${'noicon ' + a.productType} aria-hidden="true">${(a.name || '?').charAt(0)}</span>`}</td>
             <td>${a.name || html`<span class="hint">adamID ${a.adamID}</span>`}${a.pricingParam === 'PLUS' ? html` <span class="tag">PLUS</span>` : null}</td>
             <td>${a.productType === 'BOOK' ? 'Book' : 'App'}</td>
             <td>${a.supportedPlatforms.join(', ') || '—'}</td>
