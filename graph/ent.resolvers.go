@@ -62,6 +62,11 @@ func (r *Resolver) ServerToken() ServerTokenResolver { return &serverTokenResolv
 // AppWhereInput returns AppWhereInputResolver implementation.
 func (r *Resolver) AppWhereInput() AppWhereInputResolver { return &appWhereInputResolver{r} }
 
+// AuditEventWhereInput returns AuditEventWhereInputResolver implementation.
+func (r *Resolver) AuditEventWhereInput() AuditEventWhereInputResolver {
+	return &auditEventWhereInputResolver{r}
+}
+
 // ServerTokenWhereInput returns ServerTokenWhereInputResolver implementation.
 func (r *Resolver) ServerTokenWhereInput() ServerTokenWhereInputResolver {
 	return &serverTokenWhereInputResolver{r}
@@ -72,5 +77,6 @@ type (
 	queryResolver                 struct{ *Resolver }
 	serverTokenResolver           struct{ *Resolver }
 	appWhereInputResolver         struct{ *Resolver }
+	auditEventWhereInputResolver  struct{ *Resolver }
 	serverTokenWhereInputResolver struct{ *Resolver }
 )

@@ -56,7 +56,7 @@ func TestPlaygroundInBrowser(t *testing.T) {
 	ctx, cancelTimeout := context.WithTimeout(ctx, 60*time.Second)
 	defer cancelTimeout()
 
-	page := s.URL + "/?query=" + url.QueryEscape("{ customers { totalCount } }") + "#key=" + key
+	page := s.URL + "/playground?query=" + url.QueryEscape("{ customers { totalCount } }") + "#key=" + key
 	err := chromedp.Do(ctx,
 		chromedp.Navigate(page),
 		chromedp.WaitVisible(chromedp.CSS(".graphiql-execute-button")),
@@ -80,7 +80,7 @@ func TestPlaygroundInBrowser(t *testing.T) {
 
 	// The Playground's subscriptions go over the websocket with the key in
 	// connection_init: run one, then confirm a token that expires in 5 days.
-	sub := s.URL + "/?query=" + url.QueryEscape("subscription { tokenExpiryWarnings { level daysUntilExpiry token { locationName } } }") + "#key=" + key
+	sub := s.URL + "/playground?query=" + url.QueryEscape("subscription { tokenExpiryWarnings { level daysUntilExpiry token { locationName } } }") + "#key=" + key
 	if err := chromedp.Do(ctx,
 		chromedp.Navigate(sub),
 		chromedp.WaitVisible(chromedp.CSS(".graphiql-execute-button")),

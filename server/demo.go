@@ -67,12 +67,13 @@ func demoCommand(ctx context.Context, args []string, getenv func(string) string,
 	fmt.Fprintln(stdout, key)
 	fmt.Fprintf(stderr, `
 Orchard demo: the Apple simulator answers instead of Apple.
+  console:             http://%s/   (sign in with the key, then "Upload server token")
   admin key (above):   %s
-  sample token files:  %s
-  Playground:          http://%s/   (paste the key at the top)
-See README.md, "Walk through the wizard", for the curl commands.
+  sample token files:  %s   (one per branch of the wizard)
+  Playground:          http://%s/playground
+See README.md, "The console", for a walk-through.
 
-`, key, *dir, cfg.Listen)
+`, cfg.Listen, key, *dir, cfg.Listen)
 	return serve(ctx, cfg, stderr, nil)
 }
 

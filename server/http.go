@@ -28,6 +28,7 @@ import (
 	"github.com/orchard-msp/orchard/graph"
 	"github.com/orchard-msp/orchard/graph/domain"
 	"github.com/orchard-msp/orchard/modules/fault"
+	"github.com/orchard-msp/orchard/server/console"
 	"github.com/orchard-msp/orchard/server/playground"
 )
 
@@ -90,8 +91,11 @@ func newHandler(d serverDeps) http.Handler {
 	})
 	mux.Handle("GET /metrics", d.metrics.handler(d))
 	pg := playground.Handler()
-	mux.Handle("GET /{$}", pg)
+	mux.Handle("GET /playground", pg)
 	mux.Handle("GET /playground/", pg)
+	ui := console.Handler(console.Options{MaxUploadBytes: d.cfg.MaxUploadBytes})
+	mux.Handle("GET /{$}", ui)
+	mux.Handle("GET /console/", ui)
 	return d.metrics.instrument(mux, withRequestID(d.log, d.readiness.middleware(mux)))
 }
 

@@ -251,7 +251,7 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready chan<- stri
 	}
 	bg.start(jobCtx, met.trackLeader(lead))
 	go sockets.watchKeys(jobCtx, db.Client, keyRecheckInterval, log)
-	log.Info("orchard serving", "addr", ln.Addr().String(), "apple", cfg.Apple, "database", redactURL(cfg.DatabaseURL), "playground", "http://"+ln.Addr().String()+"/")
+	log.Info("orchard serving", "addr", ln.Addr().String(), "apple", cfg.Apple, "database", redactURL(cfg.DatabaseURL), "console", "http://"+ln.Addr().String()+"/", "playground", "http://"+ln.Addr().String()+"/playground")
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}

@@ -151,14 +151,14 @@ func TestGraphQLLimits(t *testing.T) {
 
 func TestPlaygroundIsSelfContained(t *testing.T) {
 	s := startServer(t, nil)
-	resp, err := http.Get(s.URL + "/")
+	resp, err := http.Get(s.URL + "/playground")
 	if err != nil {
 		t.Fatal(err)
 	}
 	page, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != 200 || !strings.Contains(string(page), "graphiql") {
-		t.Fatalf("GET / = %d", resp.StatusCode)
+		t.Fatalf("GET /playground = %d", resp.StatusCode)
 	}
 	for _, bad := range []string{"cdn.", "unpkg", "jsdelivr", "googleapis"} {
 		if strings.Contains(string(page), bad) {

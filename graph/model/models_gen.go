@@ -3,6 +3,11 @@
 package model
 
 import (
+	"bytes"
+	"fmt"
+	"io"
+	"strconv"
+
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/orchard-msp/orchard/ent"
 	"github.com/orchard-msp/orchard/ent/schematype"
@@ -40,4 +45,74 @@ type UploadServerTokenPayload struct {
 	Conflict *schematype.MDMInfo `json:"conflict,omitempty"`
 	// The ACTIVE token of the same customer and location that confirming would renew.
 	Renews *ent.ServerToken `json:"renews,omitempty"`
+}
+
+// The caller: an API key.
+type Viewer struct {
+	// The API key's name.
+	Name string `json:"name"`
+	Role Role   `json:"role"`
+	// True when the key is not limited to some customers.
+	AllCustomers bool `json:"allCustomers"`
+}
+
+// What an API key may do.
+type Role string
+
+const (
+	// Everything, including managing customers.
+	RoleAdmin Role = "ADMIN"
+	// Read, and manage the tokens of its customers.
+	RoleTechnician Role = "TECHNICIAN"
+	// Read only.
+	RoleViewer Role = "VIEWER"
+)
+
+var AllRole = []Role{
+	RoleAdmin,
+	RoleTechnician,
+	RoleViewer,
+}
+
+func (e Role) IsValid() bool {
+	switch e {
+	case RoleAdmin, RoleTechnician, RoleViewer:
+		return true
+	}
+	return false
+}
+
+func (e Role) String() string {
+	return string(e)
+}
+
+func (e *Role) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = Role(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid Role", str)
+	}
+	return nil
+}
+
+func (e Role) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *Role) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e Role) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
 }

@@ -11,7 +11,7 @@ import (
 //go:embed index.html playground.js assets/*.js assets/*.css
 var files embed.FS
 
-// Handler serves the Playground page at "/" and its assets under "/playground/".
+// Handler serves the Playground page at "/playground" and its assets under "/playground/".
 func Handler() http.Handler {
 	assets, err := fs.Sub(files, "assets")
 	if err != nil {
@@ -24,7 +24,7 @@ func Handler() http.Handler {
 		http.ServeFileFS(w, r, files, "playground.js")
 	}))
 	mux.Handle("GET /playground/", cached(static))
-	mux.Handle("GET /{$}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET /playground", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Security-Policy", "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'; font-src 'self' data:; img-src 'self' data:")
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		http.ServeFileFS(w, r, files, "index.html")
