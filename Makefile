@@ -4,6 +4,13 @@ export CGO_ENABLED := 1   # mattn/go-sqlite3 and the race detector need cgo
 BIN := bin/orchard
 GO  ?= go
 
+# `orchard --version` prints these. Go would record the commit by itself
+# (vcs.revision), but not when GOFLAGS has -buildvcs=false or the tree is a
+# copy without .git, so the build says it explicitly.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+
 .PHONY: help run build test test-short lint generate check-generate demo fuzz clean bench bench-10k
 
 help: ## list the targets
@@ -12,8 +19,8 @@ help: ## list the targets
 run: build ## build and serve on 127.0.0.1:8080 with the defaults
 	./$(BIN) serve
 
-build: ## build bin/orchard
-	$(GO) build -o $(BIN) ./server
+build: ## build bin/orchard, stamped with the version and commit
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./server
 
 test: ## run every test with the race detector (and again on PostgreSQL when ORCHARD_TEST_DATABASE_URL is set)
 	$(GO) test -race -count=1 ./...

@@ -12,6 +12,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"slices"
 	"strings"
@@ -50,6 +51,26 @@ type Info struct {
 // configuration is decoded: opening clients, reading keys.
 type Provisioner interface {
 	Provision(ctx context.Context) error
+}
+
+// loggerKey carries the host's logger in the context given to Load.
+type loggerKey struct{}
+
+// WithLogger returns ctx carrying l, so the modules Load provisions with it
+// log through the host's configured logger (its format and level) rather
+// than the process-wide default.
+func WithLogger(ctx context.Context, l *slog.Logger) context.Context {
+	return context.WithValue(ctx, loggerKey{}, l)
+}
+
+// Logger returns the logger a module should keep from the context its
+// Provision receives: the host's (see WithLogger), or slog.Default() when
+// the host gave none.
+func Logger(ctx context.Context) *slog.Logger {
+	if l, ok := ctx.Value(loggerKey{}).(*slog.Logger); ok && l != nil {
+		return l
+	}
+	return slog.Default()
 }
 
 // Validator is implemented by modules that check their configuration.

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/url"
 	"path/filepath"
 	"strconv"
@@ -132,40 +134,96 @@ func splitList(v string) []string {
 }
 
 // loadConfig reads the environment, then the flags in args, and returns the
-// configuration and the remaining arguments.
+// configuration and the remaining arguments. It writes nothing: -h gives
+// flag.ErrHelp and a bad flag a usageError, which run reports.
 func loadConfig(name string, args []string, getenv func(string) string, stderr io.Writer) (*Config, []string, error) {
-	c := &Config{}
-	values := map[string]string{}
-	for _, s := range settings {
-		values[s.env] = s.def
-		if v := getenv(s.env); v != "" {
-			values[s.env] = v
-		}
-	}
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	for _, s := range settings {
-		fs.Func(s.flag, s.help+" ("+s.env+")", func(v string) error { values[s.env] = v; return nil })
-	}
+	fs := quietFlagSet(name)
+	given := bindSettings(fs)
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, nil, err
+		}
+		return nil, nil, usageError{err}
+	}
+	c, err := resolveConfig(given, getenv, nil)
+	if err != nil {
 		return nil, nil, err
 	}
+	return c, fs.Args(), nil
+}
+
+// quietFlagSet returns a flag set that leaves printing to run, so an error
+// is said once and help goes to stdout.
+func quietFlagSet(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	return fs
+}
+
+// bindSettings adds a flag to fs for every setting; the map it returns
+// collects the values given on the command line, keyed by variable.
+func bindSettings(fs *flag.FlagSet) map[string]string {
+	given := map[string]string{}
 	for _, s := range settings {
-		if err := s.set(c, values[s.env]); err != nil {
-			return nil, nil, fmt.Errorf("%s=%q: %w", s.env, values[s.env], err)
+		fs.Func(s.flag, s.help+" ("+s.env+")", func(v string) error { given[s.env] = v; return nil })
+	}
+	return given
+}
+
+// resolveConfig builds the configuration: a flag wins over its variable,
+// which wins over the command's own default (defaults, keyed by variable),
+// which wins over the settings table's.
+func resolveConfig(given map[string]string, getenv func(string) string, defaults map[string]string) (*Config, error) {
+	c := &Config{}
+	for _, s := range settings {
+		v, ok := given[s.env]
+		if !ok {
+			v = getenv(s.env)
+		}
+		if !ok && v == "" {
+			v = settingDefault(s, defaults)
+		}
+		if err := s.set(c, v); err != nil {
+			return nil, fmt.Errorf("%s=%q: %w", s.env, v, err)
 		}
 	}
 	if c.DatabaseURL == "" {
 		c.DatabaseURL = "sqlite://" + filepath.Join(c.DataDir, "orchard.db")
 	}
 	if !strings.HasPrefix(c.DatabaseURL, "sqlite://") && !strings.HasPrefix(c.DatabaseURL, "postgres://") && !strings.HasPrefix(c.DatabaseURL, "postgresql://") {
-		return nil, nil, fmt.Errorf("ORCHARD_DATABASE_URL must start with sqlite:// or postgres://")
+		return nil, fmt.Errorf("ORCHARD_DATABASE_URL must start with sqlite:// or postgres://")
 	}
 	if u, err := url.Parse(c.AppleURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return nil, nil, fmt.Errorf("ORCHARD_APPLE_URL=%q is not an http(s) URL", c.AppleURL)
+		return nil, fmt.Errorf("ORCHARD_APPLE_URL=%q is not an http(s) URL", c.AppleURL)
 	}
 	if len(c.MDMName) > 100 {
-		return nil, nil, fmt.Errorf("ORCHARD_MDM_NAME is longer than Apple's 100 characters")
+		return nil, fmt.Errorf("ORCHARD_MDM_NAME is longer than Apple's 100 characters")
 	}
-	return c, fs.Args(), nil
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return nil, fmt.Errorf("ORCHARD_LOG_LEVEL=%q: must be debug, info, warn or error", c.LogLevel)
+	}
+	return c, nil
+}
+
+func settingDefault(s setting, defaults map[string]string) string {
+	if v, ok := defaults[s.env]; ok {
+		return v
+	}
+	return s.def
+}
+
+// writeSettingsHelp lists every setting with its flag, variable, default
+// and meaning; it reads the settings table, so a new row shows up here by
+// itself.
+func writeSettingsHelp(w io.Writer, defaults map[string]string) {
+	fmt.Fprintln(w, "configuration (a flag overrides its environment variable; shown with its default):")
+	for _, s := range settings {
+		env := s.env
+		if def := settingDefault(s, defaults); def != "" {
+			env += "=" + def
+		}
+		fmt.Fprintf(w, "  --%-24s %s\n        %s\n", s.flag, env, s.help)
+	}
 }

@@ -15,37 +15,20 @@ import (
 	"github.com/orchard-msp/orchard/modules/apple/simulator"
 )
 
-// demoCommand writes a sample token file for every branch of the wizard,
+// demoCommand declares `orchard demo`, which writes a sample token file for every branch of the wizard,
 // creates an admin key and serves with the Apple simulator, so a newcomer can
 // try everything without an Apple account.
-func demoCommand(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	dir := fs.String("dir", "", "where to write the sample token files (default DATA_DIR/demo-tokens)")
-	cfgArgs, rest := splitFlags(args, fs)
-	if err := fs.Parse(rest); err != nil {
-		return err
+func demoCommand(fs *flag.FlagSet) action {
+	dir := fs.String("dir", "", "`DIR` to write the sample token files to (default DATA_DIR/demo-tokens)")
+	return func(ctx context.Context, c *call) error { return demo(ctx, c.cfg, *dir, c.stdout, c.stderr) }
+}
+
+func demo(ctx context.Context, cfg *Config, dir string, stdout, stderr io.Writer) error {
+	cfg.Apple = "simulator"
+	if dir == "" {
+		dir = filepath.Join(cfg.DataDir, "demo-tokens")
 	}
-	env := func(k string) string {
-		switch k {
-		case "ORCHARD_APPLE":
-			return "simulator"
-		case "ORCHARD_DATA_DIR":
-			if v := getenv(k); v != "" {
-				return v
-			}
-			return "./demo-data"
-		}
-		return getenv(k)
-	}
-	cfg, _, err := loadConfig("demo", cfgArgs, env, stderr)
-	if err != nil {
-		return err
-	}
-	if *dir == "" {
-		*dir = filepath.Join(cfg.DataDir, "demo-tokens")
-	}
-	if err := writeDemoTokens(*dir, time.Now()); err != nil {
+	if err := writeDemoTokens(dir, time.Now()); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
@@ -65,7 +48,9 @@ func demoCommand(ctx context.Context, args []string, getenv func(string) string,
 		return fmt.Errorf("creating the demo key: %w", err)
 	}
 	fmt.Fprintln(stdout, key)
-	fmt.Fprintf(stderr, `
+	// The guide is for the person who ran the demo: stdout, with the key.
+	// stderr is the server's JSON log.
+	fmt.Fprintf(stdout, `
 Orchard demo: the Apple simulator answers instead of Apple.
   console:             http://%s/   (sign in with the key, then "Upload server token")
   admin key (above):   %s
@@ -73,7 +58,7 @@ Orchard demo: the Apple simulator answers instead of Apple.
   Playground:          http://%s/playground
 See README.md, "The console", for a walk-through.
 
-`, cfg.Listen, key, *dir, cfg.Listen)
+`, cfg.Listen, key, dir, cfg.Listen)
 	return serve(ctx, cfg, stderr, nil)
 }
 

@@ -6,17 +6,19 @@
 //	orchard serve                 run the server until SIGINT/SIGTERM
 //	orchard apikey create|list|revoke
 //	orchard token inspect FILE    parse a .vpptoken offline
+//	orchard secrets rotate        re-seal stored tokens under a new key
 //	orchard demo                  serve with the simulator and sample tokens
+//	orchard modules | version
 //
 // Configuration comes from ORCHARD_* environment variables; a flag of the
-// same meaning overrides each (orchard serve -h lists them).
+// same meaning overrides each. "orchard COMMAND -h" lists a command's flags
+// with their defaults and variables; the commands table in cli.go is the
+// one place commands are declared.
 package main
 
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -43,66 +45,9 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "orchard:", err)
-		}
-		os.Exit(1)
-	}
-}
-
-const usage = `usage: orchard COMMAND [flags]
-
-commands:
-  serve                      run the server until SIGINT or SIGTERM
-  apikey create --name NAME [--role admin|technician|viewer] [--customer ID]...
-  apikey list                list keys (never the keys themselves)
-  apikey revoke ID           stop a key at once
-  token inspect FILE         print a .vpptoken's organisation and expiry as JSON
-  secrets rotate [--drop-old] re-seal every stored token under a new key, while servers run
-  demo [--dir DIR]           serve with the Apple simulator, sample token files and an admin key
-  modules                    list the modules compiled in
-
-Configuration is read from ORCHARD_* variables; run "orchard serve -h" for the list.
-`
-
-// run is the whole program, so tests can drive it.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return errors.New("no command given")
-	}
-	switch cmd, rest := args[0], args[1:]; cmd {
-	case "serve":
-		cfg, extra, err := loadConfig("serve", rest, getenv, stderr)
-		if err != nil {
-			return err
-		}
-		if len(extra) > 0 {
-			return fmt.Errorf("serve takes no arguments, but got %q: give settings as ORCHARD_* variables or as flags (orchard serve -h lists them)", strings.Join(extra, " "))
-		}
-		return serve(ctx, cfg, stderr, nil)
-	case "apikey":
-		return apikeyCommand(ctx, rest, getenv, stdout, stderr)
-	case "token":
-		return tokenCommand(rest, getenv, stdout, stderr)
-	case "secrets":
-		return secretsCommand(ctx, rest, getenv, stdout, stderr)
-	case "demo":
-		return demoCommand(ctx, rest, getenv, stdout, stderr)
-	case "modules":
-		for _, id := range modules.IDs("") {
-			fmt.Fprintln(stdout, id)
-		}
-		return nil
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-		return nil
-	default:
-		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("unknown command %q", cmd)
-	}
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(exitCode(err))
 }
 
 func newLogger(level string, w io.Writer) *slog.Logger {
@@ -113,8 +58,10 @@ func newLogger(level string, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
 }
 
-// loadModules loads the modules a configuration selects.
-func loadModules(ctx context.Context, cfg *Config) (*domain.Modules, error) {
+// loadModules loads the modules a configuration selects; those that log
+// do so through log.
+func loadModules(ctx context.Context, cfg *Config, log *slog.Logger) (*domain.Modules, error) {
+	ctx = modules.WithLogger(ctx, log)
 	var m domain.Modules
 	var err error
 	parserCfg, _ := json.Marshal(map[string]any{"maxBytes": cfg.MaxUploadBytes})
@@ -198,7 +145,7 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready chan<- stri
 			log.Error("closing the database", "err", err)
 		}
 	}()
-	mods, err := loadModules(ctx, cfg)
+	mods, err := loadModules(ctx, cfg, log)
 	if err != nil {
 		return err
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -14,7 +13,7 @@ import (
 	"github.com/orchard-msp/orchard/modules/secrets/aesgcm"
 )
 
-// secretsCommand runs `orchard secrets rotate`: it seals every stored token
+// secretsRotate declares `orchard secrets rotate`: it seals every stored token
 // under a new key while servers keep running.
 //
 // With the key file (the default), it writes a new key at the head of
@@ -23,21 +22,14 @@ import (
 // the old values. Then it re-seals every token. --drop-old removes the old
 // keys afterwards. With ORCHARD_SECRET_KEY, put the new key first in that
 // variable on every instance, then run rotate to re-seal under it.
-func secretsCommand(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "rotate" {
-		return errors.New("usage: orchard secrets rotate [--drop-old]")
-	}
-	fs := flag.NewFlagSet("secrets rotate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func secretsRotate(fs *flag.FlagSet) action {
 	dropOld := fs.Bool("drop-old", false, "with the key file: remove the old keys once every token is re-sealed (only when every server has re-read the file)")
-	cfgArgs, rest := splitFlags(args[1:], fs)
-	if err := fs.Parse(rest); err != nil {
-		return err
+	return func(ctx context.Context, c *call) error {
+		return rotateSecrets(ctx, c.cfg, *dropOld, c.stdout, c.stderr)
 	}
-	cfg, _, err := loadConfig("secrets rotate", cfgArgs, getenv, stderr)
-	if err != nil {
-		return err
-	}
+}
+
+func rotateSecrets(ctx context.Context, cfg *Config, dropOld bool, stdout, stderr io.Writer) error {
 	keyFile := filepath.Join(cfg.DataDir, "secret.key")
 	var newKey string
 	if cfg.SecretKey == "" {
@@ -63,22 +55,23 @@ func secretsCommand(ctx context.Context, args []string, getenv func(string) stri
 		return err
 	}
 	defer db.Close()
-	mods, err := loadModules(ctx, cfg)
+	log := newLogger(cfg.LogLevel, stderr)
+	mods, err := loadModules(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	svc := domain.New(db.Client, *mods, domain.Config{}, newLogger(cfg.LogLevel, stderr))
+	svc := domain.New(db.Client, *mods, domain.Config{}, log)
 	n, err := svc.ResealTokens(ctx)
 	if err != nil {
 		return fmt.Errorf("re-sealing (%d done; run rotate again to finish): %w", n, err)
 	}
-	if *dropOld && newKey != "" {
+	if dropOld && newKey != "" {
 		if err := aesgcm.WriteKeyFile(keyFile, []string{newKey}); err != nil {
 			return err
 		}
 	}
 	fmt.Fprintf(stdout, "re-sealed %d server tokens\n", n)
-	if !*dropOld && newKey != "" {
+	if !dropOld && newKey != "" {
 		fmt.Fprintln(stderr, "old keys stay in the key file; once every server has restarted or run a minute, rotate again with --drop-old to remove them")
 	}
 	if cfg.SecretKey != "" {

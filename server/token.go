@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"time"
 
@@ -14,19 +12,11 @@ import (
 	"github.com/orchard-msp/orchard/modules/tokenfile"
 )
 
-// tokenCommand runs `orchard token inspect FILE`: offline, it never calls
+// tokenInspect runs `orchard token inspect FILE`: offline, it never calls
 // Apple and never prints the secret.
-func tokenCommand(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) < 1 || args[0] != "inspect" {
-		return errors.New("usage: orchard token inspect FILE")
-	}
-	cfg, rest, err := loadConfig("token inspect", args[1:], getenv, stderr)
-	if err != nil {
-		return err
-	}
-	if len(rest) != 1 {
-		return errors.New("usage: orchard token inspect FILE")
-	}
+func tokenInspect(ctx context.Context, c *call) error {
+	cfg, rest := c.cfg, c.args
+	stdout := c.stdout
 	info, err := os.Stat(rest[0])
 	if err != nil {
 		return err
@@ -39,7 +29,7 @@ func tokenCommand(args []string, getenv func(string) string, stdout, stderr io.W
 		return err
 	}
 	raw, _ := json.Marshal(map[string]any{"maxBytes": cfg.MaxUploadBytes})
-	p, err := modules.Load[tokenfile.Parser](context.Background(), "tokenfile.vpptoken", raw)
+	p, err := modules.Load[tokenfile.Parser](ctx, "tokenfile.vpptoken", raw)
 	if err != nil {
 		return err
 	}

@@ -3,7 +3,8 @@
 // the subscribers of every instance that shares the database.
 //
 // Settings (JSON): "url", the PostgreSQL connection URL (the same database
-// as ORCHARD_DATABASE_URL).
+// as ORCHARD_DATABASE_URL). It logs through the logger the host passes with
+// modules.WithLogger.
 //
 // Channels are named after the topic and the connection's schema, so
 // several Orchards (or test runs) on one server do not hear each other.
@@ -60,7 +61,7 @@ func (b *Broker) Provision(ctx context.Context) error {
 	if b.URL == "" {
 		return errors.New("url is required")
 	}
-	b.log = slog.Default()
+	b.log = modules.Logger(ctx).With("module", "pubsub.postgres")
 	conn, err := pgx.Connect(ctx, b.URL)
 	if err != nil {
 		return fmt.Errorf("connecting to PostgreSQL: %w", err)
