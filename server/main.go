@@ -60,6 +60,7 @@ commands:
   apikey revoke ID           stop a key at once
   token inspect FILE         print a .vpptoken's organisation and expiry as JSON
   secrets rotate [--drop-old] re-seal every stored token under a new key, while servers run
+  migrate [status]           apply the pending schema migrations, or say where the database stands
   demo [--dir DIR]           serve with the Apple simulator, sample token files and an admin key
   modules                    list the modules compiled in
 
@@ -87,6 +88,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return secretsCommand(ctx, rest, getenv, stdout, stderr)
 	case "demo":
 		return demoCommand(ctx, rest, getenv, stdout, stderr)
+	case "migrate":
+		return migrateCommand(ctx, rest, getenv, stdout, stderr)
 	case "modules":
 		for _, id := range modules.IDs("") {
 			fmt.Fprintln(stdout, id)
