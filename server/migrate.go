@@ -71,6 +71,13 @@ func migrateCommand(ctx context.Context, args []string, getenv func(string) stri
 	}
 	defer db.Close()
 	if !status {
+		before, err := migrations.Inspect(ctx, db.writer, db.Dialect)
+		if err != nil {
+			return err
+		}
+		if before.Unversioned {
+			fmt.Fprintln(stdout, "adopting a database made by an Orchard without versioned migrations as the baseline (no row changes)")
+		}
 		applied, err := migrations.Up(ctx, db.writer, db.Dialect)
 		for _, f := range applied {
 			fmt.Fprintf(stdout, "applied %s\n", f.Name)
@@ -78,7 +85,7 @@ func migrateCommand(ctx context.Context, args []string, getenv func(string) stri
 		if err != nil {
 			return err
 		}
-		if len(applied) == 0 {
+		if len(applied) == 0 && !before.Unversioned {
 			fmt.Fprintln(stdout, "nothing to apply: the schema is up to date")
 		}
 	}
