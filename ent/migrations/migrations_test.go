@@ -220,7 +220,8 @@ func TestAdoptsDatabaseMadeBySchemaCreate(t *testing.T) {
 		ctx := context.Background()
 		db := e.open(t)
 		loadDump(t, db, e.dir)
-		before := snapshot(t, db, e.dialect)
+		cols := map[string][]string{}
+		before := snapshot(t, db, cols)
 		if len(before) < 9 {
 			t.Fatalf("the dump holds %d rows; want the rows of every table", len(before))
 		}
@@ -238,7 +239,7 @@ func TestAdoptsDatabaseMadeBySchemaCreate(t *testing.T) {
 		if err != nil || !st.Current() || st.Unversioned {
 			t.Fatalf("after Up: %+v, %v", st, err)
 		}
-		after := snapshot(t, db, e.dialect)
+		after := snapshot(t, db, cols)
 		if strings.Join(before, "\n") != strings.Join(after, "\n") {
 			t.Fatalf("rows changed:\nbefore %v\nafter  %v", before, after)
 		}
@@ -287,20 +288,26 @@ func loadDump(t *testing.T, db *sql.DB, dir string) {
 	}
 }
 
-// snapshot lists every row of the baseline's tables as text.
-func snapshot(t *testing.T, db *sql.DB, dia string) []string {
+// snapshot lists every row of the baseline's tables as text, reading the
+// columns cols names (all, when cols is empty, which it then fills), so
+// that columns later migrations add do not count as a change.
+func snapshot(t *testing.T, db *sql.DB, cols map[string][]string) []string {
 	t.Helper()
 	var out []string
 	for _, table := range []string{"customers", "server_tokens", "apps", "api_keys", "audit_events", "webhook_deliveries"} {
-		q := fmt.Sprintf(`SELECT * FROM %s ORDER BY id`, table)
-		rows, err := db.Query(q)
+		list := "*"
+		if c, ok := cols[table]; ok {
+			list = strings.Join(c, ", ")
+		}
+		rows, err := db.Query(fmt.Sprintf(`SELECT %s FROM %s ORDER BY id`, list, table))
 		if err != nil {
 			t.Fatal(err)
 		}
-		cols, _ := rows.Columns()
+		names, _ := rows.Columns()
+		cols[table] = names
 		for rows.Next() {
-			vals := make([]any, len(cols))
-			ptrs := make([]any, len(cols))
+			vals := make([]any, len(names))
+			ptrs := make([]any, len(names))
 			for i := range vals {
 				ptrs[i] = &vals[i]
 			}
