@@ -11,7 +11,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo deve
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: help run build test test-short lint generate check-generate demo fuzz clean bench bench-10k
+.PHONY: help run build test test-short lint generate check-generate check-migrations migration demo fuzz clean bench bench-10k
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 18
@@ -36,8 +36,19 @@ lint: ## go vet and gofmt (fails on any finding)
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-generate: ## regenerate ent, entgql and gqlgen code
+# The PostgreSQL migrations are generated against a scratch schema on a
+# server: ORCHARD_DEV_DATABASE_URL, else ORCHARD_TEST_DATABASE_URL.
+generate: ## regenerate ent, entgql and gqlgen code, and a migration file when ent/schema changed
 	$(GO) generate .
+
+migration: ## after a change to ent/schema: regenerate and name the new migration files NAME=what_changed
+	@test -n "$(NAME)" || (echo "usage: make migration NAME=add_licences"; exit 1)
+	$(GO) run -mod=mod ./ent/entc.go
+	$(GO) run -mod=mod ./ent/migrategen.go -name $(NAME)
+	$(GO) tool gqlgen generate
+
+check-migrations: ## fail when ent/schema and the migration files in ent/migrations disagree (needs PostgreSQL)
+	$(GO) run -mod=mod ./ent/migrategen.go -check
 
 check-generate: generate ## fail when generated code is not up to date
 	@git diff --exit-code -- ent graph gqlgen.yml go.mod go.sum || (echo "generated code is stale: run make generate and commit"; exit 1)

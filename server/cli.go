@@ -66,6 +66,10 @@ var commands = []*command{
 	{name: "token inspect", args: []string{"FILE"}, summary: "print a .vpptoken's organisation and expiry as JSON, offline", config: true, run: tokenInspect},
 	{name: "secrets rotate", summary: "re-seal every stored token under a new key, while servers run", config: true, setup: secretsRotate,
 		about: "With the key file (the default) it puts a new key first in DATA_DIR/secret.key and keeps the old ones\nuntil --drop-old. With ORCHARD_SECRET_KEY, put the new key first in that variable on every instance, then run it."},
+	{name: "migrate", summary: "apply the pending schema migrations, under the migration lock", config: true, run: migrateUp,
+		about: "serve applies them itself unless ORCHARD_AUTO_MIGRATE=false; concurrent runs wait for each other."},
+	{name: "migrate status", summary: "say where the database stands: its version and the pending files", config: true, run: migrateStatus,
+		about: "Only reads: on SQLite it does not create a database to report on it."},
 	{name: "demo", summary: "serve with the Apple simulator, sample token files and an admin key", config: true, server: true,
 		defaults: map[string]string{"ORCHARD_DATA_DIR": "./demo-data", "ORCHARD_APPLE": "simulator"},
 		about:    "Prints the admin key and a short guide on stdout, then serves (JSON logs on stderr) with the Apple\nsimulator, whatever ORCHARD_APPLE says.",
@@ -319,8 +323,10 @@ func (cmd *command) writeHelp(w io.Writer) {
 		fmt.Fprintf(w, "%s\n", cmd.about)
 	}
 	if subs := children(strings.Fields(cmd.name)); len(subs) > 0 {
-		fmt.Fprintln(w)
-		writeCommandList(w, "subcommands of "+cmd.name+":", subs)
+		fmt.Fprintln(w, "\nsubcommands:")
+		for _, c := range subs {
+			fmt.Fprintf(w, "  %-22s %s\n", strings.TrimSpace(c.name+" "+strings.Join(c.args, " ")), c.summary)
+		}
 	}
 	own := false
 	fs.VisitAll(func(f *flag.Flag) {

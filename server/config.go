@@ -39,6 +39,9 @@ type Config struct {
 	ShutdownTimeout    time.Duration
 	OperationTimeout   time.Duration
 	MetricsToken       string
+	// ManualMigrate is ORCHARD_AUTO_MIGRATE=false; negated so that a
+	// Config built in code migrates, like the default.
+	ManualMigrate bool
 }
 
 // setting is one configuration value: its variable, flag, default and help.
@@ -90,6 +93,14 @@ var settings = []setting{
 	{"ORCHARD_WEBHOOK_SECRET", "webhook-secret", "", "signs webhook requests (X-Orchard-Signature: sha256=HMAC of TIMESTAMP.BODY)", func(c *Config, v string) error { c.WebhookSecret = v; return nil }},
 	{"ORCHARD_LOG_LEVEL", "log-level", "info", "debug, info, warn or error", func(c *Config, v string) error { c.LogLevel = v; return nil }},
 	{"ORCHARD_SHUTDOWN_TIMEOUT", "shutdown-timeout", "8s", "how long a shutdown waits for requests and subscriptions", durationSetter(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
+	{"ORCHARD_AUTO_MIGRATE", "auto-migrate", "true", "apply pending schema migrations at start, under a lock that makes concurrent starts safe; false: run orchard migrate yourself, and every command refuses an out-of-date schema", func(c *Config, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("must be true or false")
+		}
+		c.ManualMigrate = !b
+		return nil
+	}},
 	{"ORCHARD_OPERATION_TIMEOUT", "operation-timeout", "60s", "the longest a query or mutation may run (Apple's retries included)", durationSetter(func(c *Config) *time.Duration { return &c.OperationTimeout })},
 	{"ORCHARD_METRICS_TOKEN", "metrics-token", "", "bearer token a Prometheus scrape of /metrics must send; unset: /metrics needs an admin API key", func(c *Config, v string) error {
 		if v != "" && len(v) < 16 {

@@ -17,6 +17,7 @@ import (
 	_ "github.com/mattn/go-sqlite3"
 
 	"github.com/orchard-msp/orchard/ent"
+	"github.com/orchard-msp/orchard/ent/migrations"
 	_ "github.com/orchard-msp/orchard/ent/runtime"
 )
 
@@ -26,8 +27,13 @@ type database struct {
 	Dialect string
 	// sqlite holds the two pools when the database is SQLite.
 	sqlite *rwDriver
-	ping   func(context.Context) error
-	close  func() error
+	// writer is the pool that may change the schema: SQLite's single
+	// writer, or the PostgreSQL pool.
+	writer *sql.DB
+	// Migrated lists the migration files applied when it was opened.
+	Migrated []migrations.File
+	ping     func(context.Context) error
+	close    func() error
 }
 
 // Ping reports whether the database answers.
@@ -43,25 +49,59 @@ func (d *database) Close() error { return d.close() }
 // take the lock when they begin (no deadlocking lock upgrades).
 const sqlitePragmas = "_fk=1&_journal_mode=WAL&_synchronous=FULL&_busy_timeout=10000&_txlock=immediate&_stmt_cache_size=64"
 
-// openDatabase opens and migrates the configured database.
+// openDatabase opens the configured database and makes sure its schema is
+// the one this binary was built for. With ORCHARD_AUTO_MIGRATE (the
+// default) it applies the pending migrations under the migration lock, so
+// commands and servers that start together do not race; without, it
+// refuses an out-of-date schema and leaves `orchard migrate` to the
+// operator.
 func openDatabase(ctx context.Context, cfg *Config) (*database, error) {
-	var db *database
-	var err error
-	switch {
-	case !isPostgres(cfg.DatabaseURL):
-		db, err = openSQLite(strings.TrimPrefix(cfg.DatabaseURL, "sqlite://"))
-	default:
-		db, err = openPostgres(cfg.DatabaseURL)
-	}
+	db, err := connectDatabase(cfg)
 	if err != nil {
 		return nil, err
 	}
-	if err := db.Client.Schema.Create(ctx); err != nil {
+	if !cfg.ManualMigrate {
+		db.Migrated, err = migrations.Up(ctx, db.writer, db.Dialect)
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("migrating the database schema: %w", err)
+		}
+		return db, nil
+	}
+	st, err := migrations.Inspect(ctx, db.writer, db.Dialect)
+	if err != nil {
 		db.Close()
-		return nil, fmt.Errorf("migrating the database schema: %w", err)
+		return nil, err
+	}
+	if !st.Current() {
+		db.Close()
+		return nil, fmt.Errorf("the database schema is out of date (%s) and ORCHARD_AUTO_MIGRATE=false leaves migrations to you: run `orchard migrate` with the same configuration, then start again", describePending(st))
 	}
 	return db, nil
 }
+
+// describePending says in a few words what a migration would do.
+func describePending(st *migrations.Status) string {
+	names := make([]string, len(st.Pending))
+	for i, f := range st.Pending {
+		names[i] = f.Name
+	}
+	s := fmt.Sprintf("%d migration(s) pending: %s", len(names), strings.Join(names, ", "))
+	if st.Unversioned {
+		s += "; the database was made by an Orchard without versioned migrations and will be adopted as the baseline, keeping every row"
+	}
+	return s
+}
+
+// connectDatabase opens the configured database as it is.
+func connectDatabase(cfg *Config) (*database, error) {
+	if !isPostgres(cfg.DatabaseURL) {
+		return openSQLite(sqlitePath(cfg.DatabaseURL))
+	}
+	return openPostgres(cfg.DatabaseURL)
+}
+
+func sqlitePath(databaseURL string) string { return strings.TrimPrefix(databaseURL, "sqlite://") }
 
 func openSQLite(path string) (*database, error) {
 	if path == "" {
@@ -105,6 +145,7 @@ func openSQLite(path string) (*database, error) {
 		Client:  ent.NewClient(ent.Driver(drv)),
 		Dialect: dialect.SQLite,
 		sqlite:  drv,
+		writer:  writer,
 		ping:    reader.PingContext,
 		close: func() error {
 			// Fold the WAL back into the main file so a copy of orchard.db alone is complete.
@@ -128,6 +169,7 @@ func openPostgres(dsn string) (*database, error) {
 	return &database{
 		Client:  ent.NewClient(ent.Driver(entsql.OpenDB(dialect.Postgres, db))),
 		Dialect: dialect.Postgres,
+		writer:  db,
 		ping:    db.PingContext,
 		close:   db.Close,
 	}, nil

@@ -1,6 +1,7 @@
 // Package testdb opens a fresh, migrated database for a test: a SQLite file
 // in the test's temp dir, and, when ORCHARD_TEST_DATABASE_URL names a
 // PostgreSQL server, a schema of its own there, dropped when the test ends.
+// The schema comes from the same migration files production applies.
 package testdb
 
 import (
@@ -20,6 +21,7 @@ import (
 	_ "github.com/mattn/go-sqlite3"    // SQLite driver
 
 	"github.com/orchard-msp/orchard/ent"
+	"github.com/orchard-msp/orchard/ent/migrations"
 	_ "github.com/orchard-msp/orchard/ent/runtime" // privacy policies and hooks
 )
 
@@ -60,6 +62,19 @@ func SQLite(t testing.TB) *DB {
 // ORCHARD_TEST_DATABASE_URL names, or skips t when it is unset.
 func Postgres(t testing.TB) *DB {
 	t.Helper()
+	u := EmptyPostgres(t)
+	db, err := sql.Open("pgx", u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return open(t, &DB{Name: "postgres", URL: u, SQL: db}, dialect.Postgres)
+}
+
+// EmptyPostgres creates a fresh, empty schema on the server that
+// ORCHARD_TEST_DATABASE_URL names, dropped when t ends, and returns an
+// ORCHARD_DATABASE_URL for it. It skips t when the variable is unset.
+func EmptyPostgres(t testing.TB) string {
+	t.Helper()
 	base := os.Getenv(EnvPostgres)
 	if base == "" {
 		t.Skip(EnvPostgres + " is not set")
@@ -85,20 +100,16 @@ func Postgres(t testing.TB) *DB {
 	q := u.Query()
 	q.Set("search_path", schema)
 	u.RawQuery = q.Encode()
-	db, err := sql.Open("pgx", u.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return open(t, &DB{Name: "postgres", URL: u.String(), SQL: db}, dialect.Postgres)
+	return u.String()
 }
 
 func open(t testing.TB, db *DB, dia string) *DB {
 	t.Helper()
-	db.Client = ent.NewClient(ent.Driver(entsql.OpenDB(dia, db.SQL)))
-	if err := db.Client.Schema.Create(context.Background()); err != nil {
+	t.Cleanup(func() { db.SQL.Close() })
+	if _, err := migrations.Up(context.Background(), db.SQL, dia); err != nil {
 		t.Fatalf("migrating %s: %v", db.Name, err)
 	}
-	t.Cleanup(func() { db.SQL.Close() })
+	db.Client = ent.NewClient(ent.Driver(entsql.OpenDB(dia, db.SQL)))
 	return db
 }
 
