@@ -203,6 +203,8 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready chan<- stri
 		MDMMetadata: mdmMetadata(cfg),
 		WarnDays:    cfg.WarnDays,
 		PendingTTL:  cfg.PendingTTL,
+		// A person waits for uploads, confirms, claims and syncs.
+		AppleInteractiveBudget: cfg.AppleInteractiveBudget,
 	}, log)
 	hub := domain.NewHub(svc)
 	bg := newJobs(svc, cfg, log)
@@ -226,7 +228,7 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready chan<- stri
 		}
 	}()
 
-	h := newHandler(serverDeps{cfg: cfg, db: db, svc: svc, hub: hub, auth: newAuthenticator(db.Client), metrics: newMetrics(log), limits: newRateLimits(cfg.RateLimit), wsDone: wsCtx, log: log})
+	h := newHandler(serverDeps{cfg: cfg, db: db, svc: svc, hub: hub, auth: newAuthenticator(db.Client), metrics: newMetrics(log), limits: newRateLimits(cfg.RateLimit, cfg.TrustedProxies...), wsDone: wsCtx, log: log})
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,  // slowloris
