@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"strconv"
@@ -42,6 +43,11 @@ type Config struct {
 	// ManualMigrate is ORCHARD_AUTO_MIGRATE=false; negated so that a
 	// Config built in code migrates, like the default.
 	ManualMigrate bool
+
+	// AppleInteractiveBudget bounds Apple's part of an action a person waits for.
+	AppleInteractiveBudget time.Duration
+	// TrustedProxies are the peers whose X-Forwarded-For is believed.
+	TrustedProxies []netip.Prefix
 }
 
 // setting is one configuration value: its variable, flag, default and help.
@@ -57,6 +63,7 @@ var settings = []setting{
 	{"ORCHARD_APPLE", "apple", "appsandbooks", "Apple module: appsandbooks (real API) or simulator (offline fake)", func(c *Config, v string) error { c.Apple = v; return nil }},
 	{"ORCHARD_APPLE_URL", "apple-url", "https://vpp.itunes.apple.com/mdm/v2", "base URL of the Apps and Books API", func(c *Config, v string) error { c.AppleURL = v; return nil }},
 	{"ORCHARD_APPLE_RETRY_BUDGET", "apple-retry-budget", "60s", "how long one Apple call may keep retrying (429, 5xx, network) before giving up", durationSetter(func(c *Config) *time.Duration { return &c.AppleRetryBudget })},
+	{"ORCHARD_APPLE_INTERACTIVE_BUDGET", "apple-interactive-budget", "15s", "how long Apple may take, retries included, while a person waits (upload, confirm, claim, sync now); background syncs use the retry budget", durationSetter(func(c *Config) *time.Duration { return &c.AppleInteractiveBudget })},
 	{"ORCHARD_SECRET_KEY", "secret-key", "", "base64 of 32 bytes that seals server tokens; unset: a key file in the data dir", func(c *Config, v string) error { c.SecretKey = v; return nil }},
 	{"ORCHARD_MDM_NAME", "mdm-name", "Orchard", "name written into Apple's mdmInfo.name", func(c *Config, v string) error { c.MDMName = v; return nil }},
 	{"ORCHARD_MDM_METADATA", "mdm-metadata", "", "mdmInfo.metadata: tells another MDM's admin which installation holds a location; default: Orchard at the host name", func(c *Config, v string) error { c.MDMMetadata = v; return nil }},
@@ -89,6 +96,7 @@ var settings = []setting{
 		c.RateLimit = f
 		return nil
 	}},
+	{"ORCHARD_TRUSTED_PROXIES", "trusted-proxies", "", "comma-separated CIDRs of load balancers whose X-Forwarded-For names the client for the per-address rate limit; empty: the peer address counts", setTrustedProxies},
 	{"ORCHARD_WEBHOOK_URL", "webhook-url", "", "when set, every expiry warning is POSTed here as JSON", func(c *Config, v string) error { c.WebhookURL = v; return nil }},
 	{"ORCHARD_WEBHOOK_SECRET", "webhook-secret", "", "signs webhook requests (X-Orchard-Signature: sha256=HMAC of TIMESTAMP.BODY)", func(c *Config, v string) error { c.WebhookSecret = v; return nil }},
 	{"ORCHARD_LOG_LEVEL", "log-level", "info", "debug, info, warn or error", func(c *Config, v string) error { c.LogLevel = v; return nil }},
@@ -120,6 +128,26 @@ func durationSetter(field func(*Config) *time.Duration) func(*Config, string) er
 		*field(c) = d
 		return nil
 	}
+}
+
+func setTrustedProxies(c *Config, v string) error {
+	c.TrustedProxies = nil
+	for _, p := range splitList(v) {
+		prefix, err := netip.ParsePrefix(p)
+		if err != nil {
+			// A single address is a network of one.
+			a, aerr := netip.ParseAddr(p)
+			if aerr != nil {
+				return fmt.Errorf("%q is not a CIDR: use networks like 10.0.0.0/8 or 192.0.2.7/32, comma-separated", p)
+			}
+			prefix = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		}
+		if a := prefix.Addr(); a.Is4In6() && prefix.Bits() >= 96 {
+			prefix = netip.PrefixFrom(a.Unmap(), prefix.Bits()-96)
+		}
+		c.TrustedProxies = append(c.TrustedProxies, prefix.Masked())
+	}
+	return nil
 }
 
 func setWarnDays(c *Config, v string) error {

@@ -68,8 +68,12 @@ func (a *advisoryLock) term(ctx context.Context, fn func(context.Context)) {
 	}
 	a.log.Info("this instance is now the job leader")
 	lead, lost := context.WithCancel(ctx)
-	defer lost()
+	// A pgx.Conn serves one caller at a time: the deferred Close must wait
+	// until the pinger has left conn.Ping (defers run last-in, first-out).
+	pinging := make(chan struct{})
+	defer func() { lost(); <-pinging }()
 	go func() {
+		defer close(pinging)
 		// Check the lock's connection; when it fails, stop leading at once.
 		t := time.NewTicker(min(a.retry, 2*time.Second))
 		defer t.Stop()

@@ -154,6 +154,8 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready chan<- stri
 		MDMMetadata: mdmMetadata(cfg),
 		WarnDays:    cfg.WarnDays,
 		PendingTTL:  cfg.PendingTTL,
+		// A person waits for uploads, confirms, claims and syncs.
+		AppleInteractiveBudget: cfg.AppleInteractiveBudget,
 	}, log)
 	hub := domain.NewHub(svc)
 	bg := newJobs(svc, cfg, log)
@@ -178,7 +180,7 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready chan<- stri
 	}()
 
 	sockets, readyz, met := newWSSessions(), &readiness{}, newMetrics(log)
-	h := newHandler(serverDeps{cfg: cfg, db: db, svc: svc, hub: hub, auth: newAuthenticator(db.Client), metrics: met, limits: newRateLimits(cfg.RateLimit), sockets: sockets, readiness: readyz, log: log})
+	h := newHandler(serverDeps{cfg: cfg, db: db, svc: svc, hub: hub, auth: newAuthenticator(db.Client), metrics: met, limits: newRateLimits(cfg.RateLimit, cfg.TrustedProxies...), sockets: sockets, readiness: readyz, log: log})
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,  // slowloris

@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,10 +42,13 @@ func newLimiter(rate, burst float64) *limiter {
 }
 
 // take spends cost tokens of key's bucket, or says how long until it could.
+// No operation costs more than a full bucket: a price above it could never
+// be paid, and the client would be told to retry forever.
 func (l *limiter) take(key string, cost float64) (ok bool, retryAfter time.Duration) {
 	if l == nil || l.rate <= 0 {
 		return true, 0
 	}
+	cost = min(cost, l.burst)
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -63,6 +69,15 @@ func (l *limiter) take(key string, cost float64) (ok bool, retryAfter time.Durat
 	return false, time.Duration((cost - b.tokens) / l.rate * float64(time.Second))
 }
 
+// capacity is the largest whole cost one request may have; unlimited when
+// the limiter is off.
+func (l *limiter) capacity() int {
+	if l == nil || l.rate <= 0 {
+		return math.MaxInt
+	}
+	return int(l.burst)
+}
+
 // sweep forgets buckets that have been full for a while.
 func (l *limiter) sweep(now time.Time) {
 	for k, b := range l.buckets {
@@ -80,6 +95,8 @@ type rateLimits struct {
 	perAddress *limiter
 	perKey     *limiter
 	sensitive  *limiter
+	// trusted are the proxies whose X-Forwarded-For names the client.
+	trusted []netip.Prefix
 }
 
 // sensitiveFields are the mutations that call Apple or take a location.
@@ -89,9 +106,12 @@ var sensitiveFields = map[string]bool{"uploadServerToken": true, "confirmServerT
 // complexity, so a page of 50 tokens with their apps costs a few units.
 const complexityPerUnit = 1000
 
-func newRateLimits(perSecond float64) *rateLimits {
+// newRateLimits builds the limits for perSecond requests per key (0: none);
+// requests from the trusted proxies are counted against the client their
+// X-Forwarded-For names.
+func newRateLimits(perSecond float64, trusted ...netip.Prefix) *rateLimits {
 	if perSecond <= 0 {
-		return &rateLimits{}
+		return &rateLimits{trusted: trusted}
 	}
 	return &rateLimits{
 		// Many keys may share an address (a frontend's server), so the
@@ -99,7 +119,64 @@ func newRateLimits(perSecond float64) *rateLimits {
 		perAddress: newLimiter(5*perSecond, 25*perSecond),
 		perKey:     newLimiter(perSecond, 5*perSecond),
 		sensitive:  newLimiter(perSecond/10, max(perSecond/2, 2)),
+		trusted:    trusted,
 	}
+}
+
+// clientAddr is the address a request is counted against: its peer, or,
+// when the peer is a trusted proxy, the right-most X-Forwarded-For entry
+// that is not itself a trusted proxy. Entries left of that one are the
+// client's own claims, which anyone can forge.
+func (rl *rateLimits) clientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	peer, err := netip.ParseAddr(host)
+	if err != nil || rl == nil || !rl.isTrusted(peer) {
+		return host
+	}
+	hops := r.Header.Values("X-Forwarded-For")
+	client := peer
+	for i := len(hops) - 1; i >= 0; i-- {
+		parts := strings.Split(hops[i], ",")
+		for j := len(parts) - 1; j >= 0; j-- {
+			hop, ok := parseHop(parts[j])
+			if !ok {
+				// A trusted proxy wrote something unreadable: count the
+				// request against the last hop known for sure.
+				return client.String()
+			}
+			client = hop
+			if !rl.isTrusted(hop) {
+				return hop.String()
+			}
+		}
+	}
+	return client.String()
+}
+
+func (rl *rateLimits) isTrusted(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range rl.trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// parseHop reads one X-Forwarded-For entry: an address, with or without a
+// port (some proxies add one).
+func parseHop(s string) (netip.Addr, bool) {
+	s = strings.TrimSpace(s)
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.Unmap(), true
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr().Unmap(), true
+	}
+	return netip.Addr{}, false
 }
 
 type rateStateKey struct{}
@@ -115,11 +192,7 @@ type rateState struct {
 // inside GraphQL into HTTP 429.
 func (rl *rateLimits) middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		addr, _, err := net.SplitHostPort(r.RemoteAddr)
-		if err != nil {
-			addr = r.RemoteAddr
-		}
-		if ok, wait := rl.perAddress.take(addr, 1); !ok {
+		if ok, wait := rl.perAddress.take(rl.clientAddr(r), 1); !ok {
 			tooMany(w, wait)
 			return
 		}
@@ -130,34 +203,52 @@ func (rl *rateLimits) middleware(next http.Handler) http.Handler {
 }
 
 func tooMany(w http.ResponseWriter, wait time.Duration) {
-	w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(max(wait, time.Second).Seconds()))))
+	w.Header().Set("Retry-After", retryAfter(wait))
 	writeGraphQLError(w, http.StatusTooManyRequests, fault.New(fault.RateLimited, "%s", rateLimitedMessage))
 }
+
+// retryAfter is the wait in whole seconds, rounded up: a client that waits
+// that long finds its bucket refilled enough.
+func retryAfter(wait time.Duration) string {
+	return strconv.Itoa(int(math.Ceil(max(wait, time.Second).Seconds())))
+}
+
+// reasonOverBurst marks the refusal of a request that no wait would let
+// through, so clients can tell it from RATE_LIMITED.
+const reasonOverBurst = "RATE_LIMIT_BURST_EXCEEDED"
 
 const rateLimitedMessage = "Too many requests from this API key or address. Wait for the time in Retry-After, then try again."
 
 type rateWriter struct {
 	http.ResponseWriter
 	st *rateState
+	// wroteHeader: gqlgen writes the status itself and then the body, so
+	// Write must not send a second one (net/http logs "superfluous
+	// response.WriteHeader" for it).
+	wroteHeader bool
 }
 
 func (w *rateWriter) WriteHeader(code int) {
+	if w.wroteHeader {
+		w.ResponseWriter.WriteHeader(code) // informational (1xx) or a caller's bug; net/http judges
+		return
+	}
+	if code >= 200 {
+		w.wroteHeader = true
+	}
 	w.st.mu.Lock()
 	wait := w.st.retryAfter
 	w.st.mu.Unlock()
 	if wait > 0 && code == http.StatusOK {
-		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(max(wait, time.Second).Seconds()))))
+		w.Header().Set("Retry-After", retryAfter(wait))
 		code = http.StatusTooManyRequests
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *rateWriter) Write(b []byte) (int, error) {
-	w.st.mu.Lock()
-	limited := w.st.retryAfter > 0
-	w.st.mu.Unlock()
-	if limited {
-		w.WriteHeader(http.StatusOK) // becomes 429; a no-op if already written
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK) // becomes 429 when the operation was refused
 	}
 	return w.ResponseWriter.Write(b)
 }
@@ -178,21 +269,29 @@ func (rl *rateLimits) MutateOperationContext(ctx context.Context, op *graphql.Op
 		return nil
 	}
 	key := "key:" + strconv.Itoa(v.KeyID)
-	cost := 1.0
-	if stats := extension.GetComplexityStats(ctx); stats != nil {
-		cost += float64(stats.Complexity / complexityPerUnit)
-	}
-	ok, wait := rl.perKey.take(key, cost)
-	if ok && op.Operation.Operation == ast.Mutation {
-		n := 0
+	n := 0
+	if op.Operation.Operation == ast.Mutation {
 		for _, f := range graphql.CollectFields(op, op.Operation.SelectionSet, []string{"Mutation"}) {
 			if sensitiveFields[f.Name] {
 				n++
 			}
 		}
-		if n > 0 {
-			ok, wait = rl.sensitive.take(key, float64(n))
+	}
+	// More Apple-bound mutations than a full bucket holds would be refused
+	// however long the client waited: say so once, as a request to fix.
+	if most := rl.sensitive.capacity(); n > most {
+		return &gqlerror.Error{
+			Message:    fmt.Sprintf("This request holds %d uploads, confirms or claims; this server's rate limit takes at most %d in one request. Send them in smaller batches.", n, most),
+			Extensions: map[string]any{"code": string(fault.BadUserInput), "reason": reasonOverBurst},
 		}
+	}
+	cost := 1.0
+	if stats := extension.GetComplexityStats(ctx); stats != nil {
+		cost += float64(stats.Complexity / complexityPerUnit)
+	}
+	ok, wait := rl.perKey.take(key, cost)
+	if ok && n > 0 {
+		ok, wait = rl.sensitive.take(key, float64(n))
 	}
 	if ok {
 		return nil

@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/orchard-msp/orchard/graph/domain"
 	"github.com/orchard-msp/orchard/modules"
 	"github.com/orchard-msp/orchard/modules/fault"
 	"github.com/orchard-msp/orchard/modules/tokenfile"
@@ -39,10 +40,12 @@ func tokenInspect(ctx context.Context, c *call) error {
 	}
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
+	now := time.Now()
 	return enc.Encode(map[string]any{
-		"orgName":         f.OrgName,
-		"expiresAt":       f.ExpiresAt.Format(time.RFC3339),
-		"expired":         !f.ExpiresAt.After(time.Now()),
-		"daysUntilExpiry": int(time.Until(f.ExpiresAt).Hours() / 24),
+		"orgName":   f.OrgName,
+		"expiresAt": f.ExpiresAt.Format(time.RFC3339),
+		"expired":   !f.ExpiresAt.After(now),
+		// The server's own count, so both say the same of an expired token.
+		"daysUntilExpiry": domain.DaysUntil(f.ExpiresAt, now),
 	})
 }

@@ -135,6 +135,7 @@ func OnPlatform(platform string) (predicate.App, error) {
 
 // SyncServerToken re-reads a token's health and apps from Apple now.
 func (s *Service) SyncServerToken(ctx context.Context, id int) (tok *ent.ServerToken, err error) {
+	ctx = s.interactive(ctx)
 	defer func() { s.audit(ctx, "token.sync", customerOf(tok), &id, err, "") }()
 	if _, err := requireWriter(ctx); err != nil {
 		return nil, err

@@ -35,6 +35,9 @@ type Config struct {
 	WarnDays []int
 	// PendingTTL is how long an unconfirmed upload is kept.
 	PendingTTL time.Duration
+	// AppleInteractiveBudget bounds Apple's part of an upload, confirm,
+	// claim or sync someone waits for; 0 means DefaultInteractiveBudget.
+	AppleInteractiveBudget time.Duration
 }
 
 // Modules are the capabilities the domain uses.

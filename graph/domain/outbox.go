@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"math/rand/v2"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -130,9 +131,14 @@ func (s *Service) DeliverOutbox(ctx context.Context) (delivered, failed int) {
 	return delivered, failed
 }
 
+// truncate keeps at most n bytes of s without splitting a character:
+// PostgreSQL refuses a string that ends inside a UTF-8 sequence.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n]
 }

@@ -1,18 +1,23 @@
 package domain_test
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/orchard-msp/orchard/ent/webhookdelivery"
 	"github.com/orchard-msp/orchard/graph/domain"
 	"github.com/orchard-msp/orchard/graph/domain/testdb"
+	"github.com/orchard-msp/orchard/modules"
 	"github.com/orchard-msp/orchard/modules/notify"
 	"github.com/orchard-msp/orchard/modules/notify/webhook"
 )
@@ -88,6 +93,41 @@ func TestWebhookOutbox(t *testing.T) {
 		d, _ := db.Client.WebhookDelivery.Query().Where(webhookdelivery.DeliveryID(w.DeliveryID)).Only(e.system)
 		if d.DeliveredAt == nil || d.Attempts != 3 {
 			t.Fatalf("outbox row = %+v", d)
+		}
+	})
+}
+
+// failingNotifier fails every delivery with its message.
+type failingNotifier struct{ msg string }
+
+func (failingNotifier) ModuleInfo() modules.Info {
+	return modules.Info{ID: "notify.failing", New: func() modules.Module { return failingNotifier{} }}
+}
+
+func (n failingNotifier) Notify(context.Context, notify.Delivery) error { return errors.New(n.msg) }
+
+// A receiver's error text is stored cut to 500 bytes; a cut inside a
+// multi-byte character would be refused by PostgreSQL and lose the attempt.
+func TestWebhookErrorTruncatedAtCharacter(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, db *testdb.DB) {
+		e := newEnv(t, db)
+		msg := strings.Repeat("x", 499) + "é — réponse refusée"
+		e.mods.Notifier = failingNotifier{msg: msg}
+		e.svc = e.service()
+		c := e.customer("Accented")
+		file, _ := e.location("9802", e.now.Add(5*24*time.Hour), "accent", 0)
+		e.activeToken(c.ID, file)
+
+		if ok, failed := e.svc.DeliverOutbox(t.Context()); ok != 0 || failed != 1 {
+			t.Fatalf("%d delivered, %d failed; want 0 and 1", ok, failed)
+		}
+		d, err := db.Client.WebhookDelivery.Query().Only(e.system)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Attempts != 1 || d.LastError != strings.Repeat("x", 499) {
+			t.Fatalf("outbox row: %d attempts, last error %q (%d bytes, valid UTF-8 %v); want 1 attempt and the text cut before the é",
+				d.Attempts, d.LastError, len(d.LastError), utf8.ValidString(d.LastError))
 		}
 	})
 }

@@ -49,6 +49,7 @@ func sealAAD(tokenID, customerID int) []byte {
 // Apple about its location and stores the token sealed as PENDING, or as
 // CONFLICT when another MDM manages the location. Nothing else changes.
 func (s *Service) UploadServerToken(ctx context.Context, customerID int, data []byte) (res *UploadResult, err error) {
+	ctx = s.interactive(ctx)
 	defer func() {
 		if err != nil { // a success is recorded in its own transaction
 			s.audit(ctx, "token.upload", &customerID, nil, err, "")
@@ -176,6 +177,22 @@ func ownedElsewhere(location string) error {
 		"The Apple location %q is already active under another customer. A location belongs to one customer: delete it there first, or upload this token for that customer.", location)
 }
 
+// DefaultInteractiveBudget is how long Apple may take, retries included,
+// in an action a person waits for (Config.AppleInteractiveBudget).
+const DefaultInteractiveBudget = 15 * time.Second
+
+// interactive bounds the Apple calls of an action someone waits for in the
+// wizard: they get an answer (APPLE_UNAVAILABLE, APPLE_RATE_LIMITED) within
+// the interactive budget, while background syncs keep the client's longer
+// retry budget.
+func (s *Service) interactive(ctx context.Context) context.Context {
+	d := s.cfg.AppleInteractiveBudget
+	if d <= 0 {
+		d = DefaultInteractiveBudget
+	}
+	return apple.WithBudget(ctx, d)
+}
+
 // explainApple gives Apple's verdicts on a token the wizard's words.
 func explainApple(err error) error {
 	switch fault.CodeOf(err) {
@@ -203,6 +220,7 @@ func (s *Service) ClaimServerToken(ctx context.Context, id int) (*ent.ServerToke
 }
 
 func (s *Service) activate(ctx context.Context, id int, claim bool) (tok *ent.ServerToken, err error) {
+	ctx = s.interactive(ctx)
 	action := "token.confirm"
 	if claim {
 		action = "token.claim"

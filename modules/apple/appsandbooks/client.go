@@ -8,6 +8,9 @@
 //   - "minBackoff", "maxBackoff": the first and largest wait between
 //     attempts; default "500ms" and "30s". A Retry-After from Apple is
 //     honoured up to the budget.
+//
+// A caller with a person waiting shortens the budget with apple.WithBudget;
+// one attempt never runs past what is left of it.
 //   - "maxInFlight": asset pages fetched at once, at most 5 (Apple's limit).
 //
 // Every response body is read: a JSON body with an errorNumber is an error
@@ -574,6 +577,10 @@ type attemptError struct {
 }
 
 // call performs one API call with retries and decodes the answer into out.
+// It ends by the first of its retry budget, a budget the caller set
+// (apple.WithBudget) and ctx's deadline, never sleeping past that point:
+// when Apple's Retry-After or the next backoff would overrun it, the call
+// gives up at once with what Apple last said.
 func (c *Client) call(ctx context.Context, method string, u *url.URL, token []byte, body, out any, opts ...callOption) error {
 	var payload []byte
 	if body != nil {
@@ -583,14 +590,28 @@ func (c *Client) call(ctx context.Context, method string, u *url.URL, token []by
 		}
 	}
 	deadline := time.Now().Add(time.Duration(c.RetryBudget))
+	if d, ok := apple.BudgetDeadline(ctx); ok && d.Before(deadline) {
+		deadline = d
+	}
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
 	backoff := time.Duration(c.MinBackoff)
 	for attempt := 1; ; attempt++ {
-		ae := c.attempt(ctx, method, u, token, payload, out, opts)
+		left := time.Until(deadline)
+		if left <= 0 {
+			// Earlier calls of the same action spent the budget.
+			return fault.New(fault.AppleUnavailable, "Apple did not answer in time. Try again in a few minutes.")
+		}
+		ae := c.attempt(ctx, min(time.Duration(c.Timeout), left), method, u, token, payload, out, opts)
 		if ae == nil {
 			return nil
 		}
 		if !ae.retry {
 			return ae.err
+		}
+		if ctx.Err() != nil {
+			return exhausted(ae, attempt, ctx.Err())
 		}
 		wait := max(min(backoff, time.Duration(c.MaxBackoff)), time.Millisecond)
 		wait = wait/2 + rand.N(wait/2+1) // jitter: half to all of the backoff
@@ -600,8 +621,8 @@ func (c *Client) call(ctx context.Context, method string, u *url.URL, token []by
 		if backoff < time.Duration(c.MaxBackoff) {
 			backoff *= 2
 		}
-		if ctx.Err() != nil || time.Now().Add(wait).After(deadline) {
-			return exhausted(ae, attempt, ctx.Err())
+		if time.Now().Add(wait).After(deadline) {
+			return exhausted(ae, attempt, nil)
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -618,13 +639,33 @@ func exhausted(ae *attemptError, attempts int, ctxErr error) error {
 		return fault.Wrap(errors.Join(ae.err, ctxErr), fault.AppleUnavailable, "Apple did not answer in time. Try again in a few minutes.")
 	}
 	if ae.rateLimit {
+		if ae.wait > 0 {
+			return fault.Wrap(ae.err, fault.AppleRateLimited, "Apple is limiting requests for this organisation and asks to wait %s. Try again after that; nothing was changed.", humanWait(ae.wait))
+		}
 		return fault.Wrap(ae.err, fault.AppleRateLimited, "Apple is limiting requests for this organisation (tried %d times). Wait a few minutes and try again.", attempts)
 	}
 	return fault.Wrap(ae.err, fault.AppleUnavailable, "Apple's Apps and Books service is not answering (tried %d times). Try again in a few minutes; nothing was changed.", attempts)
 }
 
-func (c *Client) attempt(ctx context.Context, method string, u *url.URL, token, payload []byte, out any, opts []callOption) *attemptError {
-	actx, cancel := context.WithTimeout(ctx, time.Duration(c.Timeout))
+// humanWait says a wait as the wizard would: whole seconds or minutes, up.
+func humanWait(d time.Duration) string {
+	if d <= time.Minute {
+		return plural(int(math.Ceil(d.Seconds())), "second")
+	}
+	return plural(int(math.Ceil(d.Minutes())), "minute")
+}
+
+func plural(n int, unit string) string {
+	if n == 1 {
+		return "1 " + unit
+	}
+	return strconv.Itoa(n) + " " + unit + "s"
+}
+
+// attempt makes one request, cut after timeout. A failure to get an answer
+// is worth another try; call decides whether there is time for it.
+func (c *Client) attempt(ctx context.Context, timeout time.Duration, method string, u *url.URL, token, payload []byte, out any, opts []callOption) *attemptError {
+	actx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var rd io.Reader
 	if payload != nil {
@@ -647,12 +688,12 @@ func (c *Client) attempt(ctx context.Context, method string, u *url.URL, token, 
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
 		// The request's URL is Apple's; the error never carries the token.
-		return &attemptError{err: fmt.Errorf("%s %s: %w", method, u.Path, scrub(err)), retry: ctx.Err() == nil}
+		return &attemptError{err: fmt.Errorf("%s %s: %w", method, u.Path, scrub(err)), retry: true}
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	if err != nil {
-		return &attemptError{err: fmt.Errorf("reading %s %s: %w", method, u.Path, err), retry: ctx.Err() == nil}
+		return &attemptError{err: fmt.Errorf("reading %s %s: %w", method, u.Path, err), retry: true}
 	}
 	retryAfter := parseRetryAfter(resp.Header.Get("Retry-After"))
 
