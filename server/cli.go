@@ -136,7 +136,10 @@ func (cmd *command) execute(ctx context.Context, args []string, c *call) error {
 	}
 	if len(pos) != len(cmd.args) {
 		if len(cmd.args) == 0 {
-			return usageErrorf("unexpected argument %q", pos[0])
+			if cmd.config {
+				return usageErrorf("unexpected argument %q: %s takes none; give settings as ORCHARD_* variables or as flags", pos[0], cmd.name)
+			}
+			return usageErrorf("unexpected argument %q: %s takes none", pos[0], cmd.name)
 		}
 		return usageErrorf("%s takes %s (got %d arguments)", cmd.name, strings.Join(cmd.args, " "), len(pos))
 	}

@@ -21,6 +21,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	stdlog "log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -44,10 +45,23 @@ import (
 )
 
 func main() {
+	// Libraries that write through the standard log package (gqlgen's
+	// websocket transport, when it refuses an upgrade) still log JSON.
+	stdlog.SetFlags(0)
+	stdlog.SetOutput(stdlogWriter{slog.New(slog.NewJSONHandler(os.Stderr, nil))})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(exitCode(err))
+}
+
+// stdlogWriter turns each line of the standard log package into a JSON
+// warning.
+type stdlogWriter struct{ log *slog.Logger }
+
+func (w stdlogWriter) Write(p []byte) (int, error) {
+	w.log.Warn(strings.TrimSpace(string(p)), "via", "log")
+	return len(p), nil
 }
 
 func newLogger(level string, w io.Writer) *slog.Logger {

@@ -168,7 +168,15 @@ func (b *selectionBuilder) rootQueries() map[string]string {
 		if strings.HasPrefix(f.Name, "__") {
 			continue
 		}
-		out[f.Name] = f.Name + b.args(f, 2) + " " + b.of("Query", f.Name)
+		q := f.Name + b.args(f, 2) + " " + b.of("Query", f.Name)
+		if b.aliased {
+			// The root field itself twice, too: a query of scalars only
+			// (viewer) has no deeper object to alias.
+			if alt := b.selection(f.Type.Name(), selectionDepth, 1, false, 1); alt != "" {
+				q += " " + aliasPrefix + f.Name + ": " + f.Name + b.args(f, 1) + " " + alt
+			}
+		}
+		out[f.Name] = q
 	}
 	return out
 }
