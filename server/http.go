@@ -85,6 +85,7 @@ func newHandler(d serverDeps) http.Handler {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	mux.Handle("GET /metrics", d.metrics.handler(d.db.Client, d.svc, d.hub))
+	mux.Handle("POST /apple/notifications", d.limits.middleware(appleNotifications(d)))
 	pg := playground.Handler()
 	mux.Handle("GET /{$}", pg)
 	mux.Handle("GET /playground/", pg)
