@@ -122,8 +122,10 @@ type outcome struct {
 	notice  bool
 }
 
-func (o *outcome) ok(p pair)                    { o.done = append(o.done, p) }
-func (o *outcome) failed(p pair, code, msg string) { o.fail = append(o.fail, pairFailure{p, code, msg}) }
+func (o *outcome) ok(p pair) { o.done = append(o.done, p) }
+func (o *outcome) failed(p pair, code, msg string) {
+	o.fail = append(o.fail, pairFailure{p, code, msg})
+}
 
 // licenceEffects is what to tell others once a transaction committed.
 type licenceEffects struct {

@@ -42,7 +42,9 @@ const (
 )
 
 // MarshalGQL writes the level as a GraphQL enum value.
-func (l LicenceWarningLevel) MarshalGQL(w io.Writer) { _, _ = io.WriteString(w, strconv.Quote(string(l))) }
+func (l LicenceWarningLevel) MarshalGQL(w io.Writer) {
+	_, _ = io.WriteString(w, strconv.Quote(string(l)))
+}
 
 // UnmarshalGQL reads a GraphQL enum value.
 func (l *LicenceWarningLevel) UnmarshalGQL(v any) error {
