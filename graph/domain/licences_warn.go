@@ -466,3 +466,27 @@ func (h *LicenceHub) SubscribeWarnings(ctx context.Context, customerID *int) (<-
 	})
 	return s.ch, nil
 }
+
+// judgeTokenApps raises the licence warnings a sync's new counts call for:
+// the token's apps at or below their threshold, and those warned before
+// (which may be above it again).
+func (s *Service) judgeTokenApps(ctx context.Context, tokenID int) error {
+	def := s.LicenceSettings().WarnAvailable
+	ids, err := s.client.App.Query().Where(app.TokenID(tokenID), func(sel *sql.Selector) {
+		sel.Where(sql.Or(
+			sql.ExprP("available_count <= COALESCE(low_licence_threshold, ?)", def),
+			sql.NEQ(sel.C(app.FieldLicenceWarned), "[]"),
+		))
+	}).IDs(ctx)
+	if err != nil || len(ids) == 0 {
+		return err
+	}
+	eff := &licenceEffects{}
+	err = withTx(ctx, s.client, func(tx *ent.Tx) error {
+		return s.raiseLicenceWarnings(ctx, tx, ids, eff)
+	})
+	if err == nil {
+		s.publishEffects(ctx, eff)
+	}
+	return err
+}
