@@ -2,7 +2,7 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -23,7 +23,7 @@ type licenceSetup struct {
 
 // startLicences starts a server reachable by the fake Apple at a loopback
 // ORCHARD_PUBLIC_URL when notify is true.
-func startLicences(t *testing.T, env map[string]string, notify bool, extra map[string]string) *licenceSetup {
+func startLicences(t *testing.T, env map[string]string, notify bool, extra map[string]string, prepare ...func(*appletest.Server)) *licenceSetup {
 	t.Helper()
 	addr := freeAddr(t)
 	all := map[string]string{"ORCHARD_LISTEN": addr, "ORCHARD_APPLE_EVENT_POLL": "100ms", "ORCHARD_APPLE_NOTIFY_WAIT": "1h"}
@@ -38,6 +38,9 @@ func startLicences(t *testing.T, env map[string]string, notify bool, extra map[s
 	}
 	s := startServer(t, all)
 	s.Fake.EventDelay = 30 * time.Millisecond
+	for _, p := range prepare {
+		p(s.Fake)
+	}
 	ls := &licenceSetup{s: s, admin: s.key(), apps: map[string]string{}}
 	ls.customer = s.createCustomer(ls.admin, "Contoso")
 	year := time.Now().AddDate(1, 0, 0)
@@ -273,6 +276,32 @@ func TestLicencesByNotification(t *testing.T) {
 			}
 		})
 
+		t.Run("Audit", func(t *testing.T) {
+			var out struct {
+				AuditEvents struct {
+					Edges []struct {
+						Node struct{ Action, Outcome, Detail string }
+					}
+				}
+			}
+			s.gql(ls.admin, `{ auditEvents(first: 100) { edges { node { action outcome detail } } } }`, nil).decode(t, &out)
+			seen := map[string]string{}
+			for _, e := range out.AuditEvents.Edges {
+				seen[e.Node.Action] = e.Node.Outcome
+				if strings.Contains(e.Node.Detail, ls.loc.NotificationAuthToken) {
+					t.Fatalf("audit detail carries the secret: %+v", e.Node)
+				}
+			}
+			for action, outcome := range map[string]string{"licence.assign": "ok", "licence.revoke.end": "ok", "apple.notification": "ok", "apple.notifications.register": "ok"} {
+				if seen[action] != outcome {
+					t.Errorf("audit %s = %q, want %q (seen %v)", action, seen[action], outcome, seen)
+				}
+			}
+			if seen["licence.assign.end"] == "" {
+				t.Errorf("no audit of an operation's end: %v", seen)
+			}
+		})
+
 		t.Run("BadInput", func(t *testing.T) {
 			if r := ls.assign(ls.admin, "assignLicences", "999", "SN1"); r.code() != "BAD_USER_INPUT" || !strings.Contains(r.Errors[0].Message, "999") {
 				t.Fatalf("unknown asset: %s", r.Raw)
@@ -281,6 +310,30 @@ func TestLicencesByNotification(t *testing.T) {
 				t.Fatalf("no devices: %s", r.Raw)
 			}
 		})
+	})
+}
+
+// Apple's limits (here 10 serial numbers a request, set before Orchard
+// first reads them) decide how an operation is cut.
+func TestLicencesSplitByAppleLimits(t *testing.T) {
+	databaseEnv(t, func(t *testing.T, env map[string]string) {
+		ls := startLicences(t, env, true, nil, func(f *appletest.Server) { f.SetLimits(map[string]int{"maxSerialNumbers": 10}) })
+		s := ls.s
+		before := s.Fake.Count("POST /mdm/v2/assets/associate")
+		serials := make([]string, 35)
+		for i := range serials {
+			serials[i] = fmt.Sprintf("BULK%02d", i)
+		}
+		op := ls.startOp(t, "assignLicences", "400000000", serials...)
+		if done := ls.waitOp(t, op.ID); done.Status != "COMPLETE" || done.Completed != 35 {
+			t.Fatalf("operation = %+v", done)
+		}
+		if n := s.Fake.Count("POST /mdm/v2/assets/associate") - before; n != 4 {
+			t.Fatalf("35 serial numbers at 10 a request took %d requests, want 4", n)
+		}
+		if m := s.Fake.MaxInFlight(); m > 5 {
+			t.Fatalf("%d Apple requests in flight at once", m)
+		}
 	})
 }
 
@@ -335,5 +388,3 @@ func TestPublicURLValidation(t *testing.T) {
 		}
 	}
 }
-
-var _ = json.Marshal

@@ -48,6 +48,11 @@ func TestLicenceWarnings(t *testing.T) {
 			}
 			return out
 		}
+		defer func() {
+			if t.Failed() {
+				t.Log(s.Log.String())
+			}
+		}()
 		// The first sync finds 2 of 400000001 left, at or below the default 5.
 		waitFor(t, func() bool { return len(events("400000001")) == 1 })
 
@@ -89,14 +94,18 @@ func TestLicenceWarnings(t *testing.T) {
 				held[m.ID] = append(held[m.ID], m.Payload)
 			}
 		}
-		var first struct{ Data struct{ LicenceWarnings warning } }
+		var first struct {
+			Data struct{ LicenceWarnings warning }
+		}
 		_ = json.Unmarshal(next("w"), &first)
 		if w := first.Data.LicenceWarnings; w.Level != "LOW" || w.App.AdamID != "400000001" || w.AvailableCount != 2 || w.Threshold != 5 {
 			t.Fatalf("first warning = %+v", w)
 		}
 
 		op := ls.startOp(t, "assignLicences", "400000001", "SN1", "SN2")
-		var live struct{ Data struct{ LicenceWarnings warning } }
+		var live struct {
+			Data struct{ LicenceWarnings warning }
+		}
 		_ = json.Unmarshal(next("w"), &live)
 		if w := live.Data.LicenceWarnings; w.Level != "EXHAUSTED" || w.AvailableCount != 0 {
 			t.Fatalf("live warning = %+v", w)
@@ -122,7 +131,9 @@ func TestLicenceWarnings(t *testing.T) {
 
 		// A raised threshold is judged at once; going back above resets it.
 		setThreshold := func(v any) {
-			var out struct{ UpdateApp struct{ LowLicenceThreshold *int } }
+			var out struct {
+				UpdateApp struct{ LowLicenceThreshold *int }
+			}
 			s.gql(ls.admin, `mutation($id: ID!, $v: Int) { updateApp(id: $id, input: {lowLicenceThreshold: $v}) { lowLicenceThreshold } }`,
 				map[string]any{"id": ls.apps["400000000"], "v": v}).decode(t, &out)
 		}

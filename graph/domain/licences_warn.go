@@ -249,9 +249,7 @@ func (s *Service) LowLicenceApps(ctx context.Context) (map[int]int, error) {
 		N          int `json:"n"`
 	}
 	err := s.client.App.Query().
-		Where(app.Unlimited(false), func(sel *sql.Selector) {
-			sel.Where(sql.ExprP("available_count <= COALESCE(low_licence_threshold, ?)", def))
-		}).
+		Where(app.Unlimited(false), atOrBelowThreshold(def)).
 		GroupBy(app.FieldCustomerID).Aggregate(ent.As(ent.Count(), "n")).
 		Scan(viewer.SystemContext(ctx), &rows)
 	if err != nil {
@@ -439,9 +437,7 @@ func (h *LicenceHub) SubscribeWarnings(ctx context.Context, customerID *int) (<-
 	if err != nil {
 		return nil, err
 	}
-	q := h.svc.client.App.Query().Where(app.Unlimited(false), func(sel *sql.Selector) {
-		sel.Where(sql.ExprP("available_count <= COALESCE(low_licence_threshold, ?)", h.svc.LicenceSettings().WarnAvailable))
-	}).WithToken().Order(ent.Asc(app.FieldAvailableCount)).Limit(1000)
+	q := h.svc.client.App.Query().Where(app.Unlimited(false), atOrBelowThreshold(h.svc.LicenceSettings().WarnAvailable)).WithToken().Order(ent.Asc(app.FieldAvailableCount)).Limit(1000)
 	if customerID != nil {
 		q.Where(app.CustomerID(*customerID))
 	}
@@ -472,12 +468,12 @@ func (h *LicenceHub) SubscribeWarnings(ctx context.Context, customerID *int) (<-
 // (which may be above it again).
 func (s *Service) judgeTokenApps(ctx context.Context, tokenID int) error {
 	def := s.LicenceSettings().WarnAvailable
-	ids, err := s.client.App.Query().Where(app.TokenID(tokenID), func(sel *sql.Selector) {
-		sel.Where(sql.Or(
-			sql.ExprP("available_count <= COALESCE(low_licence_threshold, ?)", def),
-			sql.NEQ(sel.C(app.FieldLicenceWarned), "[]"),
-		))
-	}).IDs(ctx)
+	ids, err := s.client.App.Query().Where(app.TokenID(tokenID),
+		app.Or(atOrBelowThreshold(def), func(sel *sql.Selector) {
+			// Strings are stored as JSON text; an empty list is "[]" on
+			// SQLite and PostgreSQL alike.
+			sel.Where(sql.ExprP("CAST(" + sel.C(app.FieldLicenceWarned) + " AS TEXT) <> '[]'"))
+		})).IDs(ctx)
 	if err != nil || len(ids) == 0 {
 		return err
 	}
@@ -489,4 +485,15 @@ func (s *Service) judgeTokenApps(ctx context.Context, tokenID int) error {
 		s.publishEffects(ctx, eff)
 	}
 	return err
+}
+
+// atOrBelowThreshold filters apps whose available count is at or below
+// their own threshold, or def when they have none.
+func atOrBelowThreshold(def int) func(*sql.Selector) {
+	return func(sel *sql.Selector) {
+		sel.Where(sql.P(func(b *sql.Builder) {
+			b.Ident(sel.C(app.FieldAvailableCount)).WriteString(" <= COALESCE(").
+				Ident(sel.C(app.FieldLowLicenceThreshold)).WriteString(", ").Arg(def).WriteString(")")
+		}))
+	}
 }
