@@ -53,6 +53,10 @@ type App struct {
 	SupportedPlatforms []string `json:"supported_platforms,omitempty"`
 	// MetadataAt holds the value of the "metadata_at" field.
 	MetadataAt *time.Time `json:"metadata_at,omitempty"`
+	// LowLicenceThreshold holds the value of the "low_licence_threshold" field.
+	LowLicenceThreshold *int `json:"low_licence_threshold,omitempty"`
+	// LicenceWarned holds the value of the "licence_warned" field.
+	LicenceWarned []string `json:"licence_warned,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
 	// The values are being populated by the AppQuery when eager-loading is set.
 	Edges        AppEdges `json:"edges"`
@@ -63,11 +67,15 @@ type App struct {
 type AppEdges struct {
 	// Token holds the value of the token edge.
 	Token *ServerToken `json:"token,omitempty"`
+	// Assignments holds the value of the assignments edge.
+	Assignments []*LicenceAssignment `json:"assignments,omitempty"`
 	// loadedTypes holds the information for reporting if a
 	// type was loaded (or requested) in eager-loading or not.
-	loadedTypes [1]bool
+	loadedTypes [2]bool
 	// totalCount holds the count of the edges above.
 	totalCount [1]map[string]int
+
+	namedAssignments map[string][]*LicenceAssignment
 }
 
 // TokenOrErr returns the Token value or an error if the edge
@@ -81,16 +89,25 @@ func (e AppEdges) TokenOrErr() (*ServerToken, error) {
 	return nil, &NotLoadedError{edge: "token"}
 }
 
+// AssignmentsOrErr returns the Assignments value or an error if the edge
+// was not loaded in eager-loading.
+func (e AppEdges) AssignmentsOrErr() ([]*LicenceAssignment, error) {
+	if e.loadedTypes[1] {
+		return e.Assignments, nil
+	}
+	return nil, &NotLoadedError{edge: "assignments"}
+}
+
 // scanValues returns the types for scanning values from sql.Rows.
 func (*App) scanValues(columns []string) ([]any, error) {
 	values := make([]any, len(columns))
 	for i := range columns {
 		switch columns[i] {
-		case app.FieldSupportedPlatforms:
+		case app.FieldSupportedPlatforms, app.FieldLicenceWarned:
 			values[i] = new([]byte)
 		case app.FieldUnlimited:
 			values[i] = new(sql.NullBool)
-		case app.FieldID, app.FieldTokenID, app.FieldCustomerID, app.FieldTotalCount, app.FieldAssignedCount, app.FieldAvailableCount, app.FieldRetiredCount:
+		case app.FieldID, app.FieldTokenID, app.FieldCustomerID, app.FieldTotalCount, app.FieldAssignedCount, app.FieldAvailableCount, app.FieldRetiredCount, app.FieldLowLicenceThreshold:
 			values[i] = new(sql.NullInt64)
 		case app.FieldAdamID, app.FieldPricingParam, app.FieldProductType, app.FieldName, app.FieldBundleID, app.FieldIconURL:
 			values[i] = new(sql.NullString)
@@ -225,6 +242,21 @@ func (_m *App) assignValues(columns []string, values []any) error {
 				_m.MetadataAt = new(time.Time)
 				*_m.MetadataAt = value.Time
 			}
+		case app.FieldLowLicenceThreshold:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field low_licence_threshold", values[i])
+			} else if value.Valid {
+				_m.LowLicenceThreshold = new(int)
+				*_m.LowLicenceThreshold = int(value.Int64)
+			}
+		case app.FieldLicenceWarned:
+			if value, ok := values[i].(*[]byte); !ok {
+				return fmt.Errorf("unexpected type %T for field licence_warned", values[i])
+			} else if value != nil && len(*value) > 0 {
+				if err := json.Unmarshal(*value, &_m.LicenceWarned); err != nil {
+					return fmt.Errorf("unmarshal field licence_warned: %w", err)
+				}
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -241,6 +273,11 @@ func (_m *App) Value(name string) (ent.Value, error) {
 // QueryToken queries the "token" edge of the App entity.
 func (_m *App) QueryToken() *ServerTokenQuery {
 	return NewAppClient(_m.config).QueryToken(_m)
+}
+
+// QueryAssignments queries the "assignments" edge of the App entity.
+func (_m *App) QueryAssignments() *LicenceAssignmentQuery {
+	return NewAppClient(_m.config).QueryAssignments(_m)
 }
 
 // Update returns a builder for updating this App.
@@ -324,8 +361,40 @@ func (_m *App) String() string {
 		builder.WriteString("metadata_at=")
 		builder.WriteString(v.Format(time.ANSIC))
 	}
+	builder.WriteString(", ")
+	if v := _m.LowLicenceThreshold; v != nil {
+		builder.WriteString("low_licence_threshold=")
+		builder.WriteString(fmt.Sprintf("%v", *v))
+	}
+	builder.WriteString(", ")
+	builder.WriteString("licence_warned=")
+	builder.WriteString(fmt.Sprintf("%v", _m.LicenceWarned))
 	builder.WriteByte(')')
 	return builder.String()
+}
+
+// NamedAssignments returns the Assignments named value or an error if the edge was not
+// loaded in eager-loading with this name.
+func (_m *App) NamedAssignments(name string) ([]*LicenceAssignment, error) {
+	if _m.Edges.namedAssignments == nil {
+		return nil, &NotLoadedError{edge: name}
+	}
+	nodes, ok := _m.Edges.namedAssignments[name]
+	if !ok {
+		return nil, &NotLoadedError{edge: name}
+	}
+	return nodes, nil
+}
+
+func (_m *App) appendNamedAssignments(name string, edges ...*LicenceAssignment) {
+	if _m.Edges.namedAssignments == nil {
+		_m.Edges.namedAssignments = make(map[string][]*LicenceAssignment)
+	}
+	if len(edges) == 0 {
+		_m.Edges.namedAssignments[name] = []*LicenceAssignment{}
+	} else {
+		_m.Edges.namedAssignments[name] = append(_m.Edges.namedAssignments[name], edges...)
+	}
 }
 
 // Apps is a parsable slice of App.

@@ -12,6 +12,7 @@ import (
 	"entgo.io/ent/dialect/sql/sqlgraph"
 	"entgo.io/ent/schema/field"
 	"github.com/orchard-msp/orchard/ent/app"
+	"github.com/orchard-msp/orchard/ent/licenceassignment"
 	"github.com/orchard-msp/orchard/ent/servertoken"
 )
 
@@ -213,9 +214,44 @@ func (_c *AppCreate) SetNillableMetadataAt(v *time.Time) *AppCreate {
 	return _c
 }
 
+// SetLowLicenceThreshold sets the "low_licence_threshold" field.
+func (_c *AppCreate) SetLowLicenceThreshold(v int) *AppCreate {
+	_c.mutation.SetLowLicenceThreshold(v)
+	return _c
+}
+
+// SetNillableLowLicenceThreshold sets the "low_licence_threshold" field if the given value is not nil.
+func (_c *AppCreate) SetNillableLowLicenceThreshold(v *int) *AppCreate {
+	if v != nil {
+		_c.SetLowLicenceThreshold(*v)
+	}
+	return _c
+}
+
+// SetLicenceWarned sets the "licence_warned" field.
+func (_c *AppCreate) SetLicenceWarned(v []string) *AppCreate {
+	_c.mutation.SetLicenceWarned(v)
+	return _c
+}
+
 // SetToken sets the "token" edge to the ServerToken entity.
 func (_c *AppCreate) SetToken(v *ServerToken) *AppCreate {
 	return _c.SetTokenID(v.ID)
+}
+
+// AddAssignmentIDs adds the "assignments" edge to the LicenceAssignment entity by IDs.
+func (_c *AppCreate) AddAssignmentIDs(ids ...int) *AppCreate {
+	_c.mutation.AddAssignmentIDs(ids...)
+	return _c
+}
+
+// AddAssignments adds the "assignments" edges to the LicenceAssignment entity.
+func (_c *AppCreate) AddAssignments(v ...*LicenceAssignment) *AppCreate {
+	ids := make([]int, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _c.AddAssignmentIDs(ids...)
 }
 
 // Mutation returns the AppMutation object of the builder.
@@ -293,6 +329,10 @@ func (_c *AppCreate) defaults() error {
 		v := app.DefaultSupportedPlatforms
 		_c.mutation.SetSupportedPlatforms(v)
 	}
+	if _, ok := _c.mutation.LicenceWarned(); !ok {
+		v := app.DefaultLicenceWarned
+		_c.mutation.SetLicenceWarned(v)
+	}
 	return nil
 }
 
@@ -341,6 +381,9 @@ func (_c *AppCreate) check() error {
 	}
 	if _, ok := _c.mutation.SupportedPlatforms(); !ok {
 		return &ValidationError{Name: "supported_platforms", err: errors.New(`ent: missing required field "App.supported_platforms"`)}
+	}
+	if _, ok := _c.mutation.LicenceWarned(); !ok {
+		return &ValidationError{Name: "licence_warned", err: errors.New(`ent: missing required field "App.licence_warned"`)}
 	}
 	if len(_c.mutation.TokenIDs()) == 0 {
 		return &ValidationError{Name: "token", err: errors.New(`ent: missing required edge "App.token"`)}
@@ -436,6 +479,14 @@ func (_c *AppCreate) createSpec() (*App, *sqlgraph.CreateSpec) {
 		_spec.SetField(app.FieldMetadataAt, field.TypeTime, value)
 		_node.MetadataAt = &value
 	}
+	if value, ok := _c.mutation.LowLicenceThreshold(); ok {
+		_spec.SetField(app.FieldLowLicenceThreshold, field.TypeInt, value)
+		_node.LowLicenceThreshold = &value
+	}
+	if value, ok := _c.mutation.LicenceWarned(); ok {
+		_spec.SetField(app.FieldLicenceWarned, field.TypeJSON, value)
+		_node.LicenceWarned = value
+	}
 	if nodes := _c.mutation.TokenIDs(); len(nodes) > 0 {
 		edge := &sqlgraph.EdgeSpec{
 			Rel:     sqlgraph.M2O,
@@ -451,6 +502,22 @@ func (_c *AppCreate) createSpec() (*App, *sqlgraph.CreateSpec) {
 			edge.Target.Nodes = append(edge.Target.Nodes, k)
 		}
 		_node.TokenID = nodes[0]
+		_spec.Edges = append(_spec.Edges, edge)
+	}
+	if nodes := _c.mutation.AssignmentsIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   app.AssignmentsTable,
+			Columns: []string{app.AssignmentsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(licenceassignment.FieldID, field.TypeInt),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
 		_spec.Edges = append(_spec.Edges, edge)
 	}
 	return _node, _spec
@@ -718,6 +785,42 @@ func (u *AppUpsert) UpdateMetadataAt() *AppUpsert {
 // ClearMetadataAt clears the value of the "metadata_at" field.
 func (u *AppUpsert) ClearMetadataAt() *AppUpsert {
 	u.SetNull(app.FieldMetadataAt)
+	return u
+}
+
+// SetLowLicenceThreshold sets the "low_licence_threshold" field.
+func (u *AppUpsert) SetLowLicenceThreshold(v int) *AppUpsert {
+	u.Set(app.FieldLowLicenceThreshold, v)
+	return u
+}
+
+// UpdateLowLicenceThreshold sets the "low_licence_threshold" field to the value that was provided on create.
+func (u *AppUpsert) UpdateLowLicenceThreshold() *AppUpsert {
+	u.SetExcluded(app.FieldLowLicenceThreshold)
+	return u
+}
+
+// AddLowLicenceThreshold adds v to the "low_licence_threshold" field.
+func (u *AppUpsert) AddLowLicenceThreshold(v int) *AppUpsert {
+	u.Add(app.FieldLowLicenceThreshold, v)
+	return u
+}
+
+// ClearLowLicenceThreshold clears the value of the "low_licence_threshold" field.
+func (u *AppUpsert) ClearLowLicenceThreshold() *AppUpsert {
+	u.SetNull(app.FieldLowLicenceThreshold)
+	return u
+}
+
+// SetLicenceWarned sets the "licence_warned" field.
+func (u *AppUpsert) SetLicenceWarned(v []string) *AppUpsert {
+	u.Set(app.FieldLicenceWarned, v)
+	return u
+}
+
+// UpdateLicenceWarned sets the "licence_warned" field to the value that was provided on create.
+func (u *AppUpsert) UpdateLicenceWarned() *AppUpsert {
+	u.SetExcluded(app.FieldLicenceWarned)
 	return u
 }
 
@@ -1021,6 +1124,48 @@ func (u *AppUpsertOne) UpdateMetadataAt() *AppUpsertOne {
 func (u *AppUpsertOne) ClearMetadataAt() *AppUpsertOne {
 	return u.Update(func(s *AppUpsert) {
 		s.ClearMetadataAt()
+	})
+}
+
+// SetLowLicenceThreshold sets the "low_licence_threshold" field.
+func (u *AppUpsertOne) SetLowLicenceThreshold(v int) *AppUpsertOne {
+	return u.Update(func(s *AppUpsert) {
+		s.SetLowLicenceThreshold(v)
+	})
+}
+
+// AddLowLicenceThreshold adds v to the "low_licence_threshold" field.
+func (u *AppUpsertOne) AddLowLicenceThreshold(v int) *AppUpsertOne {
+	return u.Update(func(s *AppUpsert) {
+		s.AddLowLicenceThreshold(v)
+	})
+}
+
+// UpdateLowLicenceThreshold sets the "low_licence_threshold" field to the value that was provided on create.
+func (u *AppUpsertOne) UpdateLowLicenceThreshold() *AppUpsertOne {
+	return u.Update(func(s *AppUpsert) {
+		s.UpdateLowLicenceThreshold()
+	})
+}
+
+// ClearLowLicenceThreshold clears the value of the "low_licence_threshold" field.
+func (u *AppUpsertOne) ClearLowLicenceThreshold() *AppUpsertOne {
+	return u.Update(func(s *AppUpsert) {
+		s.ClearLowLicenceThreshold()
+	})
+}
+
+// SetLicenceWarned sets the "licence_warned" field.
+func (u *AppUpsertOne) SetLicenceWarned(v []string) *AppUpsertOne {
+	return u.Update(func(s *AppUpsert) {
+		s.SetLicenceWarned(v)
+	})
+}
+
+// UpdateLicenceWarned sets the "licence_warned" field to the value that was provided on create.
+func (u *AppUpsertOne) UpdateLicenceWarned() *AppUpsertOne {
+	return u.Update(func(s *AppUpsert) {
+		s.UpdateLicenceWarned()
 	})
 }
 
@@ -1490,6 +1635,48 @@ func (u *AppUpsertBulk) UpdateMetadataAt() *AppUpsertBulk {
 func (u *AppUpsertBulk) ClearMetadataAt() *AppUpsertBulk {
 	return u.Update(func(s *AppUpsert) {
 		s.ClearMetadataAt()
+	})
+}
+
+// SetLowLicenceThreshold sets the "low_licence_threshold" field.
+func (u *AppUpsertBulk) SetLowLicenceThreshold(v int) *AppUpsertBulk {
+	return u.Update(func(s *AppUpsert) {
+		s.SetLowLicenceThreshold(v)
+	})
+}
+
+// AddLowLicenceThreshold adds v to the "low_licence_threshold" field.
+func (u *AppUpsertBulk) AddLowLicenceThreshold(v int) *AppUpsertBulk {
+	return u.Update(func(s *AppUpsert) {
+		s.AddLowLicenceThreshold(v)
+	})
+}
+
+// UpdateLowLicenceThreshold sets the "low_licence_threshold" field to the value that was provided on create.
+func (u *AppUpsertBulk) UpdateLowLicenceThreshold() *AppUpsertBulk {
+	return u.Update(func(s *AppUpsert) {
+		s.UpdateLowLicenceThreshold()
+	})
+}
+
+// ClearLowLicenceThreshold clears the value of the "low_licence_threshold" field.
+func (u *AppUpsertBulk) ClearLowLicenceThreshold() *AppUpsertBulk {
+	return u.Update(func(s *AppUpsert) {
+		s.ClearLowLicenceThreshold()
+	})
+}
+
+// SetLicenceWarned sets the "licence_warned" field.
+func (u *AppUpsertBulk) SetLicenceWarned(v []string) *AppUpsertBulk {
+	return u.Update(func(s *AppUpsert) {
+		s.SetLicenceWarned(v)
+	})
+}
+
+// UpdateLicenceWarned sets the "licence_warned" field to the value that was provided on create.
+func (u *AppUpsertBulk) UpdateLicenceWarned() *AppUpsertBulk {
+	return u.Update(func(s *AppUpsert) {
+		s.UpdateLicenceWarned()
 	})
 }
 

@@ -4,6 +4,7 @@ package ent
 
 import (
 	"context"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"math"
@@ -14,6 +15,7 @@ import (
 	"entgo.io/ent/dialect/sql/sqlgraph"
 	"entgo.io/ent/schema/field"
 	"github.com/orchard-msp/orchard/ent/app"
+	"github.com/orchard-msp/orchard/ent/licenceassignment"
 	"github.com/orchard-msp/orchard/ent/predicate"
 	"github.com/orchard-msp/orchard/ent/servertoken"
 )
@@ -21,13 +23,15 @@ import (
 // AppQuery is the builder for querying App entities.
 type AppQuery struct {
 	config
-	ctx        *QueryContext
-	order      []app.OrderOption
-	inters     []Interceptor
-	predicates []predicate.App
-	withToken  *ServerTokenQuery
-	loadTotal  []func(context.Context, []*App) error
-	modifiers  []func(*sql.Selector)
+	ctx                  *QueryContext
+	order                []app.OrderOption
+	inters               []Interceptor
+	predicates           []predicate.App
+	withToken            *ServerTokenQuery
+	withAssignments      *LicenceAssignmentQuery
+	loadTotal            []func(context.Context, []*App) error
+	modifiers            []func(*sql.Selector)
+	withNamedAssignments map[string]*LicenceAssignmentQuery
 	// intermediate query (i.e. traversal path).
 	sql  *sql.Selector
 	path func(context.Context) (*sql.Selector, error)
@@ -79,6 +83,28 @@ func (_q *AppQuery) QueryToken() *ServerTokenQuery {
 			sqlgraph.From(app.Table, app.FieldID, selector),
 			sqlgraph.To(servertoken.Table, servertoken.FieldID),
 			sqlgraph.Edge(sqlgraph.M2O, true, app.TokenTable, app.TokenColumn),
+		)
+		fromU = sqlgraph.SetNeighbors(_q.driver.Dialect(), step)
+		return fromU, nil
+	}
+	return query
+}
+
+// QueryAssignments chains the current query on the "assignments" edge.
+func (_q *AppQuery) QueryAssignments() *LicenceAssignmentQuery {
+	query := (&LicenceAssignmentClient{config: _q.config}).Query()
+	query.path = func(ctx context.Context) (fromU *sql.Selector, err error) {
+		if err := _q.prepareQuery(ctx); err != nil {
+			return nil, err
+		}
+		selector := _q.sqlQuery(ctx)
+		if err := selector.Err(); err != nil {
+			return nil, err
+		}
+		step := sqlgraph.NewStep(
+			sqlgraph.From(app.Table, app.FieldID, selector),
+			sqlgraph.To(licenceassignment.Table, licenceassignment.FieldID),
+			sqlgraph.Edge(sqlgraph.O2M, false, app.AssignmentsTable, app.AssignmentsColumn),
 		)
 		fromU = sqlgraph.SetNeighbors(_q.driver.Dialect(), step)
 		return fromU, nil
@@ -273,12 +299,13 @@ func (_q *AppQuery) Clone() *AppQuery {
 		return nil
 	}
 	return &AppQuery{
-		config:     _q.config,
-		ctx:        _q.ctx.Clone(),
-		order:      append([]app.OrderOption{}, _q.order...),
-		inters:     append([]Interceptor{}, _q.inters...),
-		predicates: append([]predicate.App{}, _q.predicates...),
-		withToken:  _q.withToken.Clone(),
+		config:          _q.config,
+		ctx:             _q.ctx.Clone(),
+		order:           append([]app.OrderOption{}, _q.order...),
+		inters:          append([]Interceptor{}, _q.inters...),
+		predicates:      append([]predicate.App{}, _q.predicates...),
+		withToken:       _q.withToken.Clone(),
+		withAssignments: _q.withAssignments.Clone(),
 		// clone intermediate query.
 		sql:  _q.sql.Clone(),
 		path: _q.path,
@@ -293,6 +320,17 @@ func (_q *AppQuery) WithToken(opts ...func(*ServerTokenQuery)) *AppQuery {
 		opt(query)
 	}
 	_q.withToken = query
+	return _q
+}
+
+// WithAssignments tells the query-builder to eager-load the nodes that are connected to
+// the "assignments" edge. The optional arguments are used to configure the query builder of the edge.
+func (_q *AppQuery) WithAssignments(opts ...func(*LicenceAssignmentQuery)) *AppQuery {
+	query := (&LicenceAssignmentClient{config: _q.config}).Query()
+	for _, opt := range opts {
+		opt(query)
+	}
+	_q.withAssignments = query
 	return _q
 }
 
@@ -380,8 +418,9 @@ func (_q *AppQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*App, err
 	var (
 		nodes       = []*App{}
 		_spec       = _q.querySpec()
-		loadedTypes = [1]bool{
+		loadedTypes = [2]bool{
 			_q.withToken != nil,
+			_q.withAssignments != nil,
 		}
 	)
 	_spec.ScanValues = func(columns []string) ([]any, error) {
@@ -408,6 +447,20 @@ func (_q *AppQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*App, err
 	if query := _q.withToken; query != nil {
 		if err := _q.loadToken(ctx, query, nodes, nil,
 			func(n *App, e *ServerToken) { n.Edges.Token = e }); err != nil {
+			return nil, err
+		}
+	}
+	if query := _q.withAssignments; query != nil {
+		if err := _q.loadAssignments(ctx, query, nodes,
+			func(n *App) { n.Edges.Assignments = []*LicenceAssignment{} },
+			func(n *App, e *LicenceAssignment) { n.Edges.Assignments = append(n.Edges.Assignments, e) }); err != nil {
+			return nil, err
+		}
+	}
+	for name, query := range _q.withNamedAssignments {
+		if err := _q.loadAssignments(ctx, query, nodes,
+			func(n *App) { n.appendNamedAssignments(name) },
+			func(n *App, e *LicenceAssignment) { n.appendNamedAssignments(name, e) }); err != nil {
 			return nil, err
 		}
 	}
@@ -445,6 +498,39 @@ func (_q *AppQuery) loadToken(ctx context.Context, query *ServerTokenQuery, node
 		for i := range nodes {
 			assign(nodes[i], n)
 		}
+	}
+	return nil
+}
+func (_q *AppQuery) loadAssignments(ctx context.Context, query *LicenceAssignmentQuery, nodes []*App, init func(*App), assign func(*App, *LicenceAssignment)) error {
+	fks := make([]driver.Value, 0, len(nodes))
+	nodeids := make(map[int]*App)
+	for i := range nodes {
+		fks = append(fks, nodes[i].ID)
+		nodeids[nodes[i].ID] = nodes[i]
+		if init != nil {
+			init(nodes[i])
+		}
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(licenceassignment.FieldAppID)
+	}
+	query.Where(predicate.LicenceAssignment(func(s *sql.Selector) {
+		s.Where(sql.InValues(s.C(app.AssignmentsColumn), fks...))
+	}))
+	neighbors, err := query.All(ctx)
+	if err != nil {
+		return err
+	}
+	for _, n := range neighbors {
+		fk := n.AppID
+		if fk == nil {
+			return fmt.Errorf(`foreign-key "app_id" is nil for node %v`, n.ID)
+		}
+		node, ok := nodeids[*fk]
+		if !ok {
+			return fmt.Errorf(`unexpected referenced foreign-key "app_id" returned %v for node %v`, *fk, n.ID)
+		}
+		assign(node, n)
 	}
 	return nil
 }
@@ -562,6 +648,20 @@ func (_q *AppQuery) ForShare(opts ...sql.LockOption) *AppQuery {
 	_q.modifiers = append(_q.modifiers, func(s *sql.Selector) {
 		s.ForShare(opts...)
 	})
+	return _q
+}
+
+// WithNamedAssignments tells the query-builder to eager-load the nodes that are connected to the "assignments"
+// edge with the given name. The optional arguments are used to configure the query builder of the edge.
+func (_q *AppQuery) WithNamedAssignments(name string, opts ...func(*LicenceAssignmentQuery)) *AppQuery {
+	query := (&LicenceAssignmentClient{config: _q.config}).Query()
+	for _, opt := range opts {
+		opt(query)
+	}
+	if _q.withNamedAssignments == nil {
+		_q.withNamedAssignments = make(map[string]*LicenceAssignmentQuery)
+	}
+	_q.withNamedAssignments[name] = query
 	return _q
 }
 

@@ -13,6 +13,7 @@ import (
 	"entgo.io/ent/dialect/sql/sqljson"
 	"entgo.io/ent/schema/field"
 	"github.com/orchard-msp/orchard/ent/app"
+	"github.com/orchard-msp/orchard/ent/licenceassignment"
 	"github.com/orchard-msp/orchard/ent/predicate"
 )
 
@@ -267,9 +268,84 @@ func (_u *AppUpdate) ClearMetadataAt() *AppUpdate {
 	return _u
 }
 
+// SetLowLicenceThreshold sets the "low_licence_threshold" field.
+func (_u *AppUpdate) SetLowLicenceThreshold(v int) *AppUpdate {
+	_u.mutation.ResetLowLicenceThreshold()
+	_u.mutation.SetLowLicenceThreshold(v)
+	return _u
+}
+
+// SetNillableLowLicenceThreshold sets the "low_licence_threshold" field if the given value is not nil.
+func (_u *AppUpdate) SetNillableLowLicenceThreshold(v *int) *AppUpdate {
+	if v != nil {
+		_u.SetLowLicenceThreshold(*v)
+	}
+	return _u
+}
+
+// AddLowLicenceThreshold adds value to the "low_licence_threshold" field.
+func (_u *AppUpdate) AddLowLicenceThreshold(v int) *AppUpdate {
+	_u.mutation.AddLowLicenceThreshold(v)
+	return _u
+}
+
+// ClearLowLicenceThreshold clears the value of the "low_licence_threshold" field.
+func (_u *AppUpdate) ClearLowLicenceThreshold() *AppUpdate {
+	_u.mutation.ClearLowLicenceThreshold()
+	return _u
+}
+
+// SetLicenceWarned sets the "licence_warned" field.
+func (_u *AppUpdate) SetLicenceWarned(v []string) *AppUpdate {
+	_u.mutation.SetLicenceWarned(v)
+	return _u
+}
+
+// AppendLicenceWarned appends value to the "licence_warned" field.
+func (_u *AppUpdate) AppendLicenceWarned(v []string) *AppUpdate {
+	_u.mutation.AppendLicenceWarned(v)
+	return _u
+}
+
+// AddAssignmentIDs adds the "assignments" edge to the LicenceAssignment entity by IDs.
+func (_u *AppUpdate) AddAssignmentIDs(ids ...int) *AppUpdate {
+	_u.mutation.AddAssignmentIDs(ids...)
+	return _u
+}
+
+// AddAssignments adds the "assignments" edges to the LicenceAssignment entity.
+func (_u *AppUpdate) AddAssignments(v ...*LicenceAssignment) *AppUpdate {
+	ids := make([]int, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.AddAssignmentIDs(ids...)
+}
+
 // Mutation returns the AppMutation object of the builder.
 func (_u *AppUpdate) Mutation() *AppMutation {
 	return _u.mutation
+}
+
+// ClearAssignments clears all "assignments" edges to the LicenceAssignment entity.
+func (_u *AppUpdate) ClearAssignments() *AppUpdate {
+	_u.mutation.ClearAssignments()
+	return _u
+}
+
+// RemoveAssignmentIDs removes the "assignments" edge to LicenceAssignment entities by IDs.
+func (_u *AppUpdate) RemoveAssignmentIDs(ids ...int) *AppUpdate {
+	_u.mutation.RemoveAssignmentIDs(ids...)
+	return _u
+}
+
+// RemoveAssignments removes "assignments" edges to LicenceAssignment entities.
+func (_u *AppUpdate) RemoveAssignments(v ...*LicenceAssignment) *AppUpdate {
+	ids := make([]int, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.RemoveAssignmentIDs(ids...)
 }
 
 // Save executes the query and returns the number of nodes affected by the update operation.
@@ -409,6 +485,68 @@ func (_u *AppUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if _u.mutation.MetadataAtCleared() {
 		_spec.ClearField(app.FieldMetadataAt, field.TypeTime)
+	}
+	if value, ok := _u.mutation.LowLicenceThreshold(); ok {
+		_spec.SetField(app.FieldLowLicenceThreshold, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.AddedLowLicenceThreshold(); ok {
+		_spec.AddField(app.FieldLowLicenceThreshold, field.TypeInt, value)
+	}
+	if _u.mutation.LowLicenceThresholdCleared() {
+		_spec.ClearField(app.FieldLowLicenceThreshold, field.TypeInt)
+	}
+	if value, ok := _u.mutation.LicenceWarned(); ok {
+		_spec.SetField(app.FieldLicenceWarned, field.TypeJSON, value)
+	}
+	if value, ok := _u.mutation.AppendedLicenceWarned(); ok {
+		_spec.AddModifier(func(u *sql.UpdateBuilder) {
+			sqljson.Append(u, app.FieldLicenceWarned, value)
+		})
+	}
+	if _u.mutation.AssignmentsCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   app.AssignmentsTable,
+			Columns: []string{app.AssignmentsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(licenceassignment.FieldID, field.TypeInt),
+			},
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.RemovedAssignmentsIDs(); len(nodes) > 0 && !_u.mutation.AssignmentsCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   app.AssignmentsTable,
+			Columns: []string{app.AssignmentsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(licenceassignment.FieldID, field.TypeInt),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.AssignmentsIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   app.AssignmentsTable,
+			Columns: []string{app.AssignmentsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(licenceassignment.FieldID, field.TypeInt),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Add = append(_spec.Edges.Add, edge)
 	}
 	if _node, err = sqlgraph.UpdateNodes(ctx, _u.driver, _spec); err != nil {
 		if _, ok := err.(*sqlgraph.NotFoundError); ok {
@@ -668,9 +806,84 @@ func (_u *AppUpdateOne) ClearMetadataAt() *AppUpdateOne {
 	return _u
 }
 
+// SetLowLicenceThreshold sets the "low_licence_threshold" field.
+func (_u *AppUpdateOne) SetLowLicenceThreshold(v int) *AppUpdateOne {
+	_u.mutation.ResetLowLicenceThreshold()
+	_u.mutation.SetLowLicenceThreshold(v)
+	return _u
+}
+
+// SetNillableLowLicenceThreshold sets the "low_licence_threshold" field if the given value is not nil.
+func (_u *AppUpdateOne) SetNillableLowLicenceThreshold(v *int) *AppUpdateOne {
+	if v != nil {
+		_u.SetLowLicenceThreshold(*v)
+	}
+	return _u
+}
+
+// AddLowLicenceThreshold adds value to the "low_licence_threshold" field.
+func (_u *AppUpdateOne) AddLowLicenceThreshold(v int) *AppUpdateOne {
+	_u.mutation.AddLowLicenceThreshold(v)
+	return _u
+}
+
+// ClearLowLicenceThreshold clears the value of the "low_licence_threshold" field.
+func (_u *AppUpdateOne) ClearLowLicenceThreshold() *AppUpdateOne {
+	_u.mutation.ClearLowLicenceThreshold()
+	return _u
+}
+
+// SetLicenceWarned sets the "licence_warned" field.
+func (_u *AppUpdateOne) SetLicenceWarned(v []string) *AppUpdateOne {
+	_u.mutation.SetLicenceWarned(v)
+	return _u
+}
+
+// AppendLicenceWarned appends value to the "licence_warned" field.
+func (_u *AppUpdateOne) AppendLicenceWarned(v []string) *AppUpdateOne {
+	_u.mutation.AppendLicenceWarned(v)
+	return _u
+}
+
+// AddAssignmentIDs adds the "assignments" edge to the LicenceAssignment entity by IDs.
+func (_u *AppUpdateOne) AddAssignmentIDs(ids ...int) *AppUpdateOne {
+	_u.mutation.AddAssignmentIDs(ids...)
+	return _u
+}
+
+// AddAssignments adds the "assignments" edges to the LicenceAssignment entity.
+func (_u *AppUpdateOne) AddAssignments(v ...*LicenceAssignment) *AppUpdateOne {
+	ids := make([]int, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.AddAssignmentIDs(ids...)
+}
+
 // Mutation returns the AppMutation object of the builder.
 func (_u *AppUpdateOne) Mutation() *AppMutation {
 	return _u.mutation
+}
+
+// ClearAssignments clears all "assignments" edges to the LicenceAssignment entity.
+func (_u *AppUpdateOne) ClearAssignments() *AppUpdateOne {
+	_u.mutation.ClearAssignments()
+	return _u
+}
+
+// RemoveAssignmentIDs removes the "assignments" edge to LicenceAssignment entities by IDs.
+func (_u *AppUpdateOne) RemoveAssignmentIDs(ids ...int) *AppUpdateOne {
+	_u.mutation.RemoveAssignmentIDs(ids...)
+	return _u
+}
+
+// RemoveAssignments removes "assignments" edges to LicenceAssignment entities.
+func (_u *AppUpdateOne) RemoveAssignments(v ...*LicenceAssignment) *AppUpdateOne {
+	ids := make([]int, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.RemoveAssignmentIDs(ids...)
 }
 
 // Where appends a list predicates to the AppUpdate builder.
@@ -840,6 +1053,68 @@ func (_u *AppUpdateOne) sqlSave(ctx context.Context) (_node *App, err error) {
 	}
 	if _u.mutation.MetadataAtCleared() {
 		_spec.ClearField(app.FieldMetadataAt, field.TypeTime)
+	}
+	if value, ok := _u.mutation.LowLicenceThreshold(); ok {
+		_spec.SetField(app.FieldLowLicenceThreshold, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.AddedLowLicenceThreshold(); ok {
+		_spec.AddField(app.FieldLowLicenceThreshold, field.TypeInt, value)
+	}
+	if _u.mutation.LowLicenceThresholdCleared() {
+		_spec.ClearField(app.FieldLowLicenceThreshold, field.TypeInt)
+	}
+	if value, ok := _u.mutation.LicenceWarned(); ok {
+		_spec.SetField(app.FieldLicenceWarned, field.TypeJSON, value)
+	}
+	if value, ok := _u.mutation.AppendedLicenceWarned(); ok {
+		_spec.AddModifier(func(u *sql.UpdateBuilder) {
+			sqljson.Append(u, app.FieldLicenceWarned, value)
+		})
+	}
+	if _u.mutation.AssignmentsCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   app.AssignmentsTable,
+			Columns: []string{app.AssignmentsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(licenceassignment.FieldID, field.TypeInt),
+			},
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.RemovedAssignmentsIDs(); len(nodes) > 0 && !_u.mutation.AssignmentsCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   app.AssignmentsTable,
+			Columns: []string{app.AssignmentsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(licenceassignment.FieldID, field.TypeInt),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.AssignmentsIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   app.AssignmentsTable,
+			Columns: []string{app.AssignmentsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(licenceassignment.FieldID, field.TypeInt),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Add = append(_spec.Edges.Add, edge)
 	}
 	_node = &App{config: _u.config}
 	_spec.Assign = _node.assignValues

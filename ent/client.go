@@ -17,8 +17,12 @@ import (
 	"entgo.io/ent/dialect/sql/sqlgraph"
 	"github.com/orchard-msp/orchard/ent/apikey"
 	"github.com/orchard-msp/orchard/ent/app"
+	"github.com/orchard-msp/orchard/ent/applenotification"
 	"github.com/orchard-msp/orchard/ent/auditevent"
 	"github.com/orchard-msp/orchard/ent/customer"
+	"github.com/orchard-msp/orchard/ent/licenceassignment"
+	"github.com/orchard-msp/orchard/ent/licenceevent"
+	"github.com/orchard-msp/orchard/ent/licenceoperation"
 	"github.com/orchard-msp/orchard/ent/servertoken"
 	"github.com/orchard-msp/orchard/ent/webhookdelivery"
 
@@ -34,10 +38,18 @@ type Client struct {
 	APIKey *APIKeyClient
 	// App is the client for interacting with the App builders.
 	App *AppClient
+	// AppleNotification is the client for interacting with the AppleNotification builders.
+	AppleNotification *AppleNotificationClient
 	// AuditEvent is the client for interacting with the AuditEvent builders.
 	AuditEvent *AuditEventClient
 	// Customer is the client for interacting with the Customer builders.
 	Customer *CustomerClient
+	// LicenceAssignment is the client for interacting with the LicenceAssignment builders.
+	LicenceAssignment *LicenceAssignmentClient
+	// LicenceEvent is the client for interacting with the LicenceEvent builders.
+	LicenceEvent *LicenceEventClient
+	// LicenceOperation is the client for interacting with the LicenceOperation builders.
+	LicenceOperation *LicenceOperationClient
 	// ServerToken is the client for interacting with the ServerToken builders.
 	ServerToken *ServerTokenClient
 	// WebhookDelivery is the client for interacting with the WebhookDelivery builders.
@@ -55,8 +67,12 @@ func (c *Client) init() {
 	c.Schema = migrate.NewSchema(c.driver)
 	c.APIKey = NewAPIKeyClient(c.config)
 	c.App = NewAppClient(c.config)
+	c.AppleNotification = NewAppleNotificationClient(c.config)
 	c.AuditEvent = NewAuditEventClient(c.config)
 	c.Customer = NewCustomerClient(c.config)
+	c.LicenceAssignment = NewLicenceAssignmentClient(c.config)
+	c.LicenceEvent = NewLicenceEventClient(c.config)
+	c.LicenceOperation = NewLicenceOperationClient(c.config)
 	c.ServerToken = NewServerTokenClient(c.config)
 	c.WebhookDelivery = NewWebhookDeliveryClient(c.config)
 }
@@ -149,14 +165,18 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 	cfg := c.config
 	cfg.driver = tx
 	return &Tx{
-		ctx:             ctx,
-		config:          cfg,
-		APIKey:          NewAPIKeyClient(cfg),
-		App:             NewAppClient(cfg),
-		AuditEvent:      NewAuditEventClient(cfg),
-		Customer:        NewCustomerClient(cfg),
-		ServerToken:     NewServerTokenClient(cfg),
-		WebhookDelivery: NewWebhookDeliveryClient(cfg),
+		ctx:               ctx,
+		config:            cfg,
+		APIKey:            NewAPIKeyClient(cfg),
+		App:               NewAppClient(cfg),
+		AppleNotification: NewAppleNotificationClient(cfg),
+		AuditEvent:        NewAuditEventClient(cfg),
+		Customer:          NewCustomerClient(cfg),
+		LicenceAssignment: NewLicenceAssignmentClient(cfg),
+		LicenceEvent:      NewLicenceEventClient(cfg),
+		LicenceOperation:  NewLicenceOperationClient(cfg),
+		ServerToken:       NewServerTokenClient(cfg),
+		WebhookDelivery:   NewWebhookDeliveryClient(cfg),
 	}, nil
 }
 
@@ -174,14 +194,18 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 	cfg := c.config
 	cfg.driver = &txDriver{tx: tx, drv: c.driver}
 	return &Tx{
-		ctx:             ctx,
-		config:          cfg,
-		APIKey:          NewAPIKeyClient(cfg),
-		App:             NewAppClient(cfg),
-		AuditEvent:      NewAuditEventClient(cfg),
-		Customer:        NewCustomerClient(cfg),
-		ServerToken:     NewServerTokenClient(cfg),
-		WebhookDelivery: NewWebhookDeliveryClient(cfg),
+		ctx:               ctx,
+		config:            cfg,
+		APIKey:            NewAPIKeyClient(cfg),
+		App:               NewAppClient(cfg),
+		AppleNotification: NewAppleNotificationClient(cfg),
+		AuditEvent:        NewAuditEventClient(cfg),
+		Customer:          NewCustomerClient(cfg),
+		LicenceAssignment: NewLicenceAssignmentClient(cfg),
+		LicenceEvent:      NewLicenceEventClient(cfg),
+		LicenceOperation:  NewLicenceOperationClient(cfg),
+		ServerToken:       NewServerTokenClient(cfg),
+		WebhookDelivery:   NewWebhookDeliveryClient(cfg),
 	}, nil
 }
 
@@ -211,7 +235,9 @@ func (c *Client) Close() error {
 // In order to add hooks to a specific client, call: `client.Node.Use(...)`.
 func (c *Client) Use(hooks ...Hook) {
 	for _, n := range []interface{ Use(...Hook) }{
-		c.APIKey, c.App, c.AuditEvent, c.Customer, c.ServerToken, c.WebhookDelivery,
+		c.APIKey, c.App, c.AppleNotification, c.AuditEvent, c.Customer,
+		c.LicenceAssignment, c.LicenceEvent, c.LicenceOperation, c.ServerToken,
+		c.WebhookDelivery,
 	} {
 		n.Use(hooks...)
 	}
@@ -221,7 +247,9 @@ func (c *Client) Use(hooks ...Hook) {
 // In order to add interceptors to a specific client, call: `client.Node.Intercept(...)`.
 func (c *Client) Intercept(interceptors ...Interceptor) {
 	for _, n := range []interface{ Intercept(...Interceptor) }{
-		c.APIKey, c.App, c.AuditEvent, c.Customer, c.ServerToken, c.WebhookDelivery,
+		c.APIKey, c.App, c.AppleNotification, c.AuditEvent, c.Customer,
+		c.LicenceAssignment, c.LicenceEvent, c.LicenceOperation, c.ServerToken,
+		c.WebhookDelivery,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -234,10 +262,18 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.APIKey.mutate(ctx, m)
 	case *AppMutation:
 		return c.App.mutate(ctx, m)
+	case *AppleNotificationMutation:
+		return c.AppleNotification.mutate(ctx, m)
 	case *AuditEventMutation:
 		return c.AuditEvent.mutate(ctx, m)
 	case *CustomerMutation:
 		return c.Customer.mutate(ctx, m)
+	case *LicenceAssignmentMutation:
+		return c.LicenceAssignment.mutate(ctx, m)
+	case *LicenceEventMutation:
+		return c.LicenceEvent.mutate(ctx, m)
+	case *LicenceOperationMutation:
+		return c.LicenceOperation.mutate(ctx, m)
 	case *ServerTokenMutation:
 		return c.ServerToken.mutate(ctx, m)
 	case *WebhookDeliveryMutation:
@@ -505,6 +541,22 @@ func (c *AppClient) QueryToken(_m *App) *ServerTokenQuery {
 	return query
 }
 
+// QueryAssignments queries the assignments edge of a App.
+func (c *AppClient) QueryAssignments(_m *App) *LicenceAssignmentQuery {
+	query := (&LicenceAssignmentClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(app.Table, app.FieldID, id),
+			sqlgraph.To(licenceassignment.Table, licenceassignment.FieldID),
+			sqlgraph.Edge(sqlgraph.O2M, false, app.AssignmentsTable, app.AssignmentsColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
 // Hooks returns the client hooks.
 func (c *AppClient) Hooks() []Hook {
 	hooks := c.hooks.App
@@ -528,6 +580,140 @@ func (c *AppClient) mutate(ctx context.Context, m *AppMutation) (Value, error) {
 		return (&AppDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
 	default:
 		return nil, fmt.Errorf("ent: unknown App mutation op: %q", m.Op())
+	}
+}
+
+// AppleNotificationClient is a client for the AppleNotification schema.
+type AppleNotificationClient struct {
+	config
+}
+
+// NewAppleNotificationClient returns a client for the AppleNotification from the given config.
+func NewAppleNotificationClient(c config) *AppleNotificationClient {
+	return &AppleNotificationClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `applenotification.Hooks(f(g(h())))`.
+func (c *AppleNotificationClient) Use(hooks ...Hook) {
+	c.hooks.AppleNotification = append(c.hooks.AppleNotification, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `applenotification.Intercept(f(g(h())))`.
+func (c *AppleNotificationClient) Intercept(interceptors ...Interceptor) {
+	c.inters.AppleNotification = append(c.inters.AppleNotification, interceptors...)
+}
+
+// Create returns a builder for creating a AppleNotification entity.
+func (c *AppleNotificationClient) Create() *AppleNotificationCreate {
+	mutation := newAppleNotificationMutation(c.config, OpCreate)
+	return &AppleNotificationCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of AppleNotification entities.
+func (c *AppleNotificationClient) CreateBulk(builders ...*AppleNotificationCreate) *AppleNotificationCreateBulk {
+	return &AppleNotificationCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *AppleNotificationClient) MapCreateBulk(slice any, setFunc func(*AppleNotificationCreate, int)) *AppleNotificationCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &AppleNotificationCreateBulk{err: fmt.Errorf("calling to AppleNotificationClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*AppleNotificationCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &AppleNotificationCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for AppleNotification.
+func (c *AppleNotificationClient) Update() *AppleNotificationUpdate {
+	mutation := newAppleNotificationMutation(c.config, OpUpdate)
+	return &AppleNotificationUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *AppleNotificationClient) UpdateOne(_m *AppleNotification) *AppleNotificationUpdateOne {
+	mutation := newAppleNotificationMutation(c.config, OpUpdateOne, withAppleNotification(_m))
+	return &AppleNotificationUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *AppleNotificationClient) UpdateOneID(id int) *AppleNotificationUpdateOne {
+	mutation := newAppleNotificationMutation(c.config, OpUpdateOne, withAppleNotificationID(id))
+	return &AppleNotificationUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for AppleNotification.
+func (c *AppleNotificationClient) Delete() *AppleNotificationDelete {
+	mutation := newAppleNotificationMutation(c.config, OpDelete)
+	return &AppleNotificationDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *AppleNotificationClient) DeleteOne(_m *AppleNotification) *AppleNotificationDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *AppleNotificationClient) DeleteOneID(id int) *AppleNotificationDeleteOne {
+	builder := c.Delete().Where(applenotification.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &AppleNotificationDeleteOne{builder}
+}
+
+// Query returns a query builder for AppleNotification.
+func (c *AppleNotificationClient) Query() *AppleNotificationQuery {
+	return &AppleNotificationQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeAppleNotification},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a AppleNotification entity by its id.
+func (c *AppleNotificationClient) Get(ctx context.Context, id int) (*AppleNotification, error) {
+	return c.Query().Where(applenotification.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *AppleNotificationClient) GetX(ctx context.Context, id int) *AppleNotification {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// Hooks returns the client hooks.
+func (c *AppleNotificationClient) Hooks() []Hook {
+	hooks := c.hooks.AppleNotification
+	return append(hooks[:len(hooks):len(hooks)], applenotification.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *AppleNotificationClient) Interceptors() []Interceptor {
+	return c.inters.AppleNotification
+}
+
+func (c *AppleNotificationClient) mutate(ctx context.Context, m *AppleNotificationMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&AppleNotificationCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&AppleNotificationUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&AppleNotificationUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&AppleNotificationDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown AppleNotification mutation op: %q", m.Op())
 	}
 }
 
@@ -815,6 +1001,488 @@ func (c *CustomerClient) mutate(ctx context.Context, m *CustomerMutation) (Value
 	}
 }
 
+// LicenceAssignmentClient is a client for the LicenceAssignment schema.
+type LicenceAssignmentClient struct {
+	config
+}
+
+// NewLicenceAssignmentClient returns a client for the LicenceAssignment from the given config.
+func NewLicenceAssignmentClient(c config) *LicenceAssignmentClient {
+	return &LicenceAssignmentClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `licenceassignment.Hooks(f(g(h())))`.
+func (c *LicenceAssignmentClient) Use(hooks ...Hook) {
+	c.hooks.LicenceAssignment = append(c.hooks.LicenceAssignment, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `licenceassignment.Intercept(f(g(h())))`.
+func (c *LicenceAssignmentClient) Intercept(interceptors ...Interceptor) {
+	c.inters.LicenceAssignment = append(c.inters.LicenceAssignment, interceptors...)
+}
+
+// Create returns a builder for creating a LicenceAssignment entity.
+func (c *LicenceAssignmentClient) Create() *LicenceAssignmentCreate {
+	mutation := newLicenceAssignmentMutation(c.config, OpCreate)
+	return &LicenceAssignmentCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of LicenceAssignment entities.
+func (c *LicenceAssignmentClient) CreateBulk(builders ...*LicenceAssignmentCreate) *LicenceAssignmentCreateBulk {
+	return &LicenceAssignmentCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *LicenceAssignmentClient) MapCreateBulk(slice any, setFunc func(*LicenceAssignmentCreate, int)) *LicenceAssignmentCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &LicenceAssignmentCreateBulk{err: fmt.Errorf("calling to LicenceAssignmentClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*LicenceAssignmentCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &LicenceAssignmentCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for LicenceAssignment.
+func (c *LicenceAssignmentClient) Update() *LicenceAssignmentUpdate {
+	mutation := newLicenceAssignmentMutation(c.config, OpUpdate)
+	return &LicenceAssignmentUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *LicenceAssignmentClient) UpdateOne(_m *LicenceAssignment) *LicenceAssignmentUpdateOne {
+	mutation := newLicenceAssignmentMutation(c.config, OpUpdateOne, withLicenceAssignment(_m))
+	return &LicenceAssignmentUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *LicenceAssignmentClient) UpdateOneID(id int) *LicenceAssignmentUpdateOne {
+	mutation := newLicenceAssignmentMutation(c.config, OpUpdateOne, withLicenceAssignmentID(id))
+	return &LicenceAssignmentUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for LicenceAssignment.
+func (c *LicenceAssignmentClient) Delete() *LicenceAssignmentDelete {
+	mutation := newLicenceAssignmentMutation(c.config, OpDelete)
+	return &LicenceAssignmentDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *LicenceAssignmentClient) DeleteOne(_m *LicenceAssignment) *LicenceAssignmentDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *LicenceAssignmentClient) DeleteOneID(id int) *LicenceAssignmentDeleteOne {
+	builder := c.Delete().Where(licenceassignment.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &LicenceAssignmentDeleteOne{builder}
+}
+
+// Query returns a query builder for LicenceAssignment.
+func (c *LicenceAssignmentClient) Query() *LicenceAssignmentQuery {
+	return &LicenceAssignmentQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeLicenceAssignment},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a LicenceAssignment entity by its id.
+func (c *LicenceAssignmentClient) Get(ctx context.Context, id int) (*LicenceAssignment, error) {
+	return c.Query().Where(licenceassignment.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *LicenceAssignmentClient) GetX(ctx context.Context, id int) *LicenceAssignment {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryToken queries the token edge of a LicenceAssignment.
+func (c *LicenceAssignmentClient) QueryToken(_m *LicenceAssignment) *ServerTokenQuery {
+	query := (&ServerTokenClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(licenceassignment.Table, licenceassignment.FieldID, id),
+			sqlgraph.To(servertoken.Table, servertoken.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, true, licenceassignment.TokenTable, licenceassignment.TokenColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// QueryApp queries the app edge of a LicenceAssignment.
+func (c *LicenceAssignmentClient) QueryApp(_m *LicenceAssignment) *AppQuery {
+	query := (&AppClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(licenceassignment.Table, licenceassignment.FieldID, id),
+			sqlgraph.To(app.Table, app.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, true, licenceassignment.AppTable, licenceassignment.AppColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *LicenceAssignmentClient) Hooks() []Hook {
+	hooks := c.hooks.LicenceAssignment
+	return append(hooks[:len(hooks):len(hooks)], licenceassignment.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *LicenceAssignmentClient) Interceptors() []Interceptor {
+	return c.inters.LicenceAssignment
+}
+
+func (c *LicenceAssignmentClient) mutate(ctx context.Context, m *LicenceAssignmentMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&LicenceAssignmentCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&LicenceAssignmentUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&LicenceAssignmentUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&LicenceAssignmentDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown LicenceAssignment mutation op: %q", m.Op())
+	}
+}
+
+// LicenceEventClient is a client for the LicenceEvent schema.
+type LicenceEventClient struct {
+	config
+}
+
+// NewLicenceEventClient returns a client for the LicenceEvent from the given config.
+func NewLicenceEventClient(c config) *LicenceEventClient {
+	return &LicenceEventClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `licenceevent.Hooks(f(g(h())))`.
+func (c *LicenceEventClient) Use(hooks ...Hook) {
+	c.hooks.LicenceEvent = append(c.hooks.LicenceEvent, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `licenceevent.Intercept(f(g(h())))`.
+func (c *LicenceEventClient) Intercept(interceptors ...Interceptor) {
+	c.inters.LicenceEvent = append(c.inters.LicenceEvent, interceptors...)
+}
+
+// Create returns a builder for creating a LicenceEvent entity.
+func (c *LicenceEventClient) Create() *LicenceEventCreate {
+	mutation := newLicenceEventMutation(c.config, OpCreate)
+	return &LicenceEventCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of LicenceEvent entities.
+func (c *LicenceEventClient) CreateBulk(builders ...*LicenceEventCreate) *LicenceEventCreateBulk {
+	return &LicenceEventCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *LicenceEventClient) MapCreateBulk(slice any, setFunc func(*LicenceEventCreate, int)) *LicenceEventCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &LicenceEventCreateBulk{err: fmt.Errorf("calling to LicenceEventClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*LicenceEventCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &LicenceEventCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for LicenceEvent.
+func (c *LicenceEventClient) Update() *LicenceEventUpdate {
+	mutation := newLicenceEventMutation(c.config, OpUpdate)
+	return &LicenceEventUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *LicenceEventClient) UpdateOne(_m *LicenceEvent) *LicenceEventUpdateOne {
+	mutation := newLicenceEventMutation(c.config, OpUpdateOne, withLicenceEvent(_m))
+	return &LicenceEventUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *LicenceEventClient) UpdateOneID(id int) *LicenceEventUpdateOne {
+	mutation := newLicenceEventMutation(c.config, OpUpdateOne, withLicenceEventID(id))
+	return &LicenceEventUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for LicenceEvent.
+func (c *LicenceEventClient) Delete() *LicenceEventDelete {
+	mutation := newLicenceEventMutation(c.config, OpDelete)
+	return &LicenceEventDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *LicenceEventClient) DeleteOne(_m *LicenceEvent) *LicenceEventDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *LicenceEventClient) DeleteOneID(id int) *LicenceEventDeleteOne {
+	builder := c.Delete().Where(licenceevent.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &LicenceEventDeleteOne{builder}
+}
+
+// Query returns a query builder for LicenceEvent.
+func (c *LicenceEventClient) Query() *LicenceEventQuery {
+	return &LicenceEventQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeLicenceEvent},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a LicenceEvent entity by its id.
+func (c *LicenceEventClient) Get(ctx context.Context, id int) (*LicenceEvent, error) {
+	return c.Query().Where(licenceevent.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *LicenceEventClient) GetX(ctx context.Context, id int) *LicenceEvent {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryOperation queries the operation edge of a LicenceEvent.
+func (c *LicenceEventClient) QueryOperation(_m *LicenceEvent) *LicenceOperationQuery {
+	query := (&LicenceOperationClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(licenceevent.Table, licenceevent.FieldID, id),
+			sqlgraph.To(licenceoperation.Table, licenceoperation.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, true, licenceevent.OperationTable, licenceevent.OperationColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *LicenceEventClient) Hooks() []Hook {
+	hooks := c.hooks.LicenceEvent
+	return append(hooks[:len(hooks):len(hooks)], licenceevent.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *LicenceEventClient) Interceptors() []Interceptor {
+	return c.inters.LicenceEvent
+}
+
+func (c *LicenceEventClient) mutate(ctx context.Context, m *LicenceEventMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&LicenceEventCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&LicenceEventUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&LicenceEventUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&LicenceEventDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown LicenceEvent mutation op: %q", m.Op())
+	}
+}
+
+// LicenceOperationClient is a client for the LicenceOperation schema.
+type LicenceOperationClient struct {
+	config
+}
+
+// NewLicenceOperationClient returns a client for the LicenceOperation from the given config.
+func NewLicenceOperationClient(c config) *LicenceOperationClient {
+	return &LicenceOperationClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `licenceoperation.Hooks(f(g(h())))`.
+func (c *LicenceOperationClient) Use(hooks ...Hook) {
+	c.hooks.LicenceOperation = append(c.hooks.LicenceOperation, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `licenceoperation.Intercept(f(g(h())))`.
+func (c *LicenceOperationClient) Intercept(interceptors ...Interceptor) {
+	c.inters.LicenceOperation = append(c.inters.LicenceOperation, interceptors...)
+}
+
+// Create returns a builder for creating a LicenceOperation entity.
+func (c *LicenceOperationClient) Create() *LicenceOperationCreate {
+	mutation := newLicenceOperationMutation(c.config, OpCreate)
+	return &LicenceOperationCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of LicenceOperation entities.
+func (c *LicenceOperationClient) CreateBulk(builders ...*LicenceOperationCreate) *LicenceOperationCreateBulk {
+	return &LicenceOperationCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *LicenceOperationClient) MapCreateBulk(slice any, setFunc func(*LicenceOperationCreate, int)) *LicenceOperationCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &LicenceOperationCreateBulk{err: fmt.Errorf("calling to LicenceOperationClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*LicenceOperationCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &LicenceOperationCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for LicenceOperation.
+func (c *LicenceOperationClient) Update() *LicenceOperationUpdate {
+	mutation := newLicenceOperationMutation(c.config, OpUpdate)
+	return &LicenceOperationUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *LicenceOperationClient) UpdateOne(_m *LicenceOperation) *LicenceOperationUpdateOne {
+	mutation := newLicenceOperationMutation(c.config, OpUpdateOne, withLicenceOperation(_m))
+	return &LicenceOperationUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *LicenceOperationClient) UpdateOneID(id int) *LicenceOperationUpdateOne {
+	mutation := newLicenceOperationMutation(c.config, OpUpdateOne, withLicenceOperationID(id))
+	return &LicenceOperationUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for LicenceOperation.
+func (c *LicenceOperationClient) Delete() *LicenceOperationDelete {
+	mutation := newLicenceOperationMutation(c.config, OpDelete)
+	return &LicenceOperationDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *LicenceOperationClient) DeleteOne(_m *LicenceOperation) *LicenceOperationDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *LicenceOperationClient) DeleteOneID(id int) *LicenceOperationDeleteOne {
+	builder := c.Delete().Where(licenceoperation.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &LicenceOperationDeleteOne{builder}
+}
+
+// Query returns a query builder for LicenceOperation.
+func (c *LicenceOperationClient) Query() *LicenceOperationQuery {
+	return &LicenceOperationQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeLicenceOperation},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a LicenceOperation entity by its id.
+func (c *LicenceOperationClient) Get(ctx context.Context, id int) (*LicenceOperation, error) {
+	return c.Query().Where(licenceoperation.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *LicenceOperationClient) GetX(ctx context.Context, id int) *LicenceOperation {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryToken queries the token edge of a LicenceOperation.
+func (c *LicenceOperationClient) QueryToken(_m *LicenceOperation) *ServerTokenQuery {
+	query := (&ServerTokenClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(licenceoperation.Table, licenceoperation.FieldID, id),
+			sqlgraph.To(servertoken.Table, servertoken.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, true, licenceoperation.TokenTable, licenceoperation.TokenColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// QueryEvents queries the events edge of a LicenceOperation.
+func (c *LicenceOperationClient) QueryEvents(_m *LicenceOperation) *LicenceEventQuery {
+	query := (&LicenceEventClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(licenceoperation.Table, licenceoperation.FieldID, id),
+			sqlgraph.To(licenceevent.Table, licenceevent.FieldID),
+			sqlgraph.Edge(sqlgraph.O2M, false, licenceoperation.EventsTable, licenceoperation.EventsColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *LicenceOperationClient) Hooks() []Hook {
+	hooks := c.hooks.LicenceOperation
+	return append(hooks[:len(hooks):len(hooks)], licenceoperation.Hooks[:]...)
+}
+
+// Interceptors returns the client interceptors.
+func (c *LicenceOperationClient) Interceptors() []Interceptor {
+	return c.inters.LicenceOperation
+}
+
+func (c *LicenceOperationClient) mutate(ctx context.Context, m *LicenceOperationMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&LicenceOperationCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&LicenceOperationUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&LicenceOperationUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&LicenceOperationDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown LicenceOperation mutation op: %q", m.Op())
+	}
+}
+
 // ServerTokenClient is a client for the ServerToken schema.
 type ServerTokenClient struct {
 	config
@@ -948,6 +1616,38 @@ func (c *ServerTokenClient) QueryApps(_m *ServerToken) *AppQuery {
 			sqlgraph.From(servertoken.Table, servertoken.FieldID, id),
 			sqlgraph.To(app.Table, app.FieldID),
 			sqlgraph.Edge(sqlgraph.O2M, false, servertoken.AppsTable, servertoken.AppsColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// QueryAssignments queries the assignments edge of a ServerToken.
+func (c *ServerTokenClient) QueryAssignments(_m *ServerToken) *LicenceAssignmentQuery {
+	query := (&LicenceAssignmentClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(servertoken.Table, servertoken.FieldID, id),
+			sqlgraph.To(licenceassignment.Table, licenceassignment.FieldID),
+			sqlgraph.Edge(sqlgraph.O2M, false, servertoken.AssignmentsTable, servertoken.AssignmentsColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// QueryLicenceOperations queries the licence_operations edge of a ServerToken.
+func (c *ServerTokenClient) QueryLicenceOperations(_m *ServerToken) *LicenceOperationQuery {
+	query := (&LicenceOperationClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(servertoken.Table, servertoken.FieldID, id),
+			sqlgraph.To(licenceoperation.Table, licenceoperation.FieldID),
+			sqlgraph.Edge(sqlgraph.O2M, false, servertoken.LicenceOperationsTable, servertoken.LicenceOperationsColumn),
 		)
 		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
 		return fromV, nil
@@ -1118,11 +1818,12 @@ func (c *WebhookDeliveryClient) mutate(ctx context.Context, m *WebhookDeliveryMu
 // hooks and interceptors per client, for fast access.
 type (
 	hooks struct {
-		APIKey, App, AuditEvent, Customer, ServerToken, WebhookDelivery []ent.Hook
+		APIKey, App, AppleNotification, AuditEvent, Customer, LicenceAssignment,
+		LicenceEvent, LicenceOperation, ServerToken, WebhookDelivery []ent.Hook
 	}
 	inters struct {
-		APIKey, App, AuditEvent, Customer, ServerToken,
-		WebhookDelivery []ent.Interceptor
+		APIKey, App, AppleNotification, AuditEvent, Customer, LicenceAssignment,
+		LicenceEvent, LicenceOperation, ServerToken, WebhookDelivery []ent.Interceptor
 	}
 )
 

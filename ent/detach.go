@@ -36,9 +36,23 @@ func (_m *App) Detach() {
 	}
 	detachConfig(&_m.config)
 	_m.Edges.Token.Detach()
+	for _, e := range _m.Edges.Assignments {
+		e.Detach()
+	}
 }
 
 var _ Detacher = (*App)(nil)
+
+// Detach rebinds the AppleNotification from the transaction that read it, if any,
+// to the client the transaction came from. A nil AppleNotification is left alone.
+func (_m *AppleNotification) Detach() {
+	if _m == nil {
+		return
+	}
+	detachConfig(&_m.config)
+}
+
+var _ Detacher = (*AppleNotification)(nil)
 
 // Detach rebinds the AuditEvent from the transaction that read it, if any,
 // to the client the transaction came from. A nil AuditEvent is left alone.
@@ -65,6 +79,46 @@ func (_m *Customer) Detach() {
 
 var _ Detacher = (*Customer)(nil)
 
+// Detach rebinds the LicenceAssignment from the transaction that read it, if any,
+// to the client the transaction came from. A nil LicenceAssignment is left alone.
+func (_m *LicenceAssignment) Detach() {
+	if _m == nil {
+		return
+	}
+	detachConfig(&_m.config)
+	_m.Edges.Token.Detach()
+	_m.Edges.App.Detach()
+}
+
+var _ Detacher = (*LicenceAssignment)(nil)
+
+// Detach rebinds the LicenceEvent from the transaction that read it, if any,
+// to the client the transaction came from. A nil LicenceEvent is left alone.
+func (_m *LicenceEvent) Detach() {
+	if _m == nil {
+		return
+	}
+	detachConfig(&_m.config)
+	_m.Edges.Operation.Detach()
+}
+
+var _ Detacher = (*LicenceEvent)(nil)
+
+// Detach rebinds the LicenceOperation from the transaction that read it, if any,
+// to the client the transaction came from. A nil LicenceOperation is left alone.
+func (_m *LicenceOperation) Detach() {
+	if _m == nil {
+		return
+	}
+	detachConfig(&_m.config)
+	_m.Edges.Token.Detach()
+	for _, e := range _m.Edges.Events {
+		e.Detach()
+	}
+}
+
+var _ Detacher = (*LicenceOperation)(nil)
+
 // Detach rebinds the ServerToken from the transaction that read it, if any,
 // to the client the transaction came from. A nil ServerToken is left alone.
 func (_m *ServerToken) Detach() {
@@ -74,6 +128,12 @@ func (_m *ServerToken) Detach() {
 	detachConfig(&_m.config)
 	_m.Edges.Customer.Detach()
 	for _, e := range _m.Edges.Apps {
+		e.Detach()
+	}
+	for _, e := range _m.Edges.Assignments {
+		e.Detach()
+	}
+	for _, e := range _m.Edges.LicenceOperations {
 		e.Detach()
 	}
 }

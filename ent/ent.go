@@ -14,8 +14,12 @@ import (
 	"entgo.io/ent/dialect/sql/sqlgraph"
 	"github.com/orchard-msp/orchard/ent/apikey"
 	"github.com/orchard-msp/orchard/ent/app"
+	"github.com/orchard-msp/orchard/ent/applenotification"
 	"github.com/orchard-msp/orchard/ent/auditevent"
 	"github.com/orchard-msp/orchard/ent/customer"
+	"github.com/orchard-msp/orchard/ent/licenceassignment"
+	"github.com/orchard-msp/orchard/ent/licenceevent"
+	"github.com/orchard-msp/orchard/ent/licenceoperation"
 	"github.com/orchard-msp/orchard/ent/servertoken"
 	"github.com/orchard-msp/orchard/ent/webhookdelivery"
 )
@@ -78,12 +82,16 @@ var (
 func checkColumn(t, c string) error {
 	initCheck.Do(func() {
 		columnCheck = sql.NewColumnCheck(map[string]func(string) bool{
-			apikey.Table:          apikey.ValidColumn,
-			app.Table:             app.ValidColumn,
-			auditevent.Table:      auditevent.ValidColumn,
-			customer.Table:        customer.ValidColumn,
-			servertoken.Table:     servertoken.ValidColumn,
-			webhookdelivery.Table: webhookdelivery.ValidColumn,
+			apikey.Table:            apikey.ValidColumn,
+			app.Table:               app.ValidColumn,
+			applenotification.Table: applenotification.ValidColumn,
+			auditevent.Table:        auditevent.ValidColumn,
+			customer.Table:          customer.ValidColumn,
+			licenceassignment.Table: licenceassignment.ValidColumn,
+			licenceevent.Table:      licenceevent.ValidColumn,
+			licenceoperation.Table:  licenceoperation.ValidColumn,
+			servertoken.Table:       servertoken.ValidColumn,
+			webhookdelivery.Table:   webhookdelivery.ValidColumn,
 		})
 	})
 	return columnCheck(t, c)

@@ -5,8 +5,12 @@ package ent
 import (
 	"github.com/orchard-msp/orchard/ent/apikey"
 	"github.com/orchard-msp/orchard/ent/app"
+	"github.com/orchard-msp/orchard/ent/applenotification"
 	"github.com/orchard-msp/orchard/ent/auditevent"
 	"github.com/orchard-msp/orchard/ent/customer"
+	"github.com/orchard-msp/orchard/ent/licenceassignment"
+	"github.com/orchard-msp/orchard/ent/licenceevent"
+	"github.com/orchard-msp/orchard/ent/licenceoperation"
 	"github.com/orchard-msp/orchard/ent/predicate"
 	"github.com/orchard-msp/orchard/ent/servertoken"
 	"github.com/orchard-msp/orchard/ent/webhookdelivery"
@@ -19,7 +23,7 @@ import (
 
 // schemaGraph holds a representation of ent/schema at runtime.
 var schemaGraph = func() *sqlgraph.Schema {
-	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 6)}
+	graph := &sqlgraph.Schema{Nodes: make([]*sqlgraph.Node, 10)}
 	graph.Nodes[0] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   apikey.Table,
@@ -54,26 +58,45 @@ var schemaGraph = func() *sqlgraph.Schema {
 		},
 		Type: "App",
 		Fields: map[string]*sqlgraph.FieldSpec{
-			app.FieldCreatedAt:          {Type: field.TypeTime, Column: app.FieldCreatedAt},
-			app.FieldUpdatedAt:          {Type: field.TypeTime, Column: app.FieldUpdatedAt},
-			app.FieldTokenID:            {Type: field.TypeInt, Column: app.FieldTokenID},
-			app.FieldCustomerID:         {Type: field.TypeInt, Column: app.FieldCustomerID},
-			app.FieldAdamID:             {Type: field.TypeString, Column: app.FieldAdamID},
-			app.FieldPricingParam:       {Type: field.TypeString, Column: app.FieldPricingParam},
-			app.FieldProductType:        {Type: field.TypeEnum, Column: app.FieldProductType},
-			app.FieldName:               {Type: field.TypeString, Column: app.FieldName},
-			app.FieldBundleID:           {Type: field.TypeString, Column: app.FieldBundleID},
-			app.FieldIconURL:            {Type: field.TypeString, Column: app.FieldIconURL},
-			app.FieldTotalCount:         {Type: field.TypeInt, Column: app.FieldTotalCount},
-			app.FieldAssignedCount:      {Type: field.TypeInt, Column: app.FieldAssignedCount},
-			app.FieldAvailableCount:     {Type: field.TypeInt, Column: app.FieldAvailableCount},
-			app.FieldRetiredCount:       {Type: field.TypeInt, Column: app.FieldRetiredCount},
-			app.FieldUnlimited:          {Type: field.TypeBool, Column: app.FieldUnlimited},
-			app.FieldSupportedPlatforms: {Type: field.TypeJSON, Column: app.FieldSupportedPlatforms},
-			app.FieldMetadataAt:         {Type: field.TypeTime, Column: app.FieldMetadataAt},
+			app.FieldCreatedAt:           {Type: field.TypeTime, Column: app.FieldCreatedAt},
+			app.FieldUpdatedAt:           {Type: field.TypeTime, Column: app.FieldUpdatedAt},
+			app.FieldTokenID:             {Type: field.TypeInt, Column: app.FieldTokenID},
+			app.FieldCustomerID:          {Type: field.TypeInt, Column: app.FieldCustomerID},
+			app.FieldAdamID:              {Type: field.TypeString, Column: app.FieldAdamID},
+			app.FieldPricingParam:        {Type: field.TypeString, Column: app.FieldPricingParam},
+			app.FieldProductType:         {Type: field.TypeEnum, Column: app.FieldProductType},
+			app.FieldName:                {Type: field.TypeString, Column: app.FieldName},
+			app.FieldBundleID:            {Type: field.TypeString, Column: app.FieldBundleID},
+			app.FieldIconURL:             {Type: field.TypeString, Column: app.FieldIconURL},
+			app.FieldTotalCount:          {Type: field.TypeInt, Column: app.FieldTotalCount},
+			app.FieldAssignedCount:       {Type: field.TypeInt, Column: app.FieldAssignedCount},
+			app.FieldAvailableCount:      {Type: field.TypeInt, Column: app.FieldAvailableCount},
+			app.FieldRetiredCount:        {Type: field.TypeInt, Column: app.FieldRetiredCount},
+			app.FieldUnlimited:           {Type: field.TypeBool, Column: app.FieldUnlimited},
+			app.FieldSupportedPlatforms:  {Type: field.TypeJSON, Column: app.FieldSupportedPlatforms},
+			app.FieldMetadataAt:          {Type: field.TypeTime, Column: app.FieldMetadataAt},
+			app.FieldLowLicenceThreshold: {Type: field.TypeInt, Column: app.FieldLowLicenceThreshold},
+			app.FieldLicenceWarned:       {Type: field.TypeJSON, Column: app.FieldLicenceWarned},
 		},
 	}
 	graph.Nodes[2] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
+			Table:   applenotification.Table,
+			Columns: applenotification.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeInt,
+				Column: applenotification.FieldID,
+			},
+		},
+		Type: "AppleNotification",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			applenotification.FieldNotificationID: {Type: field.TypeString, Column: applenotification.FieldNotificationID},
+			applenotification.FieldType:           {Type: field.TypeString, Column: applenotification.FieldType},
+			applenotification.FieldTokenID:        {Type: field.TypeInt, Column: applenotification.FieldTokenID},
+			applenotification.FieldReceivedAt:     {Type: field.TypeTime, Column: applenotification.FieldReceivedAt},
+		},
+	}
+	graph.Nodes[3] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   auditevent.Table,
 			Columns: auditevent.Columns,
@@ -94,7 +117,7 @@ var schemaGraph = func() *sqlgraph.Schema {
 			auditevent.FieldDetail:     {Type: field.TypeString, Column: auditevent.FieldDetail},
 		},
 	}
-	graph.Nodes[3] = &sqlgraph.Node{
+	graph.Nodes[4] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   customer.Table,
 			Columns: customer.Columns,
@@ -111,7 +134,85 @@ var schemaGraph = func() *sqlgraph.Schema {
 			customer.FieldNameKey:   {Type: field.TypeString, Column: customer.FieldNameKey},
 		},
 	}
-	graph.Nodes[4] = &sqlgraph.Node{
+	graph.Nodes[5] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
+			Table:   licenceassignment.Table,
+			Columns: licenceassignment.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeInt,
+				Column: licenceassignment.FieldID,
+			},
+		},
+		Type: "LicenceAssignment",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			licenceassignment.FieldTokenID:      {Type: field.TypeInt, Column: licenceassignment.FieldTokenID},
+			licenceassignment.FieldCustomerID:   {Type: field.TypeInt, Column: licenceassignment.FieldCustomerID},
+			licenceassignment.FieldAppID:        {Type: field.TypeInt, Column: licenceassignment.FieldAppID},
+			licenceassignment.FieldAdamID:       {Type: field.TypeString, Column: licenceassignment.FieldAdamID},
+			licenceassignment.FieldPricingParam: {Type: field.TypeString, Column: licenceassignment.FieldPricingParam},
+			licenceassignment.FieldSerialNumber: {Type: field.TypeString, Column: licenceassignment.FieldSerialNumber},
+			licenceassignment.FieldClientUserID: {Type: field.TypeString, Column: licenceassignment.FieldClientUserID},
+			licenceassignment.FieldTarget:       {Type: field.TypeString, Column: licenceassignment.FieldTarget},
+			licenceassignment.FieldCreatedAt:    {Type: field.TypeTime, Column: licenceassignment.FieldCreatedAt},
+		},
+	}
+	graph.Nodes[6] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
+			Table:   licenceevent.Table,
+			Columns: licenceevent.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeInt,
+				Column: licenceevent.FieldID,
+			},
+		},
+		Type: "LicenceEvent",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			licenceevent.FieldOperationID:   {Type: field.TypeInt, Column: licenceevent.FieldOperationID},
+			licenceevent.FieldTokenID:       {Type: field.TypeInt, Column: licenceevent.FieldTokenID},
+			licenceevent.FieldCustomerID:    {Type: field.TypeInt, Column: licenceevent.FieldCustomerID},
+			licenceevent.FieldAssets:        {Type: field.TypeJSON, Column: licenceevent.FieldAssets},
+			licenceevent.FieldSerialNumbers: {Type: field.TypeJSON, Column: licenceevent.FieldSerialNumbers},
+			licenceevent.FieldClientUserIds: {Type: field.TypeJSON, Column: licenceevent.FieldClientUserIds},
+			licenceevent.FieldRequested:     {Type: field.TypeInt, Column: licenceevent.FieldRequested},
+			licenceevent.FieldState:         {Type: field.TypeEnum, Column: licenceevent.FieldState},
+			licenceevent.FieldEventID:       {Type: field.TypeString, Column: licenceevent.FieldEventID},
+			licenceevent.FieldCompleted:     {Type: field.TypeInt, Column: licenceevent.FieldCompleted},
+			licenceevent.FieldResults:       {Type: field.TypeJSON, Column: licenceevent.FieldResults},
+			licenceevent.FieldFailures:      {Type: field.TypeJSON, Column: licenceevent.FieldFailures},
+			licenceevent.FieldSentAt:        {Type: field.TypeTime, Column: licenceevent.FieldSentAt},
+			licenceevent.FieldNextCheckAt:   {Type: field.TypeTime, Column: licenceevent.FieldNextCheckAt},
+			licenceevent.FieldChecks:        {Type: field.TypeInt, Column: licenceevent.FieldChecks},
+			licenceevent.FieldResends:       {Type: field.TypeInt, Column: licenceevent.FieldResends},
+			licenceevent.FieldSendFailures:  {Type: field.TypeInt, Column: licenceevent.FieldSendFailures},
+			licenceevent.FieldNotifiedAt:    {Type: field.TypeTime, Column: licenceevent.FieldNotifiedAt},
+		},
+	}
+	graph.Nodes[7] = &sqlgraph.Node{
+		NodeSpec: sqlgraph.NodeSpec{
+			Table:   licenceoperation.Table,
+			Columns: licenceoperation.Columns,
+			ID: &sqlgraph.FieldSpec{
+				Type:   field.TypeInt,
+				Column: licenceoperation.FieldID,
+			},
+		},
+		Type: "LicenceOperation",
+		Fields: map[string]*sqlgraph.FieldSpec{
+			licenceoperation.FieldTokenID:       {Type: field.TypeInt, Column: licenceoperation.FieldTokenID},
+			licenceoperation.FieldCustomerID:    {Type: field.TypeInt, Column: licenceoperation.FieldCustomerID},
+			licenceoperation.FieldKind:          {Type: field.TypeEnum, Column: licenceoperation.FieldKind},
+			licenceoperation.FieldStatus:        {Type: field.TypeEnum, Column: licenceoperation.FieldStatus},
+			licenceoperation.FieldRequested:     {Type: field.TypeInt, Column: licenceoperation.FieldRequested},
+			licenceoperation.FieldCompleted:     {Type: field.TypeInt, Column: licenceoperation.FieldCompleted},
+			licenceoperation.FieldFailures:      {Type: field.TypeJSON, Column: licenceoperation.FieldFailures},
+			licenceoperation.FieldAssets:        {Type: field.TypeJSON, Column: licenceoperation.FieldAssets},
+			licenceoperation.FieldSerialNumbers: {Type: field.TypeJSON, Column: licenceoperation.FieldSerialNumbers},
+			licenceoperation.FieldClientUserIds: {Type: field.TypeJSON, Column: licenceoperation.FieldClientUserIds},
+			licenceoperation.FieldCreatedAt:     {Type: field.TypeTime, Column: licenceoperation.FieldCreatedAt},
+			licenceoperation.FieldCompletedAt:   {Type: field.TypeTime, Column: licenceoperation.FieldCompletedAt},
+		},
+	}
+	graph.Nodes[8] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   servertoken.Table,
 			Columns: servertoken.Columns,
@@ -122,32 +223,35 @@ var schemaGraph = func() *sqlgraph.Schema {
 		},
 		Type: "ServerToken",
 		Fields: map[string]*sqlgraph.FieldSpec{
-			servertoken.FieldCreatedAt:       {Type: field.TypeTime, Column: servertoken.FieldCreatedAt},
-			servertoken.FieldUpdatedAt:       {Type: field.TypeTime, Column: servertoken.FieldUpdatedAt},
-			servertoken.FieldCustomerID:      {Type: field.TypeInt, Column: servertoken.FieldCustomerID},
-			servertoken.FieldState:           {Type: field.TypeEnum, Column: servertoken.FieldState},
-			servertoken.FieldOrgName:         {Type: field.TypeString, Column: servertoken.FieldOrgName},
-			servertoken.FieldLocationName:    {Type: field.TypeString, Column: servertoken.FieldLocationName},
-			servertoken.FieldLocationUID:     {Type: field.TypeString, Column: servertoken.FieldLocationUID},
-			servertoken.FieldCountryCode:     {Type: field.TypeString, Column: servertoken.FieldCountryCode},
-			servertoken.FieldDefaultPlatform: {Type: field.TypeString, Column: servertoken.FieldDefaultPlatform},
-			servertoken.FieldWebsiteURL:      {Type: field.TypeString, Column: servertoken.FieldWebsiteURL},
-			servertoken.FieldExpiresAt:       {Type: field.TypeTime, Column: servertoken.FieldExpiresAt},
-			servertoken.FieldFileExpiresAt:   {Type: field.TypeTime, Column: servertoken.FieldFileExpiresAt},
-			servertoken.FieldSealedToken:     {Type: field.TypeBytes, Column: servertoken.FieldSealedToken},
-			servertoken.FieldMdmID:           {Type: field.TypeString, Column: servertoken.FieldMdmID},
-			servertoken.FieldManagedBy:       {Type: field.TypeJSON, Column: servertoken.FieldManagedBy},
-			servertoken.FieldLastSyncedAt:    {Type: field.TypeTime, Column: servertoken.FieldLastSyncedAt},
-			servertoken.FieldLastErrorCode:   {Type: field.TypeString, Column: servertoken.FieldLastErrorCode},
-			servertoken.FieldLastError:       {Type: field.TypeString, Column: servertoken.FieldLastError},
-			servertoken.FieldLastErrorAt:     {Type: field.TypeTime, Column: servertoken.FieldLastErrorAt},
-			servertoken.FieldWarnedDays:      {Type: field.TypeInt, Column: servertoken.FieldWarnedDays},
-			servertoken.FieldWarnedExpiry:    {Type: field.TypeTime, Column: servertoken.FieldWarnedExpiry},
-			servertoken.FieldWarnedAt:        {Type: field.TypeTime, Column: servertoken.FieldWarnedAt},
-			servertoken.FieldNextWarnAt:      {Type: field.TypeTime, Column: servertoken.FieldNextWarnAt},
+			servertoken.FieldCreatedAt:          {Type: field.TypeTime, Column: servertoken.FieldCreatedAt},
+			servertoken.FieldUpdatedAt:          {Type: field.TypeTime, Column: servertoken.FieldUpdatedAt},
+			servertoken.FieldCustomerID:         {Type: field.TypeInt, Column: servertoken.FieldCustomerID},
+			servertoken.FieldState:              {Type: field.TypeEnum, Column: servertoken.FieldState},
+			servertoken.FieldOrgName:            {Type: field.TypeString, Column: servertoken.FieldOrgName},
+			servertoken.FieldLocationName:       {Type: field.TypeString, Column: servertoken.FieldLocationName},
+			servertoken.FieldLocationUID:        {Type: field.TypeString, Column: servertoken.FieldLocationUID},
+			servertoken.FieldCountryCode:        {Type: field.TypeString, Column: servertoken.FieldCountryCode},
+			servertoken.FieldDefaultPlatform:    {Type: field.TypeString, Column: servertoken.FieldDefaultPlatform},
+			servertoken.FieldWebsiteURL:         {Type: field.TypeString, Column: servertoken.FieldWebsiteURL},
+			servertoken.FieldExpiresAt:          {Type: field.TypeTime, Column: servertoken.FieldExpiresAt},
+			servertoken.FieldFileExpiresAt:      {Type: field.TypeTime, Column: servertoken.FieldFileExpiresAt},
+			servertoken.FieldSealedToken:        {Type: field.TypeBytes, Column: servertoken.FieldSealedToken},
+			servertoken.FieldMdmID:              {Type: field.TypeString, Column: servertoken.FieldMdmID},
+			servertoken.FieldManagedBy:          {Type: field.TypeJSON, Column: servertoken.FieldManagedBy},
+			servertoken.FieldLastSyncedAt:       {Type: field.TypeTime, Column: servertoken.FieldLastSyncedAt},
+			servertoken.FieldLastErrorCode:      {Type: field.TypeString, Column: servertoken.FieldLastErrorCode},
+			servertoken.FieldLastError:          {Type: field.TypeString, Column: servertoken.FieldLastError},
+			servertoken.FieldLastErrorAt:        {Type: field.TypeTime, Column: servertoken.FieldLastErrorAt},
+			servertoken.FieldWarnedDays:         {Type: field.TypeInt, Column: servertoken.FieldWarnedDays},
+			servertoken.FieldWarnedExpiry:       {Type: field.TypeTime, Column: servertoken.FieldWarnedExpiry},
+			servertoken.FieldWarnedAt:           {Type: field.TypeTime, Column: servertoken.FieldWarnedAt},
+			servertoken.FieldNextWarnAt:         {Type: field.TypeTime, Column: servertoken.FieldNextWarnAt},
+			servertoken.FieldNotificationSecret: {Type: field.TypeBytes, Column: servertoken.FieldNotificationSecret},
+			servertoken.FieldNotificationURL:    {Type: field.TypeString, Column: servertoken.FieldNotificationURL},
+			servertoken.FieldAssignmentsVersion: {Type: field.TypeString, Column: servertoken.FieldAssignmentsVersion},
 		},
 	}
-	graph.Nodes[5] = &sqlgraph.Node{
+	graph.Nodes[9] = &sqlgraph.Node{
 		NodeSpec: sqlgraph.NodeSpec{
 			Table:   webhookdelivery.Table,
 			Columns: webhookdelivery.Columns,
@@ -183,6 +287,18 @@ var schemaGraph = func() *sqlgraph.Schema {
 		"ServerToken",
 	)
 	graph.MustAddE(
+		"assignments",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   app.AssignmentsTable,
+			Columns: []string{app.AssignmentsColumn},
+			Bidi:    false,
+		},
+		"App",
+		"LicenceAssignment",
+	)
+	graph.MustAddE(
 		"tokens",
 		&sqlgraph.EdgeSpec{
 			Rel:     sqlgraph.O2M,
@@ -193,6 +309,66 @@ var schemaGraph = func() *sqlgraph.Schema {
 		},
 		"Customer",
 		"ServerToken",
+	)
+	graph.MustAddE(
+		"token",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: true,
+			Table:   licenceassignment.TokenTable,
+			Columns: []string{licenceassignment.TokenColumn},
+			Bidi:    false,
+		},
+		"LicenceAssignment",
+		"ServerToken",
+	)
+	graph.MustAddE(
+		"app",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: true,
+			Table:   licenceassignment.AppTable,
+			Columns: []string{licenceassignment.AppColumn},
+			Bidi:    false,
+		},
+		"LicenceAssignment",
+		"App",
+	)
+	graph.MustAddE(
+		"operation",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: true,
+			Table:   licenceevent.OperationTable,
+			Columns: []string{licenceevent.OperationColumn},
+			Bidi:    false,
+		},
+		"LicenceEvent",
+		"LicenceOperation",
+	)
+	graph.MustAddE(
+		"token",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.M2O,
+			Inverse: true,
+			Table:   licenceoperation.TokenTable,
+			Columns: []string{licenceoperation.TokenColumn},
+			Bidi:    false,
+		},
+		"LicenceOperation",
+		"ServerToken",
+	)
+	graph.MustAddE(
+		"events",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   licenceoperation.EventsTable,
+			Columns: []string{licenceoperation.EventsColumn},
+			Bidi:    false,
+		},
+		"LicenceOperation",
+		"LicenceEvent",
 	)
 	graph.MustAddE(
 		"customer",
@@ -217,6 +393,30 @@ var schemaGraph = func() *sqlgraph.Schema {
 		},
 		"ServerToken",
 		"App",
+	)
+	graph.MustAddE(
+		"assignments",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   servertoken.AssignmentsTable,
+			Columns: []string{servertoken.AssignmentsColumn},
+			Bidi:    false,
+		},
+		"ServerToken",
+		"LicenceAssignment",
+	)
+	graph.MustAddE(
+		"licence_operations",
+		&sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   servertoken.LicenceOperationsTable,
+			Columns: []string{servertoken.LicenceOperationsColumn},
+			Bidi:    false,
+		},
+		"ServerToken",
+		"LicenceOperation",
 	)
 	return graph
 }()
@@ -442,6 +642,16 @@ func (f *AppFilter) WhereMetadataAt(p entql.TimeP) {
 	f.Where(p.Field(app.FieldMetadataAt))
 }
 
+// WhereLowLicenceThreshold applies the entql int predicate on the low_licence_threshold field.
+func (f *AppFilter) WhereLowLicenceThreshold(p entql.IntP) {
+	f.Where(p.Field(app.FieldLowLicenceThreshold))
+}
+
+// WhereLicenceWarned applies the entql json.RawMessage predicate on the licence_warned field.
+func (f *AppFilter) WhereLicenceWarned(p entql.BytesP) {
+	f.Where(p.Field(app.FieldLicenceWarned))
+}
+
 // WhereHasToken applies a predicate to check if query has an edge token.
 func (f *AppFilter) WhereHasToken() {
 	f.Where(entql.HasEdge("token"))
@@ -454,6 +664,80 @@ func (f *AppFilter) WhereHasTokenWith(preds ...predicate.ServerToken) {
 			p(s)
 		}
 	})))
+}
+
+// WhereHasAssignments applies a predicate to check if query has an edge assignments.
+func (f *AppFilter) WhereHasAssignments() {
+	f.Where(entql.HasEdge("assignments"))
+}
+
+// WhereHasAssignmentsWith applies a predicate to check if query has an edge assignments with a given conditions (other predicates).
+func (f *AppFilter) WhereHasAssignmentsWith(preds ...predicate.LicenceAssignment) {
+	f.Where(entql.HasEdgeWith("assignments", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
+func (_q *AppleNotificationQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the AppleNotificationQuery builder.
+func (_q *AppleNotificationQuery) Filter() *AppleNotificationFilter {
+	return &AppleNotificationFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *AppleNotificationMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the AppleNotificationMutation builder.
+func (m *AppleNotificationMutation) Filter() *AppleNotificationFilter {
+	return &AppleNotificationFilter{config: m.config, predicateAdder: m}
+}
+
+// AppleNotificationFilter provides a generic filtering capability at runtime for AppleNotificationQuery.
+type AppleNotificationFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *AppleNotificationFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[2].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql int predicate on the id field.
+func (f *AppleNotificationFilter) WhereID(p entql.IntP) {
+	f.Where(p.Field(applenotification.FieldID))
+}
+
+// WhereNotificationID applies the entql string predicate on the notification_id field.
+func (f *AppleNotificationFilter) WhereNotificationID(p entql.StringP) {
+	f.Where(p.Field(applenotification.FieldNotificationID))
+}
+
+// WhereType applies the entql string predicate on the type field.
+func (f *AppleNotificationFilter) WhereType(p entql.StringP) {
+	f.Where(p.Field(applenotification.FieldType))
+}
+
+// WhereTokenID applies the entql int predicate on the token_id field.
+func (f *AppleNotificationFilter) WhereTokenID(p entql.IntP) {
+	f.Where(p.Field(applenotification.FieldTokenID))
+}
+
+// WhereReceivedAt applies the entql time.Time predicate on the received_at field.
+func (f *AppleNotificationFilter) WhereReceivedAt(p entql.TimeP) {
+	f.Where(p.Field(applenotification.FieldReceivedAt))
 }
 
 // addPredicate implements the predicateAdder interface.
@@ -485,7 +769,7 @@ type AuditEventFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *AuditEventFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[2].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[3].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -565,7 +849,7 @@ type CustomerFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *CustomerFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[3].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[4].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -611,6 +895,391 @@ func (f *CustomerFilter) WhereHasTokensWith(preds ...predicate.ServerToken) {
 }
 
 // addPredicate implements the predicateAdder interface.
+func (_q *LicenceAssignmentQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the LicenceAssignmentQuery builder.
+func (_q *LicenceAssignmentQuery) Filter() *LicenceAssignmentFilter {
+	return &LicenceAssignmentFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *LicenceAssignmentMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the LicenceAssignmentMutation builder.
+func (m *LicenceAssignmentMutation) Filter() *LicenceAssignmentFilter {
+	return &LicenceAssignmentFilter{config: m.config, predicateAdder: m}
+}
+
+// LicenceAssignmentFilter provides a generic filtering capability at runtime for LicenceAssignmentQuery.
+type LicenceAssignmentFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *LicenceAssignmentFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[5].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql int predicate on the id field.
+func (f *LicenceAssignmentFilter) WhereID(p entql.IntP) {
+	f.Where(p.Field(licenceassignment.FieldID))
+}
+
+// WhereTokenID applies the entql int predicate on the token_id field.
+func (f *LicenceAssignmentFilter) WhereTokenID(p entql.IntP) {
+	f.Where(p.Field(licenceassignment.FieldTokenID))
+}
+
+// WhereCustomerID applies the entql int predicate on the customer_id field.
+func (f *LicenceAssignmentFilter) WhereCustomerID(p entql.IntP) {
+	f.Where(p.Field(licenceassignment.FieldCustomerID))
+}
+
+// WhereAppID applies the entql int predicate on the app_id field.
+func (f *LicenceAssignmentFilter) WhereAppID(p entql.IntP) {
+	f.Where(p.Field(licenceassignment.FieldAppID))
+}
+
+// WhereAdamID applies the entql string predicate on the adam_id field.
+func (f *LicenceAssignmentFilter) WhereAdamID(p entql.StringP) {
+	f.Where(p.Field(licenceassignment.FieldAdamID))
+}
+
+// WherePricingParam applies the entql string predicate on the pricing_param field.
+func (f *LicenceAssignmentFilter) WherePricingParam(p entql.StringP) {
+	f.Where(p.Field(licenceassignment.FieldPricingParam))
+}
+
+// WhereSerialNumber applies the entql string predicate on the serial_number field.
+func (f *LicenceAssignmentFilter) WhereSerialNumber(p entql.StringP) {
+	f.Where(p.Field(licenceassignment.FieldSerialNumber))
+}
+
+// WhereClientUserID applies the entql string predicate on the client_user_id field.
+func (f *LicenceAssignmentFilter) WhereClientUserID(p entql.StringP) {
+	f.Where(p.Field(licenceassignment.FieldClientUserID))
+}
+
+// WhereTarget applies the entql string predicate on the target field.
+func (f *LicenceAssignmentFilter) WhereTarget(p entql.StringP) {
+	f.Where(p.Field(licenceassignment.FieldTarget))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *LicenceAssignmentFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(licenceassignment.FieldCreatedAt))
+}
+
+// WhereHasToken applies a predicate to check if query has an edge token.
+func (f *LicenceAssignmentFilter) WhereHasToken() {
+	f.Where(entql.HasEdge("token"))
+}
+
+// WhereHasTokenWith applies a predicate to check if query has an edge token with a given conditions (other predicates).
+func (f *LicenceAssignmentFilter) WhereHasTokenWith(preds ...predicate.ServerToken) {
+	f.Where(entql.HasEdgeWith("token", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// WhereHasApp applies a predicate to check if query has an edge app.
+func (f *LicenceAssignmentFilter) WhereHasApp() {
+	f.Where(entql.HasEdge("app"))
+}
+
+// WhereHasAppWith applies a predicate to check if query has an edge app with a given conditions (other predicates).
+func (f *LicenceAssignmentFilter) WhereHasAppWith(preds ...predicate.App) {
+	f.Where(entql.HasEdgeWith("app", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
+func (_q *LicenceEventQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the LicenceEventQuery builder.
+func (_q *LicenceEventQuery) Filter() *LicenceEventFilter {
+	return &LicenceEventFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *LicenceEventMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the LicenceEventMutation builder.
+func (m *LicenceEventMutation) Filter() *LicenceEventFilter {
+	return &LicenceEventFilter{config: m.config, predicateAdder: m}
+}
+
+// LicenceEventFilter provides a generic filtering capability at runtime for LicenceEventQuery.
+type LicenceEventFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *LicenceEventFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[6].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql int predicate on the id field.
+func (f *LicenceEventFilter) WhereID(p entql.IntP) {
+	f.Where(p.Field(licenceevent.FieldID))
+}
+
+// WhereOperationID applies the entql int predicate on the operation_id field.
+func (f *LicenceEventFilter) WhereOperationID(p entql.IntP) {
+	f.Where(p.Field(licenceevent.FieldOperationID))
+}
+
+// WhereTokenID applies the entql int predicate on the token_id field.
+func (f *LicenceEventFilter) WhereTokenID(p entql.IntP) {
+	f.Where(p.Field(licenceevent.FieldTokenID))
+}
+
+// WhereCustomerID applies the entql int predicate on the customer_id field.
+func (f *LicenceEventFilter) WhereCustomerID(p entql.IntP) {
+	f.Where(p.Field(licenceevent.FieldCustomerID))
+}
+
+// WhereAssets applies the entql json.RawMessage predicate on the assets field.
+func (f *LicenceEventFilter) WhereAssets(p entql.BytesP) {
+	f.Where(p.Field(licenceevent.FieldAssets))
+}
+
+// WhereSerialNumbers applies the entql json.RawMessage predicate on the serial_numbers field.
+func (f *LicenceEventFilter) WhereSerialNumbers(p entql.BytesP) {
+	f.Where(p.Field(licenceevent.FieldSerialNumbers))
+}
+
+// WhereClientUserIds applies the entql json.RawMessage predicate on the client_user_ids field.
+func (f *LicenceEventFilter) WhereClientUserIds(p entql.BytesP) {
+	f.Where(p.Field(licenceevent.FieldClientUserIds))
+}
+
+// WhereRequested applies the entql int predicate on the requested field.
+func (f *LicenceEventFilter) WhereRequested(p entql.IntP) {
+	f.Where(p.Field(licenceevent.FieldRequested))
+}
+
+// WhereState applies the entql string predicate on the state field.
+func (f *LicenceEventFilter) WhereState(p entql.StringP) {
+	f.Where(p.Field(licenceevent.FieldState))
+}
+
+// WhereEventID applies the entql string predicate on the event_id field.
+func (f *LicenceEventFilter) WhereEventID(p entql.StringP) {
+	f.Where(p.Field(licenceevent.FieldEventID))
+}
+
+// WhereCompleted applies the entql int predicate on the completed field.
+func (f *LicenceEventFilter) WhereCompleted(p entql.IntP) {
+	f.Where(p.Field(licenceevent.FieldCompleted))
+}
+
+// WhereResults applies the entql json.RawMessage predicate on the results field.
+func (f *LicenceEventFilter) WhereResults(p entql.BytesP) {
+	f.Where(p.Field(licenceevent.FieldResults))
+}
+
+// WhereFailures applies the entql json.RawMessage predicate on the failures field.
+func (f *LicenceEventFilter) WhereFailures(p entql.BytesP) {
+	f.Where(p.Field(licenceevent.FieldFailures))
+}
+
+// WhereSentAt applies the entql time.Time predicate on the sent_at field.
+func (f *LicenceEventFilter) WhereSentAt(p entql.TimeP) {
+	f.Where(p.Field(licenceevent.FieldSentAt))
+}
+
+// WhereNextCheckAt applies the entql time.Time predicate on the next_check_at field.
+func (f *LicenceEventFilter) WhereNextCheckAt(p entql.TimeP) {
+	f.Where(p.Field(licenceevent.FieldNextCheckAt))
+}
+
+// WhereChecks applies the entql int predicate on the checks field.
+func (f *LicenceEventFilter) WhereChecks(p entql.IntP) {
+	f.Where(p.Field(licenceevent.FieldChecks))
+}
+
+// WhereResends applies the entql int predicate on the resends field.
+func (f *LicenceEventFilter) WhereResends(p entql.IntP) {
+	f.Where(p.Field(licenceevent.FieldResends))
+}
+
+// WhereSendFailures applies the entql int predicate on the send_failures field.
+func (f *LicenceEventFilter) WhereSendFailures(p entql.IntP) {
+	f.Where(p.Field(licenceevent.FieldSendFailures))
+}
+
+// WhereNotifiedAt applies the entql time.Time predicate on the notified_at field.
+func (f *LicenceEventFilter) WhereNotifiedAt(p entql.TimeP) {
+	f.Where(p.Field(licenceevent.FieldNotifiedAt))
+}
+
+// WhereHasOperation applies a predicate to check if query has an edge operation.
+func (f *LicenceEventFilter) WhereHasOperation() {
+	f.Where(entql.HasEdge("operation"))
+}
+
+// WhereHasOperationWith applies a predicate to check if query has an edge operation with a given conditions (other predicates).
+func (f *LicenceEventFilter) WhereHasOperationWith(preds ...predicate.LicenceOperation) {
+	f.Where(entql.HasEdgeWith("operation", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
+func (_q *LicenceOperationQuery) addPredicate(pred func(s *sql.Selector)) {
+	_q.predicates = append(_q.predicates, pred)
+}
+
+// Filter returns a Filter implementation to apply filters on the LicenceOperationQuery builder.
+func (_q *LicenceOperationQuery) Filter() *LicenceOperationFilter {
+	return &LicenceOperationFilter{config: _q.config, predicateAdder: _q}
+}
+
+// addPredicate implements the predicateAdder interface.
+func (m *LicenceOperationMutation) addPredicate(pred func(s *sql.Selector)) {
+	m.predicates = append(m.predicates, pred)
+}
+
+// Filter returns an entql.Where implementation to apply filters on the LicenceOperationMutation builder.
+func (m *LicenceOperationMutation) Filter() *LicenceOperationFilter {
+	return &LicenceOperationFilter{config: m.config, predicateAdder: m}
+}
+
+// LicenceOperationFilter provides a generic filtering capability at runtime for LicenceOperationQuery.
+type LicenceOperationFilter struct {
+	predicateAdder
+	config
+}
+
+// Where applies the entql predicate on the query filter.
+func (f *LicenceOperationFilter) Where(p entql.P) {
+	f.addPredicate(func(s *sql.Selector) {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[7].Type, p, s); err != nil {
+			s.AddError(err)
+		}
+	})
+}
+
+// WhereID applies the entql int predicate on the id field.
+func (f *LicenceOperationFilter) WhereID(p entql.IntP) {
+	f.Where(p.Field(licenceoperation.FieldID))
+}
+
+// WhereTokenID applies the entql int predicate on the token_id field.
+func (f *LicenceOperationFilter) WhereTokenID(p entql.IntP) {
+	f.Where(p.Field(licenceoperation.FieldTokenID))
+}
+
+// WhereCustomerID applies the entql int predicate on the customer_id field.
+func (f *LicenceOperationFilter) WhereCustomerID(p entql.IntP) {
+	f.Where(p.Field(licenceoperation.FieldCustomerID))
+}
+
+// WhereKind applies the entql string predicate on the kind field.
+func (f *LicenceOperationFilter) WhereKind(p entql.StringP) {
+	f.Where(p.Field(licenceoperation.FieldKind))
+}
+
+// WhereStatus applies the entql string predicate on the status field.
+func (f *LicenceOperationFilter) WhereStatus(p entql.StringP) {
+	f.Where(p.Field(licenceoperation.FieldStatus))
+}
+
+// WhereRequested applies the entql int predicate on the requested field.
+func (f *LicenceOperationFilter) WhereRequested(p entql.IntP) {
+	f.Where(p.Field(licenceoperation.FieldRequested))
+}
+
+// WhereCompleted applies the entql int predicate on the completed field.
+func (f *LicenceOperationFilter) WhereCompleted(p entql.IntP) {
+	f.Where(p.Field(licenceoperation.FieldCompleted))
+}
+
+// WhereFailures applies the entql json.RawMessage predicate on the failures field.
+func (f *LicenceOperationFilter) WhereFailures(p entql.BytesP) {
+	f.Where(p.Field(licenceoperation.FieldFailures))
+}
+
+// WhereAssets applies the entql json.RawMessage predicate on the assets field.
+func (f *LicenceOperationFilter) WhereAssets(p entql.BytesP) {
+	f.Where(p.Field(licenceoperation.FieldAssets))
+}
+
+// WhereSerialNumbers applies the entql json.RawMessage predicate on the serial_numbers field.
+func (f *LicenceOperationFilter) WhereSerialNumbers(p entql.BytesP) {
+	f.Where(p.Field(licenceoperation.FieldSerialNumbers))
+}
+
+// WhereClientUserIds applies the entql json.RawMessage predicate on the client_user_ids field.
+func (f *LicenceOperationFilter) WhereClientUserIds(p entql.BytesP) {
+	f.Where(p.Field(licenceoperation.FieldClientUserIds))
+}
+
+// WhereCreatedAt applies the entql time.Time predicate on the created_at field.
+func (f *LicenceOperationFilter) WhereCreatedAt(p entql.TimeP) {
+	f.Where(p.Field(licenceoperation.FieldCreatedAt))
+}
+
+// WhereCompletedAt applies the entql time.Time predicate on the completed_at field.
+func (f *LicenceOperationFilter) WhereCompletedAt(p entql.TimeP) {
+	f.Where(p.Field(licenceoperation.FieldCompletedAt))
+}
+
+// WhereHasToken applies a predicate to check if query has an edge token.
+func (f *LicenceOperationFilter) WhereHasToken() {
+	f.Where(entql.HasEdge("token"))
+}
+
+// WhereHasTokenWith applies a predicate to check if query has an edge token with a given conditions (other predicates).
+func (f *LicenceOperationFilter) WhereHasTokenWith(preds ...predicate.ServerToken) {
+	f.Where(entql.HasEdgeWith("token", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// WhereHasEvents applies a predicate to check if query has an edge events.
+func (f *LicenceOperationFilter) WhereHasEvents() {
+	f.Where(entql.HasEdge("events"))
+}
+
+// WhereHasEventsWith applies a predicate to check if query has an edge events with a given conditions (other predicates).
+func (f *LicenceOperationFilter) WhereHasEventsWith(preds ...predicate.LicenceEvent) {
+	f.Where(entql.HasEdgeWith("events", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// addPredicate implements the predicateAdder interface.
 func (_q *ServerTokenQuery) addPredicate(pred func(s *sql.Selector)) {
 	_q.predicates = append(_q.predicates, pred)
 }
@@ -639,7 +1308,7 @@ type ServerTokenFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *ServerTokenFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[4].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[8].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})
@@ -765,6 +1434,21 @@ func (f *ServerTokenFilter) WhereNextWarnAt(p entql.TimeP) {
 	f.Where(p.Field(servertoken.FieldNextWarnAt))
 }
 
+// WhereNotificationSecret applies the entql []byte predicate on the notification_secret field.
+func (f *ServerTokenFilter) WhereNotificationSecret(p entql.BytesP) {
+	f.Where(p.Field(servertoken.FieldNotificationSecret))
+}
+
+// WhereNotificationURL applies the entql string predicate on the notification_url field.
+func (f *ServerTokenFilter) WhereNotificationURL(p entql.StringP) {
+	f.Where(p.Field(servertoken.FieldNotificationURL))
+}
+
+// WhereAssignmentsVersion applies the entql string predicate on the assignments_version field.
+func (f *ServerTokenFilter) WhereAssignmentsVersion(p entql.StringP) {
+	f.Where(p.Field(servertoken.FieldAssignmentsVersion))
+}
+
 // WhereHasCustomer applies a predicate to check if query has an edge customer.
 func (f *ServerTokenFilter) WhereHasCustomer() {
 	f.Where(entql.HasEdge("customer"))
@@ -787,6 +1471,34 @@ func (f *ServerTokenFilter) WhereHasApps() {
 // WhereHasAppsWith applies a predicate to check if query has an edge apps with a given conditions (other predicates).
 func (f *ServerTokenFilter) WhereHasAppsWith(preds ...predicate.App) {
 	f.Where(entql.HasEdgeWith("apps", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// WhereHasAssignments applies a predicate to check if query has an edge assignments.
+func (f *ServerTokenFilter) WhereHasAssignments() {
+	f.Where(entql.HasEdge("assignments"))
+}
+
+// WhereHasAssignmentsWith applies a predicate to check if query has an edge assignments with a given conditions (other predicates).
+func (f *ServerTokenFilter) WhereHasAssignmentsWith(preds ...predicate.LicenceAssignment) {
+	f.Where(entql.HasEdgeWith("assignments", sqlgraph.WrapFunc(func(s *sql.Selector) {
+		for _, p := range preds {
+			p(s)
+		}
+	})))
+}
+
+// WhereHasLicenceOperations applies a predicate to check if query has an edge licence_operations.
+func (f *ServerTokenFilter) WhereHasLicenceOperations() {
+	f.Where(entql.HasEdge("licence_operations"))
+}
+
+// WhereHasLicenceOperationsWith applies a predicate to check if query has an edge licence_operations with a given conditions (other predicates).
+func (f *ServerTokenFilter) WhereHasLicenceOperationsWith(preds ...predicate.LicenceOperation) {
+	f.Where(entql.HasEdgeWith("licence_operations", sqlgraph.WrapFunc(func(s *sql.Selector) {
 		for _, p := range preds {
 			p(s)
 		}
@@ -822,7 +1534,7 @@ type WebhookDeliveryFilter struct {
 // Where applies the entql predicate on the query filter.
 func (f *WebhookDeliveryFilter) Where(p entql.P) {
 	f.addPredicate(func(s *sql.Selector) {
-		if err := schemaGraph.EvalP(schemaGraph.Nodes[5].Type, p, s); err != nil {
+		if err := schemaGraph.EvalP(schemaGraph.Nodes[9].Type, p, s); err != nil {
 			s.AddError(err)
 		}
 	})

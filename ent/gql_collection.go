@@ -13,6 +13,8 @@ import (
 	"github.com/orchard-msp/orchard/ent/app"
 	"github.com/orchard-msp/orchard/ent/auditevent"
 	"github.com/orchard-msp/orchard/ent/customer"
+	"github.com/orchard-msp/orchard/ent/licenceassignment"
+	"github.com/orchard-msp/orchard/ent/licenceoperation"
 	"github.com/orchard-msp/orchard/ent/servertoken"
 )
 
@@ -133,6 +135,11 @@ func (_q *AppQuery) collectFields(ctx context.Context, oneNode bool, opCtx *grap
 			if _, ok := fieldSeen[app.FieldSupportedPlatforms]; !ok {
 				selectedFields = append(selectedFields, app.FieldSupportedPlatforms)
 				fieldSeen[app.FieldSupportedPlatforms] = struct{}{}
+			}
+		case "lowLicenceThreshold":
+			if _, ok := fieldSeen[app.FieldLowLicenceThreshold]; !ok {
+				selectedFields = append(selectedFields, app.FieldLowLicenceThreshold)
+				fieldSeen[app.FieldLowLicenceThreshold] = struct{}{}
 			}
 		case "id":
 		case "__typename":
@@ -514,6 +521,303 @@ func newCustomerPaginateArgs(rv map[string]any) *customerPaginateArgs {
 }
 
 // CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
+func (_q *LicenceAssignmentQuery) CollectFields(ctx context.Context, satisfies ...string) (*LicenceAssignmentQuery, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return _q, nil
+	}
+	if err := _q.collectField(ctx, false, graphql.GetOperationContext(ctx), fc.Field, nil, satisfies...); err != nil {
+		return nil, err
+	}
+	return _q, nil
+}
+
+func (_q *LicenceAssignmentQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	return _q.collectFields(ctx, oneNode, opCtx, []graphql.CollectedField{collected}, path, satisfies...)
+}
+
+// collectFields loads what every field in collected selects: one entity
+// reached under one or more aliases.
+func (_q *LicenceAssignmentQuery) collectFields(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected []graphql.CollectedField, path []string, satisfies ...string) error {
+	path = append([]string(nil), path...)
+	var (
+		unknownSeen    bool
+		fieldSeen      = make(map[string]struct{}, len(licenceassignment.Columns))
+		selectedFields = []string{licenceassignment.FieldID}
+	)
+	fields, _ := selectionsOf(opCtx, collected, satisfies)
+	for i, field := range fields {
+		switch field.Name {
+
+		case "token":
+			if !firstNamed(fields, i) {
+				continue
+			}
+			var (
+				alias = field.Alias
+				path  = append(path, alias)
+				query = (&ServerTokenClient{config: _q.config}).Query()
+			)
+			selections := []graphql.CollectedField{field}
+			selections = namedFields(opCtx, collected, field.Name, satisfies...)
+			if err := query.collectFields(ctx, oneNode, opCtx, selections, path, mayAddCondition(satisfies, servertokenImplementors)...); err != nil {
+				return err
+			}
+			_q.withToken = query
+			if _, ok := fieldSeen[licenceassignment.FieldTokenID]; !ok {
+				selectedFields = append(selectedFields, licenceassignment.FieldTokenID)
+				fieldSeen[licenceassignment.FieldTokenID] = struct{}{}
+			}
+
+		case "app":
+			if !firstNamed(fields, i) {
+				continue
+			}
+			var (
+				alias = field.Alias
+				path  = append(path, alias)
+				query = (&AppClient{config: _q.config}).Query()
+			)
+			selections := []graphql.CollectedField{field}
+			selections = namedFields(opCtx, collected, field.Name, satisfies...)
+			if err := query.collectFields(ctx, oneNode, opCtx, selections, path, mayAddCondition(satisfies, appImplementors)...); err != nil {
+				return err
+			}
+			_q.withApp = query
+			if _, ok := fieldSeen[licenceassignment.FieldAppID]; !ok {
+				selectedFields = append(selectedFields, licenceassignment.FieldAppID)
+				fieldSeen[licenceassignment.FieldAppID] = struct{}{}
+			}
+		case "adamID":
+			if _, ok := fieldSeen[licenceassignment.FieldAdamID]; !ok {
+				selectedFields = append(selectedFields, licenceassignment.FieldAdamID)
+				fieldSeen[licenceassignment.FieldAdamID] = struct{}{}
+			}
+		case "pricingParam":
+			if _, ok := fieldSeen[licenceassignment.FieldPricingParam]; !ok {
+				selectedFields = append(selectedFields, licenceassignment.FieldPricingParam)
+				fieldSeen[licenceassignment.FieldPricingParam] = struct{}{}
+			}
+		case "serialNumber":
+			if _, ok := fieldSeen[licenceassignment.FieldSerialNumber]; !ok {
+				selectedFields = append(selectedFields, licenceassignment.FieldSerialNumber)
+				fieldSeen[licenceassignment.FieldSerialNumber] = struct{}{}
+			}
+		case "clientUserID":
+			if _, ok := fieldSeen[licenceassignment.FieldClientUserID]; !ok {
+				selectedFields = append(selectedFields, licenceassignment.FieldClientUserID)
+				fieldSeen[licenceassignment.FieldClientUserID] = struct{}{}
+			}
+		case "id":
+		case "__typename":
+		default:
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen {
+		_q.Select(selectedFields...)
+	}
+	return nil
+}
+
+type licenceassignmentPaginateArgs struct {
+	first, last   *int
+	after, before *Cursor
+	opts          []LicenceAssignmentPaginateOption
+}
+
+func newLicenceAssignmentPaginateArgs(rv map[string]any) *licenceassignmentPaginateArgs {
+	args := &licenceassignmentPaginateArgs{}
+	if rv == nil {
+		return args
+	}
+	if v := rv[firstField]; v != nil {
+		args.first = v.(*int)
+	}
+	if v := rv[lastField]; v != nil {
+		args.last = v.(*int)
+	}
+	if v := rv[afterField]; v != nil {
+		args.after = v.(*Cursor)
+	}
+	if v := rv[beforeField]; v != nil {
+		args.before = v.(*Cursor)
+	}
+	if v, ok := rv[orderByField]; ok {
+		switch v := v.(type) {
+		case map[string]any:
+			var (
+				err1, err2 error
+				order      = &LicenceAssignmentOrder{Field: &LicenceAssignmentOrderField{}, Direction: entgql.OrderDirectionAsc}
+			)
+			if d, ok := v[directionField]; ok {
+				err1 = order.Direction.UnmarshalGQL(d)
+			}
+			if f, ok := v[fieldField]; ok {
+				err2 = order.Field.UnmarshalGQL(f)
+			}
+			if err1 == nil && err2 == nil {
+				args.opts = append(args.opts, WithLicenceAssignmentOrder(order))
+			}
+		case *LicenceAssignmentOrder:
+			if v != nil {
+				args.opts = append(args.opts, WithLicenceAssignmentOrder(v))
+			}
+		}
+	}
+	if v, ok := rv[whereField].(*LicenceAssignmentWhereInput); ok {
+		args.opts = append(args.opts, WithLicenceAssignmentFilter(v.Filter))
+	}
+	return args
+}
+
+// CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
+func (_q *LicenceOperationQuery) CollectFields(ctx context.Context, satisfies ...string) (*LicenceOperationQuery, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return _q, nil
+	}
+	if err := _q.collectField(ctx, false, graphql.GetOperationContext(ctx), fc.Field, nil, satisfies...); err != nil {
+		return nil, err
+	}
+	return _q, nil
+}
+
+func (_q *LicenceOperationQuery) collectField(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected graphql.CollectedField, path []string, satisfies ...string) error {
+	return _q.collectFields(ctx, oneNode, opCtx, []graphql.CollectedField{collected}, path, satisfies...)
+}
+
+// collectFields loads what every field in collected selects: one entity
+// reached under one or more aliases.
+func (_q *LicenceOperationQuery) collectFields(ctx context.Context, oneNode bool, opCtx *graphql.OperationContext, collected []graphql.CollectedField, path []string, satisfies ...string) error {
+	path = append([]string(nil), path...)
+	var (
+		unknownSeen    bool
+		fieldSeen      = make(map[string]struct{}, len(licenceoperation.Columns))
+		selectedFields = []string{licenceoperation.FieldID}
+	)
+	fields, _ := selectionsOf(opCtx, collected, satisfies)
+	for i, field := range fields {
+		switch field.Name {
+
+		case "token":
+			if !firstNamed(fields, i) {
+				continue
+			}
+			var (
+				alias = field.Alias
+				path  = append(path, alias)
+				query = (&ServerTokenClient{config: _q.config}).Query()
+			)
+			selections := []graphql.CollectedField{field}
+			selections = namedFields(opCtx, collected, field.Name, satisfies...)
+			if err := query.collectFields(ctx, oneNode, opCtx, selections, path, mayAddCondition(satisfies, servertokenImplementors)...); err != nil {
+				return err
+			}
+			_q.withToken = query
+			if _, ok := fieldSeen[licenceoperation.FieldTokenID]; !ok {
+				selectedFields = append(selectedFields, licenceoperation.FieldTokenID)
+				fieldSeen[licenceoperation.FieldTokenID] = struct{}{}
+			}
+		case "kind":
+			if _, ok := fieldSeen[licenceoperation.FieldKind]; !ok {
+				selectedFields = append(selectedFields, licenceoperation.FieldKind)
+				fieldSeen[licenceoperation.FieldKind] = struct{}{}
+			}
+		case "status":
+			if _, ok := fieldSeen[licenceoperation.FieldStatus]; !ok {
+				selectedFields = append(selectedFields, licenceoperation.FieldStatus)
+				fieldSeen[licenceoperation.FieldStatus] = struct{}{}
+			}
+		case "requested":
+			if _, ok := fieldSeen[licenceoperation.FieldRequested]; !ok {
+				selectedFields = append(selectedFields, licenceoperation.FieldRequested)
+				fieldSeen[licenceoperation.FieldRequested] = struct{}{}
+			}
+		case "completed":
+			if _, ok := fieldSeen[licenceoperation.FieldCompleted]; !ok {
+				selectedFields = append(selectedFields, licenceoperation.FieldCompleted)
+				fieldSeen[licenceoperation.FieldCompleted] = struct{}{}
+			}
+		case "failures":
+			if _, ok := fieldSeen[licenceoperation.FieldFailures]; !ok {
+				selectedFields = append(selectedFields, licenceoperation.FieldFailures)
+				fieldSeen[licenceoperation.FieldFailures] = struct{}{}
+			}
+		case "createdAt":
+			if _, ok := fieldSeen[licenceoperation.FieldCreatedAt]; !ok {
+				selectedFields = append(selectedFields, licenceoperation.FieldCreatedAt)
+				fieldSeen[licenceoperation.FieldCreatedAt] = struct{}{}
+			}
+		case "completedAt":
+			if _, ok := fieldSeen[licenceoperation.FieldCompletedAt]; !ok {
+				selectedFields = append(selectedFields, licenceoperation.FieldCompletedAt)
+				fieldSeen[licenceoperation.FieldCompletedAt] = struct{}{}
+			}
+		case "id":
+		case "__typename":
+		default:
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen {
+		_q.Select(selectedFields...)
+	}
+	return nil
+}
+
+type licenceoperationPaginateArgs struct {
+	first, last   *int
+	after, before *Cursor
+	opts          []LicenceOperationPaginateOption
+}
+
+func newLicenceOperationPaginateArgs(rv map[string]any) *licenceoperationPaginateArgs {
+	args := &licenceoperationPaginateArgs{}
+	if rv == nil {
+		return args
+	}
+	if v := rv[firstField]; v != nil {
+		args.first = v.(*int)
+	}
+	if v := rv[lastField]; v != nil {
+		args.last = v.(*int)
+	}
+	if v := rv[afterField]; v != nil {
+		args.after = v.(*Cursor)
+	}
+	if v := rv[beforeField]; v != nil {
+		args.before = v.(*Cursor)
+	}
+	if v, ok := rv[orderByField]; ok {
+		switch v := v.(type) {
+		case map[string]any:
+			var (
+				err1, err2 error
+				order      = &LicenceOperationOrder{Field: &LicenceOperationOrderField{}, Direction: entgql.OrderDirectionAsc}
+			)
+			if d, ok := v[directionField]; ok {
+				err1 = order.Direction.UnmarshalGQL(d)
+			}
+			if f, ok := v[fieldField]; ok {
+				err2 = order.Field.UnmarshalGQL(f)
+			}
+			if err1 == nil && err2 == nil {
+				args.opts = append(args.opts, WithLicenceOperationOrder(order))
+			}
+		case *LicenceOperationOrder:
+			if v != nil {
+				args.opts = append(args.opts, WithLicenceOperationOrder(v))
+			}
+		}
+	}
+	if v, ok := rv[whereField].(*LicenceOperationWhereInput); ok {
+		args.opts = append(args.opts, WithLicenceOperationFilter(v.Filter))
+	}
+	return args
+}
+
+// CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
 func (_q *ServerTokenQuery) CollectFields(ctx context.Context, satisfies ...string) (*ServerTokenQuery, error) {
 	fc := graphql.GetFieldContext(ctx)
 	if fc == nil {
@@ -653,6 +957,194 @@ func (_q *ServerTokenQuery) collectFields(ctx context.Context, oneNode bool, opC
 				query = pager.applyOrder(query)
 			}
 			_q.WithNamedApps(alias, func(wq *AppQuery) {
+				*wq = *query
+			})
+
+		case "assignments":
+			if ambiguous[field.Alias] {
+				continue
+			}
+			var (
+				alias = field.Alias
+				path  = append(path, alias)
+				query = (&LicenceAssignmentClient{config: _q.config}).Query()
+			)
+			args := newLicenceAssignmentPaginateArgs(unmarshalArgs(ctx, new(LicenceAssignmentWhereInput), field.ArgumentMap(opCtx.Variables)))
+			if err := validateFirstLast(args.first, args.last); err != nil {
+				return fmt.Errorf("validate first and last in path %q: %w", path, err)
+			}
+			pager, err := newLicenceAssignmentPager(args.opts, args.last != nil)
+			if err != nil {
+				return fmt.Errorf("create new pager in path %q: %w", path, err)
+			}
+			if query, err = pager.applyFilter(query); err != nil {
+				return err
+			}
+			conn := []graphql.CollectedField{field}
+			edges := namedFields(opCtx, conn, edgesField)
+			ignoredEdges := len(edges) == 0
+			if len(namedFields(opCtx, conn, totalCountField)) > 0 || len(namedFields(opCtx, conn, pageInfoField)) > 0 {
+				hasPagination := args.after != nil || args.first != nil || args.before != nil || args.last != nil
+				if hasPagination || ignoredEdges {
+					query := query.Clone()
+					_q.loadTotal = append(_q.loadTotal, func(ctx context.Context, nodes []*ServerToken) error {
+						ids := make([]driver.Value, len(nodes))
+						for i := range nodes {
+							ids[i] = nodes[i].ID
+						}
+						var v []struct {
+							NodeID int `sql:"token_id"`
+							Count  int `sql:"count"`
+						}
+						query.Where(func(s *sql.Selector) {
+							s.Where(sql.InValues(s.C(servertoken.AssignmentsColumn), ids...))
+						})
+						if err := query.GroupBy(servertoken.AssignmentsColumn).Aggregate(Count()).Scan(ctx, &v); err != nil {
+							return err
+						}
+						m := make(map[int]int, len(v))
+						for i := range v {
+							m[v[i].NodeID] = v[i].Count
+						}
+						for i := range nodes {
+							n := m[nodes[i].ID]
+							if nodes[i].Edges.totalCount[2] == nil {
+								nodes[i].Edges.totalCount[2] = make(map[string]int)
+							}
+							nodes[i].Edges.totalCount[2][alias] = n
+						}
+						return nil
+					})
+				} else {
+					_q.loadTotal = append(_q.loadTotal, func(_ context.Context, nodes []*ServerToken) error {
+						for i := range nodes {
+							n := len(nodes[i].Edges.Assignments)
+							if nodes[i].Edges.totalCount[2] == nil {
+								nodes[i].Edges.totalCount[2] = make(map[string]int)
+							}
+							nodes[i].Edges.totalCount[2][alias] = n
+						}
+						return nil
+					})
+				}
+			}
+			if ignoredEdges || (args.first != nil && *args.first == 0) || (args.last != nil && *args.last == 0) {
+				continue
+			}
+			if query, err = pager.applyCursors(query, args.after, args.before); err != nil {
+				return err
+			}
+			path = append(path, edgesField, nodeField)
+			if nodes := namedFields(opCtx, edges, nodeField); len(nodes) > 0 {
+				if err := query.collectFields(ctx, false, opCtx, nodes, path, mayAddCondition(satisfies, licenceassignmentImplementors)...); err != nil {
+					return err
+				}
+			}
+			if limit := paginateLimit(args.first, args.last); limit > 0 {
+				if oneNode {
+					pager.applyOrder(query.Limit(limit))
+				} else {
+					modify := entgql.LimitPerRow(servertoken.AssignmentsColumn, limit, pager.orderExpr(query))
+					query.modifiers = append(query.modifiers, modify)
+				}
+			} else {
+				query = pager.applyOrder(query)
+			}
+			_q.WithNamedAssignments(alias, func(wq *LicenceAssignmentQuery) {
+				*wq = *query
+			})
+
+		case "licenceOperations":
+			if ambiguous[field.Alias] {
+				continue
+			}
+			var (
+				alias = field.Alias
+				path  = append(path, alias)
+				query = (&LicenceOperationClient{config: _q.config}).Query()
+			)
+			args := newLicenceOperationPaginateArgs(unmarshalArgs(ctx, new(LicenceOperationWhereInput), field.ArgumentMap(opCtx.Variables)))
+			if err := validateFirstLast(args.first, args.last); err != nil {
+				return fmt.Errorf("validate first and last in path %q: %w", path, err)
+			}
+			pager, err := newLicenceOperationPager(args.opts, args.last != nil)
+			if err != nil {
+				return fmt.Errorf("create new pager in path %q: %w", path, err)
+			}
+			if query, err = pager.applyFilter(query); err != nil {
+				return err
+			}
+			conn := []graphql.CollectedField{field}
+			edges := namedFields(opCtx, conn, edgesField)
+			ignoredEdges := len(edges) == 0
+			if len(namedFields(opCtx, conn, totalCountField)) > 0 || len(namedFields(opCtx, conn, pageInfoField)) > 0 {
+				hasPagination := args.after != nil || args.first != nil || args.before != nil || args.last != nil
+				if hasPagination || ignoredEdges {
+					query := query.Clone()
+					_q.loadTotal = append(_q.loadTotal, func(ctx context.Context, nodes []*ServerToken) error {
+						ids := make([]driver.Value, len(nodes))
+						for i := range nodes {
+							ids[i] = nodes[i].ID
+						}
+						var v []struct {
+							NodeID int `sql:"token_id"`
+							Count  int `sql:"count"`
+						}
+						query.Where(func(s *sql.Selector) {
+							s.Where(sql.InValues(s.C(servertoken.LicenceOperationsColumn), ids...))
+						})
+						if err := query.GroupBy(servertoken.LicenceOperationsColumn).Aggregate(Count()).Scan(ctx, &v); err != nil {
+							return err
+						}
+						m := make(map[int]int, len(v))
+						for i := range v {
+							m[v[i].NodeID] = v[i].Count
+						}
+						for i := range nodes {
+							n := m[nodes[i].ID]
+							if nodes[i].Edges.totalCount[3] == nil {
+								nodes[i].Edges.totalCount[3] = make(map[string]int)
+							}
+							nodes[i].Edges.totalCount[3][alias] = n
+						}
+						return nil
+					})
+				} else {
+					_q.loadTotal = append(_q.loadTotal, func(_ context.Context, nodes []*ServerToken) error {
+						for i := range nodes {
+							n := len(nodes[i].Edges.LicenceOperations)
+							if nodes[i].Edges.totalCount[3] == nil {
+								nodes[i].Edges.totalCount[3] = make(map[string]int)
+							}
+							nodes[i].Edges.totalCount[3][alias] = n
+						}
+						return nil
+					})
+				}
+			}
+			if ignoredEdges || (args.first != nil && *args.first == 0) || (args.last != nil && *args.last == 0) {
+				continue
+			}
+			if query, err = pager.applyCursors(query, args.after, args.before); err != nil {
+				return err
+			}
+			path = append(path, edgesField, nodeField)
+			if nodes := namedFields(opCtx, edges, nodeField); len(nodes) > 0 {
+				if err := query.collectFields(ctx, false, opCtx, nodes, path, mayAddCondition(satisfies, licenceoperationImplementors)...); err != nil {
+					return err
+				}
+			}
+			if limit := paginateLimit(args.first, args.last); limit > 0 {
+				if oneNode {
+					pager.applyOrder(query.Limit(limit))
+				} else {
+					modify := entgql.LimitPerRow(servertoken.LicenceOperationsColumn, limit, pager.orderExpr(query))
+					query.modifiers = append(query.modifiers, modify)
+				}
+			} else {
+				query = pager.applyOrder(query)
+			}
+			_q.WithNamedLicenceOperations(alias, func(wq *LicenceOperationQuery) {
 				*wq = *query
 			})
 		case "createdAt":

@@ -37,6 +37,30 @@ func (_m *Customer) Tokens(
 	return _m.QueryTokens().Paginate(ctx, after, first, before, last, opts...)
 }
 
+func (_m *LicenceAssignment) Token(ctx context.Context) (*ServerToken, error) {
+	result, err := _m.Edges.TokenOrErr()
+	if IsNotLoaded(err) {
+		result, err = _m.QueryToken().Only(ctx)
+	}
+	return result, err
+}
+
+func (_m *LicenceAssignment) App(ctx context.Context) (*App, error) {
+	result, err := _m.Edges.AppOrErr()
+	if IsNotLoaded(err) {
+		result, err = _m.QueryApp().Only(ctx)
+	}
+	return result, MaskNotFound(err)
+}
+
+func (_m *LicenceOperation) Token(ctx context.Context) (*ServerToken, error) {
+	result, err := _m.Edges.TokenOrErr()
+	if IsNotLoaded(err) {
+		result, err = _m.QueryToken().Only(ctx)
+	}
+	return result, err
+}
+
 func (_m *ServerToken) Customer(ctx context.Context) (*Customer, error) {
 	result, err := _m.Edges.CustomerOrErr()
 	if IsNotLoaded(err) {
@@ -64,4 +88,46 @@ func (_m *ServerToken) Apps(
 		return conn, nil
 	}
 	return _m.QueryApps().Paginate(ctx, after, first, before, last, opts...)
+}
+
+func (_m *ServerToken) Assignments(
+	ctx context.Context, after *Cursor, first *int, before *Cursor, last *int, orderBy *LicenceAssignmentOrder, where *LicenceAssignmentWhereInput,
+) (*LicenceAssignmentConnection, error) {
+	opts := []LicenceAssignmentPaginateOption{
+		WithLicenceAssignmentOrder(orderBy),
+		WithLicenceAssignmentFilter(where.Filter),
+	}
+	alias := graphql.GetFieldContext(ctx).Field.Alias
+	totalCount, hasTotalCount := _m.Edges.totalCount[2][alias]
+	if nodes, err := _m.NamedAssignments(alias); err == nil || hasTotalCount {
+		pager, err := newLicenceAssignmentPager(opts, last != nil)
+		if err != nil {
+			return nil, err
+		}
+		conn := &LicenceAssignmentConnection{Edges: []*LicenceAssignmentEdge{}, TotalCount: totalCount}
+		conn.build(nodes, pager, after, first, before, last)
+		return conn, nil
+	}
+	return _m.QueryAssignments().Paginate(ctx, after, first, before, last, opts...)
+}
+
+func (_m *ServerToken) LicenceOperations(
+	ctx context.Context, after *Cursor, first *int, before *Cursor, last *int, orderBy *LicenceOperationOrder, where *LicenceOperationWhereInput,
+) (*LicenceOperationConnection, error) {
+	opts := []LicenceOperationPaginateOption{
+		WithLicenceOperationOrder(orderBy),
+		WithLicenceOperationFilter(where.Filter),
+	}
+	alias := graphql.GetFieldContext(ctx).Field.Alias
+	totalCount, hasTotalCount := _m.Edges.totalCount[3][alias]
+	if nodes, err := _m.NamedLicenceOperations(alias); err == nil || hasTotalCount {
+		pager, err := newLicenceOperationPager(opts, last != nil)
+		if err != nil {
+			return nil, err
+		}
+		conn := &LicenceOperationConnection{Edges: []*LicenceOperationEdge{}, TotalCount: totalCount}
+		conn.build(nodes, pager, after, first, before, last)
+		return conn, nil
+	}
+	return _m.QueryLicenceOperations().Paginate(ctx, after, first, before, last, opts...)
 }

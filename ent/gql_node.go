@@ -14,6 +14,8 @@ import (
 	"github.com/orchard-msp/orchard/ent/auditevent"
 	"github.com/orchard-msp/orchard/ent/customer"
 	"github.com/orchard-msp/orchard/ent/internal"
+	"github.com/orchard-msp/orchard/ent/licenceassignment"
+	"github.com/orchard-msp/orchard/ent/licenceoperation"
 	"github.com/orchard-msp/orchard/ent/servertoken"
 )
 
@@ -36,6 +38,16 @@ var customerImplementors = []string{"Customer", "Node"}
 
 // IsNode implements the Node interface check for GQLGen.
 func (*Customer) IsNode() {}
+
+var licenceassignmentImplementors = []string{"LicenceAssignment", "Node"}
+
+// IsNode implements the Node interface check for GQLGen.
+func (*LicenceAssignment) IsNode() {}
+
+var licenceoperationImplementors = []string{"LicenceOperation", "Node"}
+
+// IsNode implements the Node interface check for GQLGen.
+func (*LicenceOperation) IsNode() {}
 
 var servertokenImplementors = []string{"ServerToken", "Node"}
 
@@ -142,6 +154,24 @@ func (c *Client) noder(ctx context.Context, table string, id int) (Noder, error)
 			Where(customer.ID(id))
 		if fc := graphql.GetFieldContext(ctx); fc != nil {
 			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, customerImplementors...); err != nil {
+				return nil, err
+			}
+		}
+		return query.Only(ctx)
+	case licenceassignment.Table:
+		query := c.LicenceAssignment.Query().
+			Where(licenceassignment.ID(id))
+		if fc := graphql.GetFieldContext(ctx); fc != nil {
+			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, licenceassignmentImplementors...); err != nil {
+				return nil, err
+			}
+		}
+		return query.Only(ctx)
+	case licenceoperation.Table:
+		query := c.LicenceOperation.Query().
+			Where(licenceoperation.ID(id))
+		if fc := graphql.GetFieldContext(ctx); fc != nil {
+			if err := query.collectField(ctx, true, graphql.GetOperationContext(ctx), fc.Field, nil, licenceoperationImplementors...); err != nil {
 				return nil, err
 			}
 		}
@@ -264,6 +294,38 @@ func (c *Client) noders(ctx context.Context, table string, ids []int) ([]Noder, 
 		query := c.Customer.Query().
 			Where(customer.IDIn(ids...))
 		query, err := query.CollectFields(ctx, customerImplementors...)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := query.All(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, node := range nodes {
+			for _, noder := range idmap[node.ID] {
+				*noder = node
+			}
+		}
+	case licenceassignment.Table:
+		query := c.LicenceAssignment.Query().
+			Where(licenceassignment.IDIn(ids...))
+		query, err := query.CollectFields(ctx, licenceassignmentImplementors...)
+		if err != nil {
+			return nil, err
+		}
+		nodes, err := query.All(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, node := range nodes {
+			for _, noder := range idmap[node.ID] {
+				*noder = node
+			}
+		}
+	case licenceoperation.Table:
+		query := c.LicenceOperation.Query().
+			Where(licenceoperation.IDIn(ids...))
+		query, err := query.CollectFields(ctx, licenceoperationImplementors...)
 		if err != nil {
 			return nil, err
 		}

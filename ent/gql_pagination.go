@@ -17,6 +17,8 @@ import (
 	"github.com/orchard-msp/orchard/ent/app"
 	"github.com/orchard-msp/orchard/ent/auditevent"
 	"github.com/orchard-msp/orchard/ent/customer"
+	"github.com/orchard-msp/orchard/ent/licenceassignment"
+	"github.com/orchard-msp/orchard/ent/licenceoperation"
 	"github.com/orchard-msp/orchard/ent/servertoken"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 )
@@ -1143,6 +1145,656 @@ func (_m *Customer) ToEdge(order *CustomerOrder) *CustomerEdge {
 		order = DefaultCustomerOrder
 	}
 	return &CustomerEdge{
+		Node:   _m,
+		Cursor: order.Field.toCursor(_m),
+	}
+}
+
+// LicenceAssignmentEdge is the edge representation of LicenceAssignment.
+type LicenceAssignmentEdge struct {
+	Node   *LicenceAssignment `json:"node"`
+	Cursor Cursor             `json:"cursor"`
+}
+
+// LicenceAssignmentConnection is the connection containing edges to LicenceAssignment.
+type LicenceAssignmentConnection struct {
+	Edges      []*LicenceAssignmentEdge `json:"edges"`
+	PageInfo   PageInfo                 `json:"pageInfo"`
+	TotalCount int                      `json:"totalCount"`
+}
+
+func (c *LicenceAssignmentConnection) build(nodes []*LicenceAssignment, pager *licenceassignmentPager, after *Cursor, first *int, before *Cursor, last *int) {
+	c.PageInfo.HasNextPage = before != nil
+	c.PageInfo.HasPreviousPage = after != nil
+	if first != nil && *first+1 == len(nodes) {
+		c.PageInfo.HasNextPage = true
+		nodes = nodes[:len(nodes)-1]
+	} else if last != nil && *last+1 == len(nodes) {
+		c.PageInfo.HasPreviousPage = true
+		nodes = nodes[:len(nodes)-1]
+	}
+	var nodeAt func(int) *LicenceAssignment
+	if last != nil {
+		n := len(nodes) - 1
+		nodeAt = func(i int) *LicenceAssignment {
+			return nodes[n-i]
+		}
+	} else {
+		nodeAt = func(i int) *LicenceAssignment {
+			return nodes[i]
+		}
+	}
+	c.Edges = make([]*LicenceAssignmentEdge, len(nodes))
+	for i := range nodes {
+		node := nodeAt(i)
+		c.Edges[i] = &LicenceAssignmentEdge{
+			Node:   node,
+			Cursor: pager.toCursor(node),
+		}
+	}
+	if l := len(c.Edges); l > 0 {
+		c.PageInfo.StartCursor = &c.Edges[0].Cursor
+		c.PageInfo.EndCursor = &c.Edges[l-1].Cursor
+	}
+	if c.TotalCount == 0 {
+		c.TotalCount = len(nodes)
+	}
+}
+
+// LicenceAssignmentPaginateOption enables pagination customization.
+type LicenceAssignmentPaginateOption func(*licenceassignmentPager) error
+
+// WithLicenceAssignmentOrder configures pagination ordering.
+func WithLicenceAssignmentOrder(order *LicenceAssignmentOrder) LicenceAssignmentPaginateOption {
+	if order == nil {
+		order = DefaultLicenceAssignmentOrder
+	}
+	o := *order
+	return func(pager *licenceassignmentPager) error {
+		if err := o.Direction.Validate(); err != nil {
+			return err
+		}
+		if o.Field == nil {
+			o.Field = DefaultLicenceAssignmentOrder.Field
+		}
+		pager.order = &o
+		return nil
+	}
+}
+
+// WithLicenceAssignmentFilter configures pagination filter.
+func WithLicenceAssignmentFilter(filter func(*LicenceAssignmentQuery) (*LicenceAssignmentQuery, error)) LicenceAssignmentPaginateOption {
+	return func(pager *licenceassignmentPager) error {
+		if filter == nil {
+			return errors.New("LicenceAssignmentQuery filter cannot be nil")
+		}
+		pager.filter = filter
+		return nil
+	}
+}
+
+type licenceassignmentPager struct {
+	reverse bool
+	order   *LicenceAssignmentOrder
+	filter  func(*LicenceAssignmentQuery) (*LicenceAssignmentQuery, error)
+}
+
+func newLicenceAssignmentPager(opts []LicenceAssignmentPaginateOption, reverse bool) (*licenceassignmentPager, error) {
+	pager := &licenceassignmentPager{reverse: reverse}
+	for _, opt := range opts {
+		if err := opt(pager); err != nil {
+			return nil, err
+		}
+	}
+	if pager.order == nil {
+		pager.order = DefaultLicenceAssignmentOrder
+	}
+	return pager, nil
+}
+
+func (p *licenceassignmentPager) applyFilter(query *LicenceAssignmentQuery) (*LicenceAssignmentQuery, error) {
+	if p.filter != nil {
+		return p.filter(query)
+	}
+	return query, nil
+}
+
+func (p *licenceassignmentPager) toCursor(_m *LicenceAssignment) Cursor {
+	return p.order.Field.toCursor(_m)
+}
+
+func (p *licenceassignmentPager) applyCursors(query *LicenceAssignmentQuery, after, before *Cursor) (*LicenceAssignmentQuery, error) {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	for _, predicate := range entgql.CursorsPredicate(after, before, DefaultLicenceAssignmentOrder.Field.column, p.order.Field.column, direction) {
+		query = query.Where(predicate)
+	}
+	return query, nil
+}
+
+func (p *licenceassignmentPager) applyOrder(query *LicenceAssignmentQuery) *LicenceAssignmentQuery {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	query = query.Order(p.order.Field.toTerm(direction.OrderTermOption()))
+	if p.order.Field != DefaultLicenceAssignmentOrder.Field {
+		query = query.Order(DefaultLicenceAssignmentOrder.Field.toTerm(direction.OrderTermOption()))
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return query
+}
+
+func (p *licenceassignmentPager) orderExpr(query *LicenceAssignmentQuery) sql.Querier {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return sql.ExprFunc(func(b *sql.Builder) {
+		b.Ident(p.order.Field.column).Pad().WriteString(string(direction))
+		if p.order.Field != DefaultLicenceAssignmentOrder.Field {
+			b.Comma().Ident(DefaultLicenceAssignmentOrder.Field.column).Pad().WriteString(string(direction))
+		}
+	})
+}
+
+// Paginate executes the query and returns a relay based cursor connection to LicenceAssignment.
+func (_m *LicenceAssignmentQuery) Paginate(
+	ctx context.Context, after *Cursor, first *int,
+	before *Cursor, last *int, opts ...LicenceAssignmentPaginateOption,
+) (*LicenceAssignmentConnection, error) {
+	if err := validateFirstLast(first, last); err != nil {
+		return nil, err
+	}
+	pager, err := newLicenceAssignmentPager(opts, last != nil)
+	if err != nil {
+		return nil, err
+	}
+	if _m, err = pager.applyFilter(_m); err != nil {
+		return nil, err
+	}
+	conn := &LicenceAssignmentConnection{Edges: []*LicenceAssignmentEdge{}}
+	var (
+		opCtx    *graphql.OperationContext
+		field    = contextFields(ctx)
+		edges    []graphql.CollectedField
+		selected = func(string) bool { return true }
+	)
+	if field != nil {
+		opCtx = graphql.GetOperationContext(ctx)
+		edges = namedFields(opCtx, field, edgesField)
+		selected = func(name string) bool { return len(namedFields(opCtx, field, name)) > 0 }
+	}
+	ignoredEdges := !selected(edgesField)
+	if selected(totalCountField) || selected(pageInfoField) {
+		hasPagination := after != nil || first != nil || before != nil || last != nil
+		if hasPagination || ignoredEdges {
+			c := _m.Clone()
+			c.ctx.Fields = nil
+			if conn.TotalCount, err = c.Count(ctx); err != nil {
+				return nil, err
+			}
+			conn.PageInfo.HasNextPage = first != nil && conn.TotalCount > 0
+			conn.PageInfo.HasPreviousPage = last != nil && conn.TotalCount > 0
+		}
+	}
+	if ignoredEdges || (first != nil && *first == 0) || (last != nil && *last == 0) {
+		return conn, nil
+	}
+	if _m, err = pager.applyCursors(_m, after, before); err != nil {
+		return nil, err
+	}
+	limit := paginateLimit(first, last)
+	if limit != 0 {
+		_m.Limit(limit)
+	}
+	if nodes := namedFields(opCtx, edges, nodeField); len(nodes) > 0 {
+		if err := _m.collectFields(ctx, limit == 1, opCtx, nodes, []string{edgesField, nodeField}); err != nil {
+			return nil, err
+		}
+	}
+	_m = pager.applyOrder(_m)
+	nodes, err := _m.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn.build(nodes, pager, after, first, before, last)
+	return conn, nil
+}
+
+var (
+	// LicenceAssignmentOrderFieldAdamID orders LicenceAssignment by adam_id.
+	LicenceAssignmentOrderFieldAdamID = &LicenceAssignmentOrderField{
+		Value: func(_m *LicenceAssignment) (ent.Value, error) {
+			return _m.AdamID, nil
+		},
+		column: licenceassignment.FieldAdamID,
+		toTerm: licenceassignment.ByAdamID,
+		toCursor: func(_m *LicenceAssignment) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.AdamID,
+			}
+		},
+	}
+	// LicenceAssignmentOrderFieldSerialNumber orders LicenceAssignment by serial_number.
+	LicenceAssignmentOrderFieldSerialNumber = &LicenceAssignmentOrderField{
+		Value: func(_m *LicenceAssignment) (ent.Value, error) {
+			return _m.SerialNumber, nil
+		},
+		column: licenceassignment.FieldSerialNumber,
+		toTerm: licenceassignment.BySerialNumber,
+		toCursor: func(_m *LicenceAssignment) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.SerialNumber,
+			}
+		},
+	}
+	// LicenceAssignmentOrderFieldClientUserID orders LicenceAssignment by client_user_id.
+	LicenceAssignmentOrderFieldClientUserID = &LicenceAssignmentOrderField{
+		Value: func(_m *LicenceAssignment) (ent.Value, error) {
+			return _m.ClientUserID, nil
+		},
+		column: licenceassignment.FieldClientUserID,
+		toTerm: licenceassignment.ByClientUserID,
+		toCursor: func(_m *LicenceAssignment) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.ClientUserID,
+			}
+		},
+	}
+)
+
+// String implement fmt.Stringer interface.
+func (f LicenceAssignmentOrderField) String() string {
+	var str string
+	switch f.column {
+	case LicenceAssignmentOrderFieldAdamID.column:
+		str = "ADAM_ID"
+	case LicenceAssignmentOrderFieldSerialNumber.column:
+		str = "SERIAL_NUMBER"
+	case LicenceAssignmentOrderFieldClientUserID.column:
+		str = "CLIENT_USER_ID"
+	}
+	return str
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (f LicenceAssignmentOrderField) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(f.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (f *LicenceAssignmentOrderField) UnmarshalGQL(v interface{}) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("LicenceAssignmentOrderField %T must be a string", v)
+	}
+	switch str {
+	case "ADAM_ID":
+		*f = *LicenceAssignmentOrderFieldAdamID
+	case "SERIAL_NUMBER":
+		*f = *LicenceAssignmentOrderFieldSerialNumber
+	case "CLIENT_USER_ID":
+		*f = *LicenceAssignmentOrderFieldClientUserID
+	default:
+		return fmt.Errorf("%s is not a valid LicenceAssignmentOrderField", str)
+	}
+	return nil
+}
+
+// LicenceAssignmentOrderField defines the ordering field of LicenceAssignment.
+type LicenceAssignmentOrderField struct {
+	// Value extracts the ordering value from the given LicenceAssignment.
+	Value    func(*LicenceAssignment) (ent.Value, error)
+	column   string // field or computed.
+	toTerm   func(...sql.OrderTermOption) licenceassignment.OrderOption
+	toCursor func(*LicenceAssignment) Cursor
+}
+
+// LicenceAssignmentOrder defines the ordering of LicenceAssignment.
+type LicenceAssignmentOrder struct {
+	Direction OrderDirection               `json:"direction"`
+	Field     *LicenceAssignmentOrderField `json:"field"`
+}
+
+// DefaultLicenceAssignmentOrder is the default ordering of LicenceAssignment.
+var DefaultLicenceAssignmentOrder = &LicenceAssignmentOrder{
+	Direction: entgql.OrderDirectionAsc,
+	Field: &LicenceAssignmentOrderField{
+		Value: func(_m *LicenceAssignment) (ent.Value, error) {
+			return _m.ID, nil
+		},
+		column: licenceassignment.FieldID,
+		toTerm: licenceassignment.ByID,
+		toCursor: func(_m *LicenceAssignment) Cursor {
+			return Cursor{ID: _m.ID}
+		},
+	},
+}
+
+// ToEdge converts LicenceAssignment into LicenceAssignmentEdge.
+func (_m *LicenceAssignment) ToEdge(order *LicenceAssignmentOrder) *LicenceAssignmentEdge {
+	if order == nil {
+		order = DefaultLicenceAssignmentOrder
+	}
+	return &LicenceAssignmentEdge{
+		Node:   _m,
+		Cursor: order.Field.toCursor(_m),
+	}
+}
+
+// LicenceOperationEdge is the edge representation of LicenceOperation.
+type LicenceOperationEdge struct {
+	Node   *LicenceOperation `json:"node"`
+	Cursor Cursor            `json:"cursor"`
+}
+
+// LicenceOperationConnection is the connection containing edges to LicenceOperation.
+type LicenceOperationConnection struct {
+	Edges      []*LicenceOperationEdge `json:"edges"`
+	PageInfo   PageInfo                `json:"pageInfo"`
+	TotalCount int                     `json:"totalCount"`
+}
+
+func (c *LicenceOperationConnection) build(nodes []*LicenceOperation, pager *licenceoperationPager, after *Cursor, first *int, before *Cursor, last *int) {
+	c.PageInfo.HasNextPage = before != nil
+	c.PageInfo.HasPreviousPage = after != nil
+	if first != nil && *first+1 == len(nodes) {
+		c.PageInfo.HasNextPage = true
+		nodes = nodes[:len(nodes)-1]
+	} else if last != nil && *last+1 == len(nodes) {
+		c.PageInfo.HasPreviousPage = true
+		nodes = nodes[:len(nodes)-1]
+	}
+	var nodeAt func(int) *LicenceOperation
+	if last != nil {
+		n := len(nodes) - 1
+		nodeAt = func(i int) *LicenceOperation {
+			return nodes[n-i]
+		}
+	} else {
+		nodeAt = func(i int) *LicenceOperation {
+			return nodes[i]
+		}
+	}
+	c.Edges = make([]*LicenceOperationEdge, len(nodes))
+	for i := range nodes {
+		node := nodeAt(i)
+		c.Edges[i] = &LicenceOperationEdge{
+			Node:   node,
+			Cursor: pager.toCursor(node),
+		}
+	}
+	if l := len(c.Edges); l > 0 {
+		c.PageInfo.StartCursor = &c.Edges[0].Cursor
+		c.PageInfo.EndCursor = &c.Edges[l-1].Cursor
+	}
+	if c.TotalCount == 0 {
+		c.TotalCount = len(nodes)
+	}
+}
+
+// LicenceOperationPaginateOption enables pagination customization.
+type LicenceOperationPaginateOption func(*licenceoperationPager) error
+
+// WithLicenceOperationOrder configures pagination ordering.
+func WithLicenceOperationOrder(order *LicenceOperationOrder) LicenceOperationPaginateOption {
+	if order == nil {
+		order = DefaultLicenceOperationOrder
+	}
+	o := *order
+	return func(pager *licenceoperationPager) error {
+		if err := o.Direction.Validate(); err != nil {
+			return err
+		}
+		if o.Field == nil {
+			o.Field = DefaultLicenceOperationOrder.Field
+		}
+		pager.order = &o
+		return nil
+	}
+}
+
+// WithLicenceOperationFilter configures pagination filter.
+func WithLicenceOperationFilter(filter func(*LicenceOperationQuery) (*LicenceOperationQuery, error)) LicenceOperationPaginateOption {
+	return func(pager *licenceoperationPager) error {
+		if filter == nil {
+			return errors.New("LicenceOperationQuery filter cannot be nil")
+		}
+		pager.filter = filter
+		return nil
+	}
+}
+
+type licenceoperationPager struct {
+	reverse bool
+	order   *LicenceOperationOrder
+	filter  func(*LicenceOperationQuery) (*LicenceOperationQuery, error)
+}
+
+func newLicenceOperationPager(opts []LicenceOperationPaginateOption, reverse bool) (*licenceoperationPager, error) {
+	pager := &licenceoperationPager{reverse: reverse}
+	for _, opt := range opts {
+		if err := opt(pager); err != nil {
+			return nil, err
+		}
+	}
+	if pager.order == nil {
+		pager.order = DefaultLicenceOperationOrder
+	}
+	return pager, nil
+}
+
+func (p *licenceoperationPager) applyFilter(query *LicenceOperationQuery) (*LicenceOperationQuery, error) {
+	if p.filter != nil {
+		return p.filter(query)
+	}
+	return query, nil
+}
+
+func (p *licenceoperationPager) toCursor(_m *LicenceOperation) Cursor {
+	return p.order.Field.toCursor(_m)
+}
+
+func (p *licenceoperationPager) applyCursors(query *LicenceOperationQuery, after, before *Cursor) (*LicenceOperationQuery, error) {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	for _, predicate := range entgql.CursorsPredicate(after, before, DefaultLicenceOperationOrder.Field.column, p.order.Field.column, direction) {
+		query = query.Where(predicate)
+	}
+	return query, nil
+}
+
+func (p *licenceoperationPager) applyOrder(query *LicenceOperationQuery) *LicenceOperationQuery {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	query = query.Order(p.order.Field.toTerm(direction.OrderTermOption()))
+	if p.order.Field != DefaultLicenceOperationOrder.Field {
+		query = query.Order(DefaultLicenceOperationOrder.Field.toTerm(direction.OrderTermOption()))
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return query
+}
+
+func (p *licenceoperationPager) orderExpr(query *LicenceOperationQuery) sql.Querier {
+	direction := p.order.Direction
+	if p.reverse {
+		direction = direction.Reverse()
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(p.order.Field.column)
+	}
+	return sql.ExprFunc(func(b *sql.Builder) {
+		b.Ident(p.order.Field.column).Pad().WriteString(string(direction))
+		if p.order.Field != DefaultLicenceOperationOrder.Field {
+			b.Comma().Ident(DefaultLicenceOperationOrder.Field.column).Pad().WriteString(string(direction))
+		}
+	})
+}
+
+// Paginate executes the query and returns a relay based cursor connection to LicenceOperation.
+func (_m *LicenceOperationQuery) Paginate(
+	ctx context.Context, after *Cursor, first *int,
+	before *Cursor, last *int, opts ...LicenceOperationPaginateOption,
+) (*LicenceOperationConnection, error) {
+	if err := validateFirstLast(first, last); err != nil {
+		return nil, err
+	}
+	pager, err := newLicenceOperationPager(opts, last != nil)
+	if err != nil {
+		return nil, err
+	}
+	if _m, err = pager.applyFilter(_m); err != nil {
+		return nil, err
+	}
+	conn := &LicenceOperationConnection{Edges: []*LicenceOperationEdge{}}
+	var (
+		opCtx    *graphql.OperationContext
+		field    = contextFields(ctx)
+		edges    []graphql.CollectedField
+		selected = func(string) bool { return true }
+	)
+	if field != nil {
+		opCtx = graphql.GetOperationContext(ctx)
+		edges = namedFields(opCtx, field, edgesField)
+		selected = func(name string) bool { return len(namedFields(opCtx, field, name)) > 0 }
+	}
+	ignoredEdges := !selected(edgesField)
+	if selected(totalCountField) || selected(pageInfoField) {
+		hasPagination := after != nil || first != nil || before != nil || last != nil
+		if hasPagination || ignoredEdges {
+			c := _m.Clone()
+			c.ctx.Fields = nil
+			if conn.TotalCount, err = c.Count(ctx); err != nil {
+				return nil, err
+			}
+			conn.PageInfo.HasNextPage = first != nil && conn.TotalCount > 0
+			conn.PageInfo.HasPreviousPage = last != nil && conn.TotalCount > 0
+		}
+	}
+	if ignoredEdges || (first != nil && *first == 0) || (last != nil && *last == 0) {
+		return conn, nil
+	}
+	if _m, err = pager.applyCursors(_m, after, before); err != nil {
+		return nil, err
+	}
+	limit := paginateLimit(first, last)
+	if limit != 0 {
+		_m.Limit(limit)
+	}
+	if nodes := namedFields(opCtx, edges, nodeField); len(nodes) > 0 {
+		if err := _m.collectFields(ctx, limit == 1, opCtx, nodes, []string{edgesField, nodeField}); err != nil {
+			return nil, err
+		}
+	}
+	_m = pager.applyOrder(_m)
+	nodes, err := _m.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn.build(nodes, pager, after, first, before, last)
+	return conn, nil
+}
+
+var (
+	// LicenceOperationOrderFieldCreatedAt orders LicenceOperation by created_at.
+	LicenceOperationOrderFieldCreatedAt = &LicenceOperationOrderField{
+		Value: func(_m *LicenceOperation) (ent.Value, error) {
+			return _m.CreatedAt, nil
+		},
+		column: licenceoperation.FieldCreatedAt,
+		toTerm: licenceoperation.ByCreatedAt,
+		toCursor: func(_m *LicenceOperation) Cursor {
+			return Cursor{
+				ID:    _m.ID,
+				Value: _m.CreatedAt,
+			}
+		},
+	}
+)
+
+// String implement fmt.Stringer interface.
+func (f LicenceOperationOrderField) String() string {
+	var str string
+	switch f.column {
+	case LicenceOperationOrderFieldCreatedAt.column:
+		str = "CREATED_AT"
+	}
+	return str
+}
+
+// MarshalGQL implements graphql.Marshaler interface.
+func (f LicenceOperationOrderField) MarshalGQL(w io.Writer) {
+	io.WriteString(w, strconv.Quote(f.String()))
+}
+
+// UnmarshalGQL implements graphql.Unmarshaler interface.
+func (f *LicenceOperationOrderField) UnmarshalGQL(v interface{}) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("LicenceOperationOrderField %T must be a string", v)
+	}
+	switch str {
+	case "CREATED_AT":
+		*f = *LicenceOperationOrderFieldCreatedAt
+	default:
+		return fmt.Errorf("%s is not a valid LicenceOperationOrderField", str)
+	}
+	return nil
+}
+
+// LicenceOperationOrderField defines the ordering field of LicenceOperation.
+type LicenceOperationOrderField struct {
+	// Value extracts the ordering value from the given LicenceOperation.
+	Value    func(*LicenceOperation) (ent.Value, error)
+	column   string // field or computed.
+	toTerm   func(...sql.OrderTermOption) licenceoperation.OrderOption
+	toCursor func(*LicenceOperation) Cursor
+}
+
+// LicenceOperationOrder defines the ordering of LicenceOperation.
+type LicenceOperationOrder struct {
+	Direction OrderDirection              `json:"direction"`
+	Field     *LicenceOperationOrderField `json:"field"`
+}
+
+// DefaultLicenceOperationOrder is the default ordering of LicenceOperation.
+var DefaultLicenceOperationOrder = &LicenceOperationOrder{
+	Direction: entgql.OrderDirectionAsc,
+	Field: &LicenceOperationOrderField{
+		Value: func(_m *LicenceOperation) (ent.Value, error) {
+			return _m.ID, nil
+		},
+		column: licenceoperation.FieldID,
+		toTerm: licenceoperation.ByID,
+		toCursor: func(_m *LicenceOperation) Cursor {
+			return Cursor{ID: _m.ID}
+		},
+	},
+}
+
+// ToEdge converts LicenceOperation into LicenceOperationEdge.
+func (_m *LicenceOperation) ToEdge(order *LicenceOperationOrder) *LicenceOperationEdge {
+	if order == nil {
+		order = DefaultLicenceOperationOrder
+	}
+	return &LicenceOperationEdge{
 		Node:   _m,
 		Cursor: order.Field.toCursor(_m),
 	}

@@ -10,6 +10,8 @@ import (
 	"github.com/orchard-msp/orchard/ent/app"
 	"github.com/orchard-msp/orchard/ent/auditevent"
 	"github.com/orchard-msp/orchard/ent/customer"
+	"github.com/orchard-msp/orchard/ent/licenceassignment"
+	"github.com/orchard-msp/orchard/ent/licenceoperation"
 	"github.com/orchard-msp/orchard/ent/predicate"
 	"github.com/orchard-msp/orchard/ent/servertoken"
 )
@@ -1144,6 +1146,732 @@ func (i *CustomerWhereInput) P() (predicate.Customer, error) {
 	}
 }
 
+// LicenceAssignmentWhereInput represents a where input for filtering LicenceAssignment queries.
+type LicenceAssignmentWhereInput struct {
+	Predicates []predicate.LicenceAssignment  `json:"-"`
+	Not        *LicenceAssignmentWhereInput   `json:"not,omitempty"`
+	Or         []*LicenceAssignmentWhereInput `json:"or,omitempty"`
+	And        []*LicenceAssignmentWhereInput `json:"and,omitempty"`
+
+	// "id" field predicates.
+	ID      *int  `json:"id,omitempty"`
+	IDNEQ   *int  `json:"idNEQ,omitempty"`
+	IDIn    []int `json:"idIn,omitempty"`
+	IDNotIn []int `json:"idNotIn,omitempty"`
+	IDGT    *int  `json:"idGT,omitempty"`
+	IDGTE   *int  `json:"idGTE,omitempty"`
+	IDLT    *int  `json:"idLT,omitempty"`
+	IDLTE   *int  `json:"idLTE,omitempty"`
+
+	// "adam_id" field predicates.
+	AdamID             *string  `json:"adamID,omitempty"`
+	AdamIDNEQ          *string  `json:"adamIDNEQ,omitempty"`
+	AdamIDIn           []string `json:"adamIDIn,omitempty"`
+	AdamIDNotIn        []string `json:"adamIDNotIn,omitempty"`
+	AdamIDGT           *string  `json:"adamIDGT,omitempty"`
+	AdamIDGTE          *string  `json:"adamIDGTE,omitempty"`
+	AdamIDLT           *string  `json:"adamIDLT,omitempty"`
+	AdamIDLTE          *string  `json:"adamIDLTE,omitempty"`
+	AdamIDContains     *string  `json:"adamIDContains,omitempty"`
+	AdamIDHasPrefix    *string  `json:"adamIDHasPrefix,omitempty"`
+	AdamIDHasSuffix    *string  `json:"adamIDHasSuffix,omitempty"`
+	AdamIDEqualFold    *string  `json:"adamIDEqualFold,omitempty"`
+	AdamIDContainsFold *string  `json:"adamIDContainsFold,omitempty"`
+
+	// "pricing_param" field predicates.
+	PricingParam             *string  `json:"pricingParam,omitempty"`
+	PricingParamNEQ          *string  `json:"pricingParamNEQ,omitempty"`
+	PricingParamIn           []string `json:"pricingParamIn,omitempty"`
+	PricingParamNotIn        []string `json:"pricingParamNotIn,omitempty"`
+	PricingParamGT           *string  `json:"pricingParamGT,omitempty"`
+	PricingParamGTE          *string  `json:"pricingParamGTE,omitempty"`
+	PricingParamLT           *string  `json:"pricingParamLT,omitempty"`
+	PricingParamLTE          *string  `json:"pricingParamLTE,omitempty"`
+	PricingParamContains     *string  `json:"pricingParamContains,omitempty"`
+	PricingParamHasPrefix    *string  `json:"pricingParamHasPrefix,omitempty"`
+	PricingParamHasSuffix    *string  `json:"pricingParamHasSuffix,omitempty"`
+	PricingParamEqualFold    *string  `json:"pricingParamEqualFold,omitempty"`
+	PricingParamContainsFold *string  `json:"pricingParamContainsFold,omitempty"`
+
+	// "serial_number" field predicates.
+	SerialNumber             *string  `json:"serialNumber,omitempty"`
+	SerialNumberNEQ          *string  `json:"serialNumberNEQ,omitempty"`
+	SerialNumberIn           []string `json:"serialNumberIn,omitempty"`
+	SerialNumberNotIn        []string `json:"serialNumberNotIn,omitempty"`
+	SerialNumberGT           *string  `json:"serialNumberGT,omitempty"`
+	SerialNumberGTE          *string  `json:"serialNumberGTE,omitempty"`
+	SerialNumberLT           *string  `json:"serialNumberLT,omitempty"`
+	SerialNumberLTE          *string  `json:"serialNumberLTE,omitempty"`
+	SerialNumberContains     *string  `json:"serialNumberContains,omitempty"`
+	SerialNumberHasPrefix    *string  `json:"serialNumberHasPrefix,omitempty"`
+	SerialNumberHasSuffix    *string  `json:"serialNumberHasSuffix,omitempty"`
+	SerialNumberIsNil        bool     `json:"serialNumberIsNil,omitempty"`
+	SerialNumberNotNil       bool     `json:"serialNumberNotNil,omitempty"`
+	SerialNumberEqualFold    *string  `json:"serialNumberEqualFold,omitempty"`
+	SerialNumberContainsFold *string  `json:"serialNumberContainsFold,omitempty"`
+
+	// "client_user_id" field predicates.
+	ClientUserID             *string  `json:"clientUserID,omitempty"`
+	ClientUserIDNEQ          *string  `json:"clientUserIDNEQ,omitempty"`
+	ClientUserIDIn           []string `json:"clientUserIDIn,omitempty"`
+	ClientUserIDNotIn        []string `json:"clientUserIDNotIn,omitempty"`
+	ClientUserIDGT           *string  `json:"clientUserIDGT,omitempty"`
+	ClientUserIDGTE          *string  `json:"clientUserIDGTE,omitempty"`
+	ClientUserIDLT           *string  `json:"clientUserIDLT,omitempty"`
+	ClientUserIDLTE          *string  `json:"clientUserIDLTE,omitempty"`
+	ClientUserIDContains     *string  `json:"clientUserIDContains,omitempty"`
+	ClientUserIDHasPrefix    *string  `json:"clientUserIDHasPrefix,omitempty"`
+	ClientUserIDHasSuffix    *string  `json:"clientUserIDHasSuffix,omitempty"`
+	ClientUserIDIsNil        bool     `json:"clientUserIDIsNil,omitempty"`
+	ClientUserIDNotNil       bool     `json:"clientUserIDNotNil,omitempty"`
+	ClientUserIDEqualFold    *string  `json:"clientUserIDEqualFold,omitempty"`
+	ClientUserIDContainsFold *string  `json:"clientUserIDContainsFold,omitempty"`
+
+	// "token" edge predicates.
+	HasToken     *bool                    `json:"hasToken,omitempty"`
+	HasTokenWith []*ServerTokenWhereInput `json:"hasTokenWith,omitempty"`
+
+	// "app" edge predicates.
+	HasApp     *bool            `json:"hasApp,omitempty"`
+	HasAppWith []*AppWhereInput `json:"hasAppWith,omitempty"`
+}
+
+// AddPredicates adds custom predicates to the where input to be used during the filtering phase.
+func (i *LicenceAssignmentWhereInput) AddPredicates(predicates ...predicate.LicenceAssignment) {
+	i.Predicates = append(i.Predicates, predicates...)
+}
+
+// Filter applies the LicenceAssignmentWhereInput filter on the LicenceAssignmentQuery builder.
+func (i *LicenceAssignmentWhereInput) Filter(q *LicenceAssignmentQuery) (*LicenceAssignmentQuery, error) {
+	if i == nil {
+		return q, nil
+	}
+	p, err := i.P()
+	if err != nil {
+		if err == ErrEmptyLicenceAssignmentWhereInput {
+			return q, nil
+		}
+		return nil, err
+	}
+	return q.Where(p), nil
+}
+
+// ErrEmptyLicenceAssignmentWhereInput is returned in case the LicenceAssignmentWhereInput is empty.
+var ErrEmptyLicenceAssignmentWhereInput = errors.New("ent: empty predicate LicenceAssignmentWhereInput")
+
+// P returns a predicate for filtering licenceassignments.
+// An error is returned if the input is empty or invalid.
+func (i *LicenceAssignmentWhereInput) P() (predicate.LicenceAssignment, error) {
+	var predicates []predicate.LicenceAssignment
+	if i.Not != nil {
+		p, err := i.Not.P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'not'", err)
+		}
+		predicates = append(predicates, licenceassignment.Not(p))
+	}
+	switch n := len(i.Or); {
+	case n == 1:
+		p, err := i.Or[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'or'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		or := make([]predicate.LicenceAssignment, 0, n)
+		for _, w := range i.Or {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'or'", err)
+			}
+			or = append(or, p)
+		}
+		predicates = append(predicates, licenceassignment.Or(or...))
+	}
+	switch n := len(i.And); {
+	case n == 1:
+		p, err := i.And[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'and'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		and := make([]predicate.LicenceAssignment, 0, n)
+		for _, w := range i.And {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'and'", err)
+			}
+			and = append(and, p)
+		}
+		predicates = append(predicates, licenceassignment.And(and...))
+	}
+	predicates = append(predicates, i.Predicates...)
+	if i.ID != nil {
+		predicates = append(predicates, licenceassignment.IDEQ(*i.ID))
+	}
+	if i.IDNEQ != nil {
+		predicates = append(predicates, licenceassignment.IDNEQ(*i.IDNEQ))
+	}
+	if len(i.IDIn) > 0 {
+		predicates = append(predicates, licenceassignment.IDIn(i.IDIn...))
+	}
+	if len(i.IDNotIn) > 0 {
+		predicates = append(predicates, licenceassignment.IDNotIn(i.IDNotIn...))
+	}
+	if i.IDGT != nil {
+		predicates = append(predicates, licenceassignment.IDGT(*i.IDGT))
+	}
+	if i.IDGTE != nil {
+		predicates = append(predicates, licenceassignment.IDGTE(*i.IDGTE))
+	}
+	if i.IDLT != nil {
+		predicates = append(predicates, licenceassignment.IDLT(*i.IDLT))
+	}
+	if i.IDLTE != nil {
+		predicates = append(predicates, licenceassignment.IDLTE(*i.IDLTE))
+	}
+	if i.AdamID != nil {
+		predicates = append(predicates, licenceassignment.AdamIDEQ(*i.AdamID))
+	}
+	if i.AdamIDNEQ != nil {
+		predicates = append(predicates, licenceassignment.AdamIDNEQ(*i.AdamIDNEQ))
+	}
+	if len(i.AdamIDIn) > 0 {
+		predicates = append(predicates, licenceassignment.AdamIDIn(i.AdamIDIn...))
+	}
+	if len(i.AdamIDNotIn) > 0 {
+		predicates = append(predicates, licenceassignment.AdamIDNotIn(i.AdamIDNotIn...))
+	}
+	if i.AdamIDGT != nil {
+		predicates = append(predicates, licenceassignment.AdamIDGT(*i.AdamIDGT))
+	}
+	if i.AdamIDGTE != nil {
+		predicates = append(predicates, licenceassignment.AdamIDGTE(*i.AdamIDGTE))
+	}
+	if i.AdamIDLT != nil {
+		predicates = append(predicates, licenceassignment.AdamIDLT(*i.AdamIDLT))
+	}
+	if i.AdamIDLTE != nil {
+		predicates = append(predicates, licenceassignment.AdamIDLTE(*i.AdamIDLTE))
+	}
+	if i.AdamIDContains != nil {
+		predicates = append(predicates, licenceassignment.AdamIDContains(*i.AdamIDContains))
+	}
+	if i.AdamIDHasPrefix != nil {
+		predicates = append(predicates, licenceassignment.AdamIDHasPrefix(*i.AdamIDHasPrefix))
+	}
+	if i.AdamIDHasSuffix != nil {
+		predicates = append(predicates, licenceassignment.AdamIDHasSuffix(*i.AdamIDHasSuffix))
+	}
+	if i.AdamIDEqualFold != nil {
+		predicates = append(predicates, licenceassignment.AdamIDEqualFold(*i.AdamIDEqualFold))
+	}
+	if i.AdamIDContainsFold != nil {
+		predicates = append(predicates, licenceassignment.AdamIDContainsFold(*i.AdamIDContainsFold))
+	}
+	if i.PricingParam != nil {
+		predicates = append(predicates, licenceassignment.PricingParamEQ(*i.PricingParam))
+	}
+	if i.PricingParamNEQ != nil {
+		predicates = append(predicates, licenceassignment.PricingParamNEQ(*i.PricingParamNEQ))
+	}
+	if len(i.PricingParamIn) > 0 {
+		predicates = append(predicates, licenceassignment.PricingParamIn(i.PricingParamIn...))
+	}
+	if len(i.PricingParamNotIn) > 0 {
+		predicates = append(predicates, licenceassignment.PricingParamNotIn(i.PricingParamNotIn...))
+	}
+	if i.PricingParamGT != nil {
+		predicates = append(predicates, licenceassignment.PricingParamGT(*i.PricingParamGT))
+	}
+	if i.PricingParamGTE != nil {
+		predicates = append(predicates, licenceassignment.PricingParamGTE(*i.PricingParamGTE))
+	}
+	if i.PricingParamLT != nil {
+		predicates = append(predicates, licenceassignment.PricingParamLT(*i.PricingParamLT))
+	}
+	if i.PricingParamLTE != nil {
+		predicates = append(predicates, licenceassignment.PricingParamLTE(*i.PricingParamLTE))
+	}
+	if i.PricingParamContains != nil {
+		predicates = append(predicates, licenceassignment.PricingParamContains(*i.PricingParamContains))
+	}
+	if i.PricingParamHasPrefix != nil {
+		predicates = append(predicates, licenceassignment.PricingParamHasPrefix(*i.PricingParamHasPrefix))
+	}
+	if i.PricingParamHasSuffix != nil {
+		predicates = append(predicates, licenceassignment.PricingParamHasSuffix(*i.PricingParamHasSuffix))
+	}
+	if i.PricingParamEqualFold != nil {
+		predicates = append(predicates, licenceassignment.PricingParamEqualFold(*i.PricingParamEqualFold))
+	}
+	if i.PricingParamContainsFold != nil {
+		predicates = append(predicates, licenceassignment.PricingParamContainsFold(*i.PricingParamContainsFold))
+	}
+	if i.SerialNumber != nil {
+		predicates = append(predicates, licenceassignment.SerialNumberEQ(*i.SerialNumber))
+	}
+	if i.SerialNumberNEQ != nil {
+		predicates = append(predicates, licenceassignment.SerialNumberNEQ(*i.SerialNumberNEQ))
+	}
+	if len(i.SerialNumberIn) > 0 {
+		predicates = append(predicates, licenceassignment.SerialNumberIn(i.SerialNumberIn...))
+	}
+	if len(i.SerialNumberNotIn) > 0 {
+		predicates = append(predicates, licenceassignment.SerialNumberNotIn(i.SerialNumberNotIn...))
+	}
+	if i.SerialNumberGT != nil {
+		predicates = append(predicates, licenceassignment.SerialNumberGT(*i.SerialNumberGT))
+	}
+	if i.SerialNumberGTE != nil {
+		predicates = append(predicates, licenceassignment.SerialNumberGTE(*i.SerialNumberGTE))
+	}
+	if i.SerialNumberLT != nil {
+		predicates = append(predicates, licenceassignment.SerialNumberLT(*i.SerialNumberLT))
+	}
+	if i.SerialNumberLTE != nil {
+		predicates = append(predicates, licenceassignment.SerialNumberLTE(*i.SerialNumberLTE))
+	}
+	if i.SerialNumberContains != nil {
+		predicates = append(predicates, licenceassignment.SerialNumberContains(*i.SerialNumberContains))
+	}
+	if i.SerialNumberHasPrefix != nil {
+		predicates = append(predicates, licenceassignment.SerialNumberHasPrefix(*i.SerialNumberHasPrefix))
+	}
+	if i.SerialNumberHasSuffix != nil {
+		predicates = append(predicates, licenceassignment.SerialNumberHasSuffix(*i.SerialNumberHasSuffix))
+	}
+	if i.SerialNumberIsNil {
+		predicates = append(predicates, licenceassignment.SerialNumberIsNil())
+	}
+	if i.SerialNumberNotNil {
+		predicates = append(predicates, licenceassignment.SerialNumberNotNil())
+	}
+	if i.SerialNumberEqualFold != nil {
+		predicates = append(predicates, licenceassignment.SerialNumberEqualFold(*i.SerialNumberEqualFold))
+	}
+	if i.SerialNumberContainsFold != nil {
+		predicates = append(predicates, licenceassignment.SerialNumberContainsFold(*i.SerialNumberContainsFold))
+	}
+	if i.ClientUserID != nil {
+		predicates = append(predicates, licenceassignment.ClientUserIDEQ(*i.ClientUserID))
+	}
+	if i.ClientUserIDNEQ != nil {
+		predicates = append(predicates, licenceassignment.ClientUserIDNEQ(*i.ClientUserIDNEQ))
+	}
+	if len(i.ClientUserIDIn) > 0 {
+		predicates = append(predicates, licenceassignment.ClientUserIDIn(i.ClientUserIDIn...))
+	}
+	if len(i.ClientUserIDNotIn) > 0 {
+		predicates = append(predicates, licenceassignment.ClientUserIDNotIn(i.ClientUserIDNotIn...))
+	}
+	if i.ClientUserIDGT != nil {
+		predicates = append(predicates, licenceassignment.ClientUserIDGT(*i.ClientUserIDGT))
+	}
+	if i.ClientUserIDGTE != nil {
+		predicates = append(predicates, licenceassignment.ClientUserIDGTE(*i.ClientUserIDGTE))
+	}
+	if i.ClientUserIDLT != nil {
+		predicates = append(predicates, licenceassignment.ClientUserIDLT(*i.ClientUserIDLT))
+	}
+	if i.ClientUserIDLTE != nil {
+		predicates = append(predicates, licenceassignment.ClientUserIDLTE(*i.ClientUserIDLTE))
+	}
+	if i.ClientUserIDContains != nil {
+		predicates = append(predicates, licenceassignment.ClientUserIDContains(*i.ClientUserIDContains))
+	}
+	if i.ClientUserIDHasPrefix != nil {
+		predicates = append(predicates, licenceassignment.ClientUserIDHasPrefix(*i.ClientUserIDHasPrefix))
+	}
+	if i.ClientUserIDHasSuffix != nil {
+		predicates = append(predicates, licenceassignment.ClientUserIDHasSuffix(*i.ClientUserIDHasSuffix))
+	}
+	if i.ClientUserIDIsNil {
+		predicates = append(predicates, licenceassignment.ClientUserIDIsNil())
+	}
+	if i.ClientUserIDNotNil {
+		predicates = append(predicates, licenceassignment.ClientUserIDNotNil())
+	}
+	if i.ClientUserIDEqualFold != nil {
+		predicates = append(predicates, licenceassignment.ClientUserIDEqualFold(*i.ClientUserIDEqualFold))
+	}
+	if i.ClientUserIDContainsFold != nil {
+		predicates = append(predicates, licenceassignment.ClientUserIDContainsFold(*i.ClientUserIDContainsFold))
+	}
+
+	if i.HasToken != nil {
+		p := licenceassignment.HasToken()
+		if !*i.HasToken {
+			p = licenceassignment.Not(p)
+		}
+		predicates = append(predicates, p)
+	}
+	if len(i.HasTokenWith) > 0 {
+		with := make([]predicate.ServerToken, 0, len(i.HasTokenWith))
+		for _, w := range i.HasTokenWith {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'HasTokenWith'", err)
+			}
+			with = append(with, p)
+		}
+		predicates = append(predicates, licenceassignment.HasTokenWith(with...))
+	}
+	if i.HasApp != nil {
+		p := licenceassignment.HasApp()
+		if !*i.HasApp {
+			p = licenceassignment.Not(p)
+		}
+		predicates = append(predicates, p)
+	}
+	if len(i.HasAppWith) > 0 {
+		with := make([]predicate.App, 0, len(i.HasAppWith))
+		for _, w := range i.HasAppWith {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'HasAppWith'", err)
+			}
+			with = append(with, p)
+		}
+		predicates = append(predicates, licenceassignment.HasAppWith(with...))
+	}
+	switch len(predicates) {
+	case 0:
+		return nil, ErrEmptyLicenceAssignmentWhereInput
+	case 1:
+		return predicates[0], nil
+	default:
+		return licenceassignment.And(predicates...), nil
+	}
+}
+
+// LicenceOperationWhereInput represents a where input for filtering LicenceOperation queries.
+type LicenceOperationWhereInput struct {
+	Predicates []predicate.LicenceOperation  `json:"-"`
+	Not        *LicenceOperationWhereInput   `json:"not,omitempty"`
+	Or         []*LicenceOperationWhereInput `json:"or,omitempty"`
+	And        []*LicenceOperationWhereInput `json:"and,omitempty"`
+
+	// "id" field predicates.
+	ID      *int  `json:"id,omitempty"`
+	IDNEQ   *int  `json:"idNEQ,omitempty"`
+	IDIn    []int `json:"idIn,omitempty"`
+	IDNotIn []int `json:"idNotIn,omitempty"`
+	IDGT    *int  `json:"idGT,omitempty"`
+	IDGTE   *int  `json:"idGTE,omitempty"`
+	IDLT    *int  `json:"idLT,omitempty"`
+	IDLTE   *int  `json:"idLTE,omitempty"`
+
+	// "kind" field predicates.
+	Kind      *licenceoperation.Kind  `json:"kind,omitempty"`
+	KindNEQ   *licenceoperation.Kind  `json:"kindNEQ,omitempty"`
+	KindIn    []licenceoperation.Kind `json:"kindIn,omitempty"`
+	KindNotIn []licenceoperation.Kind `json:"kindNotIn,omitempty"`
+
+	// "status" field predicates.
+	Status      *licenceoperation.Status  `json:"status,omitempty"`
+	StatusNEQ   *licenceoperation.Status  `json:"statusNEQ,omitempty"`
+	StatusIn    []licenceoperation.Status `json:"statusIn,omitempty"`
+	StatusNotIn []licenceoperation.Status `json:"statusNotIn,omitempty"`
+
+	// "requested" field predicates.
+	Requested      *int  `json:"requested,omitempty"`
+	RequestedNEQ   *int  `json:"requestedNEQ,omitempty"`
+	RequestedIn    []int `json:"requestedIn,omitempty"`
+	RequestedNotIn []int `json:"requestedNotIn,omitempty"`
+	RequestedGT    *int  `json:"requestedGT,omitempty"`
+	RequestedGTE   *int  `json:"requestedGTE,omitempty"`
+	RequestedLT    *int  `json:"requestedLT,omitempty"`
+	RequestedLTE   *int  `json:"requestedLTE,omitempty"`
+
+	// "completed" field predicates.
+	Completed      *int  `json:"completed,omitempty"`
+	CompletedNEQ   *int  `json:"completedNEQ,omitempty"`
+	CompletedIn    []int `json:"completedIn,omitempty"`
+	CompletedNotIn []int `json:"completedNotIn,omitempty"`
+	CompletedGT    *int  `json:"completedGT,omitempty"`
+	CompletedGTE   *int  `json:"completedGTE,omitempty"`
+	CompletedLT    *int  `json:"completedLT,omitempty"`
+	CompletedLTE   *int  `json:"completedLTE,omitempty"`
+
+	// "created_at" field predicates.
+	CreatedAt      *time.Time  `json:"createdAt,omitempty"`
+	CreatedAtNEQ   *time.Time  `json:"createdAtNEQ,omitempty"`
+	CreatedAtIn    []time.Time `json:"createdAtIn,omitempty"`
+	CreatedAtNotIn []time.Time `json:"createdAtNotIn,omitempty"`
+	CreatedAtGT    *time.Time  `json:"createdAtGT,omitempty"`
+	CreatedAtGTE   *time.Time  `json:"createdAtGTE,omitempty"`
+	CreatedAtLT    *time.Time  `json:"createdAtLT,omitempty"`
+	CreatedAtLTE   *time.Time  `json:"createdAtLTE,omitempty"`
+
+	// "completed_at" field predicates.
+	CompletedAt       *time.Time  `json:"completedAt,omitempty"`
+	CompletedAtNEQ    *time.Time  `json:"completedAtNEQ,omitempty"`
+	CompletedAtIn     []time.Time `json:"completedAtIn,omitempty"`
+	CompletedAtNotIn  []time.Time `json:"completedAtNotIn,omitempty"`
+	CompletedAtGT     *time.Time  `json:"completedAtGT,omitempty"`
+	CompletedAtGTE    *time.Time  `json:"completedAtGTE,omitempty"`
+	CompletedAtLT     *time.Time  `json:"completedAtLT,omitempty"`
+	CompletedAtLTE    *time.Time  `json:"completedAtLTE,omitempty"`
+	CompletedAtIsNil  bool        `json:"completedAtIsNil,omitempty"`
+	CompletedAtNotNil bool        `json:"completedAtNotNil,omitempty"`
+
+	// "token" edge predicates.
+	HasToken     *bool                    `json:"hasToken,omitempty"`
+	HasTokenWith []*ServerTokenWhereInput `json:"hasTokenWith,omitempty"`
+}
+
+// AddPredicates adds custom predicates to the where input to be used during the filtering phase.
+func (i *LicenceOperationWhereInput) AddPredicates(predicates ...predicate.LicenceOperation) {
+	i.Predicates = append(i.Predicates, predicates...)
+}
+
+// Filter applies the LicenceOperationWhereInput filter on the LicenceOperationQuery builder.
+func (i *LicenceOperationWhereInput) Filter(q *LicenceOperationQuery) (*LicenceOperationQuery, error) {
+	if i == nil {
+		return q, nil
+	}
+	p, err := i.P()
+	if err != nil {
+		if err == ErrEmptyLicenceOperationWhereInput {
+			return q, nil
+		}
+		return nil, err
+	}
+	return q.Where(p), nil
+}
+
+// ErrEmptyLicenceOperationWhereInput is returned in case the LicenceOperationWhereInput is empty.
+var ErrEmptyLicenceOperationWhereInput = errors.New("ent: empty predicate LicenceOperationWhereInput")
+
+// P returns a predicate for filtering licenceoperations.
+// An error is returned if the input is empty or invalid.
+func (i *LicenceOperationWhereInput) P() (predicate.LicenceOperation, error) {
+	var predicates []predicate.LicenceOperation
+	if i.Not != nil {
+		p, err := i.Not.P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'not'", err)
+		}
+		predicates = append(predicates, licenceoperation.Not(p))
+	}
+	switch n := len(i.Or); {
+	case n == 1:
+		p, err := i.Or[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'or'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		or := make([]predicate.LicenceOperation, 0, n)
+		for _, w := range i.Or {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'or'", err)
+			}
+			or = append(or, p)
+		}
+		predicates = append(predicates, licenceoperation.Or(or...))
+	}
+	switch n := len(i.And); {
+	case n == 1:
+		p, err := i.And[0].P()
+		if err != nil {
+			return nil, fmt.Errorf("%w: field 'and'", err)
+		}
+		predicates = append(predicates, p)
+	case n > 1:
+		and := make([]predicate.LicenceOperation, 0, n)
+		for _, w := range i.And {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'and'", err)
+			}
+			and = append(and, p)
+		}
+		predicates = append(predicates, licenceoperation.And(and...))
+	}
+	predicates = append(predicates, i.Predicates...)
+	if i.ID != nil {
+		predicates = append(predicates, licenceoperation.IDEQ(*i.ID))
+	}
+	if i.IDNEQ != nil {
+		predicates = append(predicates, licenceoperation.IDNEQ(*i.IDNEQ))
+	}
+	if len(i.IDIn) > 0 {
+		predicates = append(predicates, licenceoperation.IDIn(i.IDIn...))
+	}
+	if len(i.IDNotIn) > 0 {
+		predicates = append(predicates, licenceoperation.IDNotIn(i.IDNotIn...))
+	}
+	if i.IDGT != nil {
+		predicates = append(predicates, licenceoperation.IDGT(*i.IDGT))
+	}
+	if i.IDGTE != nil {
+		predicates = append(predicates, licenceoperation.IDGTE(*i.IDGTE))
+	}
+	if i.IDLT != nil {
+		predicates = append(predicates, licenceoperation.IDLT(*i.IDLT))
+	}
+	if i.IDLTE != nil {
+		predicates = append(predicates, licenceoperation.IDLTE(*i.IDLTE))
+	}
+	if i.Kind != nil {
+		predicates = append(predicates, licenceoperation.KindEQ(*i.Kind))
+	}
+	if i.KindNEQ != nil {
+		predicates = append(predicates, licenceoperation.KindNEQ(*i.KindNEQ))
+	}
+	if len(i.KindIn) > 0 {
+		predicates = append(predicates, licenceoperation.KindIn(i.KindIn...))
+	}
+	if len(i.KindNotIn) > 0 {
+		predicates = append(predicates, licenceoperation.KindNotIn(i.KindNotIn...))
+	}
+	if i.Status != nil {
+		predicates = append(predicates, licenceoperation.StatusEQ(*i.Status))
+	}
+	if i.StatusNEQ != nil {
+		predicates = append(predicates, licenceoperation.StatusNEQ(*i.StatusNEQ))
+	}
+	if len(i.StatusIn) > 0 {
+		predicates = append(predicates, licenceoperation.StatusIn(i.StatusIn...))
+	}
+	if len(i.StatusNotIn) > 0 {
+		predicates = append(predicates, licenceoperation.StatusNotIn(i.StatusNotIn...))
+	}
+	if i.Requested != nil {
+		predicates = append(predicates, licenceoperation.RequestedEQ(*i.Requested))
+	}
+	if i.RequestedNEQ != nil {
+		predicates = append(predicates, licenceoperation.RequestedNEQ(*i.RequestedNEQ))
+	}
+	if len(i.RequestedIn) > 0 {
+		predicates = append(predicates, licenceoperation.RequestedIn(i.RequestedIn...))
+	}
+	if len(i.RequestedNotIn) > 0 {
+		predicates = append(predicates, licenceoperation.RequestedNotIn(i.RequestedNotIn...))
+	}
+	if i.RequestedGT != nil {
+		predicates = append(predicates, licenceoperation.RequestedGT(*i.RequestedGT))
+	}
+	if i.RequestedGTE != nil {
+		predicates = append(predicates, licenceoperation.RequestedGTE(*i.RequestedGTE))
+	}
+	if i.RequestedLT != nil {
+		predicates = append(predicates, licenceoperation.RequestedLT(*i.RequestedLT))
+	}
+	if i.RequestedLTE != nil {
+		predicates = append(predicates, licenceoperation.RequestedLTE(*i.RequestedLTE))
+	}
+	if i.Completed != nil {
+		predicates = append(predicates, licenceoperation.CompletedEQ(*i.Completed))
+	}
+	if i.CompletedNEQ != nil {
+		predicates = append(predicates, licenceoperation.CompletedNEQ(*i.CompletedNEQ))
+	}
+	if len(i.CompletedIn) > 0 {
+		predicates = append(predicates, licenceoperation.CompletedIn(i.CompletedIn...))
+	}
+	if len(i.CompletedNotIn) > 0 {
+		predicates = append(predicates, licenceoperation.CompletedNotIn(i.CompletedNotIn...))
+	}
+	if i.CompletedGT != nil {
+		predicates = append(predicates, licenceoperation.CompletedGT(*i.CompletedGT))
+	}
+	if i.CompletedGTE != nil {
+		predicates = append(predicates, licenceoperation.CompletedGTE(*i.CompletedGTE))
+	}
+	if i.CompletedLT != nil {
+		predicates = append(predicates, licenceoperation.CompletedLT(*i.CompletedLT))
+	}
+	if i.CompletedLTE != nil {
+		predicates = append(predicates, licenceoperation.CompletedLTE(*i.CompletedLTE))
+	}
+	if i.CreatedAt != nil {
+		predicates = append(predicates, licenceoperation.CreatedAtEQ(*i.CreatedAt))
+	}
+	if i.CreatedAtNEQ != nil {
+		predicates = append(predicates, licenceoperation.CreatedAtNEQ(*i.CreatedAtNEQ))
+	}
+	if len(i.CreatedAtIn) > 0 {
+		predicates = append(predicates, licenceoperation.CreatedAtIn(i.CreatedAtIn...))
+	}
+	if len(i.CreatedAtNotIn) > 0 {
+		predicates = append(predicates, licenceoperation.CreatedAtNotIn(i.CreatedAtNotIn...))
+	}
+	if i.CreatedAtGT != nil {
+		predicates = append(predicates, licenceoperation.CreatedAtGT(*i.CreatedAtGT))
+	}
+	if i.CreatedAtGTE != nil {
+		predicates = append(predicates, licenceoperation.CreatedAtGTE(*i.CreatedAtGTE))
+	}
+	if i.CreatedAtLT != nil {
+		predicates = append(predicates, licenceoperation.CreatedAtLT(*i.CreatedAtLT))
+	}
+	if i.CreatedAtLTE != nil {
+		predicates = append(predicates, licenceoperation.CreatedAtLTE(*i.CreatedAtLTE))
+	}
+	if i.CompletedAt != nil {
+		predicates = append(predicates, licenceoperation.CompletedAtEQ(*i.CompletedAt))
+	}
+	if i.CompletedAtNEQ != nil {
+		predicates = append(predicates, licenceoperation.CompletedAtNEQ(*i.CompletedAtNEQ))
+	}
+	if len(i.CompletedAtIn) > 0 {
+		predicates = append(predicates, licenceoperation.CompletedAtIn(i.CompletedAtIn...))
+	}
+	if len(i.CompletedAtNotIn) > 0 {
+		predicates = append(predicates, licenceoperation.CompletedAtNotIn(i.CompletedAtNotIn...))
+	}
+	if i.CompletedAtGT != nil {
+		predicates = append(predicates, licenceoperation.CompletedAtGT(*i.CompletedAtGT))
+	}
+	if i.CompletedAtGTE != nil {
+		predicates = append(predicates, licenceoperation.CompletedAtGTE(*i.CompletedAtGTE))
+	}
+	if i.CompletedAtLT != nil {
+		predicates = append(predicates, licenceoperation.CompletedAtLT(*i.CompletedAtLT))
+	}
+	if i.CompletedAtLTE != nil {
+		predicates = append(predicates, licenceoperation.CompletedAtLTE(*i.CompletedAtLTE))
+	}
+	if i.CompletedAtIsNil {
+		predicates = append(predicates, licenceoperation.CompletedAtIsNil())
+	}
+	if i.CompletedAtNotNil {
+		predicates = append(predicates, licenceoperation.CompletedAtNotNil())
+	}
+
+	if i.HasToken != nil {
+		p := licenceoperation.HasToken()
+		if !*i.HasToken {
+			p = licenceoperation.Not(p)
+		}
+		predicates = append(predicates, p)
+	}
+	if len(i.HasTokenWith) > 0 {
+		with := make([]predicate.ServerToken, 0, len(i.HasTokenWith))
+		for _, w := range i.HasTokenWith {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'HasTokenWith'", err)
+			}
+			with = append(with, p)
+		}
+		predicates = append(predicates, licenceoperation.HasTokenWith(with...))
+	}
+	switch len(predicates) {
+	case 0:
+		return nil, ErrEmptyLicenceOperationWhereInput
+	case 1:
+		return predicates[0], nil
+	default:
+		return licenceoperation.And(predicates...), nil
+	}
+}
+
 // ServerTokenWhereInput represents a where input for filtering ServerToken queries.
 type ServerTokenWhereInput struct {
 	Predicates []predicate.ServerToken  `json:"-"`
@@ -1281,6 +2009,14 @@ type ServerTokenWhereInput struct {
 	// "apps" edge predicates.
 	HasApps     *bool            `json:"hasApps,omitempty"`
 	HasAppsWith []*AppWhereInput `json:"hasAppsWith,omitempty"`
+
+	// "assignments" edge predicates.
+	HasAssignments     *bool                          `json:"hasAssignments,omitempty"`
+	HasAssignmentsWith []*LicenceAssignmentWhereInput `json:"hasAssignmentsWith,omitempty"`
+
+	// "licence_operations" edge predicates.
+	HasLicenceOperations     *bool                         `json:"hasLicenceOperations,omitempty"`
+	HasLicenceOperationsWith []*LicenceOperationWhereInput `json:"hasLicenceOperationsWith,omitempty"`
 }
 
 // AddPredicates adds custom predicates to the where input to be used during the filtering phase.
@@ -1699,6 +2435,42 @@ func (i *ServerTokenWhereInput) P() (predicate.ServerToken, error) {
 			with = append(with, p)
 		}
 		predicates = append(predicates, servertoken.HasAppsWith(with...))
+	}
+	if i.HasAssignments != nil {
+		p := servertoken.HasAssignments()
+		if !*i.HasAssignments {
+			p = servertoken.Not(p)
+		}
+		predicates = append(predicates, p)
+	}
+	if len(i.HasAssignmentsWith) > 0 {
+		with := make([]predicate.LicenceAssignment, 0, len(i.HasAssignmentsWith))
+		for _, w := range i.HasAssignmentsWith {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'HasAssignmentsWith'", err)
+			}
+			with = append(with, p)
+		}
+		predicates = append(predicates, servertoken.HasAssignmentsWith(with...))
+	}
+	if i.HasLicenceOperations != nil {
+		p := servertoken.HasLicenceOperations()
+		if !*i.HasLicenceOperations {
+			p = servertoken.Not(p)
+		}
+		predicates = append(predicates, p)
+	}
+	if len(i.HasLicenceOperationsWith) > 0 {
+		with := make([]predicate.LicenceOperation, 0, len(i.HasLicenceOperationsWith))
+		for _, w := range i.HasLicenceOperationsWith {
+			p, err := w.P()
+			if err != nil {
+				return nil, fmt.Errorf("%w: field 'HasLicenceOperationsWith'", err)
+			}
+			with = append(with, p)
+		}
+		predicates = append(predicates, servertoken.HasLicenceOperationsWith(with...))
 	}
 	switch len(predicates) {
 	case 0:

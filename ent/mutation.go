@@ -13,8 +13,12 @@ import (
 	"entgo.io/ent/dialect/sql"
 	"github.com/orchard-msp/orchard/ent/apikey"
 	"github.com/orchard-msp/orchard/ent/app"
+	"github.com/orchard-msp/orchard/ent/applenotification"
 	"github.com/orchard-msp/orchard/ent/auditevent"
 	"github.com/orchard-msp/orchard/ent/customer"
+	"github.com/orchard-msp/orchard/ent/licenceassignment"
+	"github.com/orchard-msp/orchard/ent/licenceevent"
+	"github.com/orchard-msp/orchard/ent/licenceoperation"
 	"github.com/orchard-msp/orchard/ent/predicate"
 	"github.com/orchard-msp/orchard/ent/schematype"
 	"github.com/orchard-msp/orchard/ent/servertoken"
@@ -30,12 +34,16 @@ const (
 	OpUpdateOne = ent.OpUpdateOne
 
 	// Node types.
-	TypeAPIKey          = "APIKey"
-	TypeApp             = "App"
-	TypeAuditEvent      = "AuditEvent"
-	TypeCustomer        = "Customer"
-	TypeServerToken     = "ServerToken"
-	TypeWebhookDelivery = "WebhookDelivery"
+	TypeAPIKey            = "APIKey"
+	TypeApp               = "App"
+	TypeAppleNotification = "AppleNotification"
+	TypeAuditEvent        = "AuditEvent"
+	TypeCustomer          = "Customer"
+	TypeLicenceAssignment = "LicenceAssignment"
+	TypeLicenceEvent      = "LicenceEvent"
+	TypeLicenceOperation  = "LicenceOperation"
+	TypeServerToken       = "ServerToken"
+	TypeWebhookDelivery   = "WebhookDelivery"
 )
 
 // APIKeyMutation represents an operation that mutates the APIKey nodes in the graph.
@@ -954,9 +962,16 @@ type AppMutation struct {
 	supported_platforms       *[]string
 	appendsupported_platforms []string
 	metadata_at               *time.Time
+	low_licence_threshold     *int
+	addlow_licence_threshold  *int
+	licence_warned            *[]string
+	appendlicence_warned      []string
 	clearedFields             map[string]struct{}
 	token                     *int
 	clearedtoken              bool
+	assignments               map[int]struct{}
+	removedassignments        map[int]struct{}
+	clearedassignments        bool
 	done                      bool
 	oldValue                  func(context.Context) (*App, error)
 	predicates                []predicate.App
@@ -1839,6 +1854,127 @@ func (m *AppMutation) ResetMetadataAt() {
 	delete(m.clearedFields, app.FieldMetadataAt)
 }
 
+// SetLowLicenceThreshold sets the "low_licence_threshold" field.
+func (m *AppMutation) SetLowLicenceThreshold(i int) {
+	m.low_licence_threshold = &i
+	m.addlow_licence_threshold = nil
+}
+
+// LowLicenceThreshold returns the value of the "low_licence_threshold" field in the mutation.
+func (m *AppMutation) LowLicenceThreshold() (r int, exists bool) {
+	v := m.low_licence_threshold
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLowLicenceThreshold returns the old "low_licence_threshold" field's value of the App entity.
+// If the App object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *AppMutation) OldLowLicenceThreshold(ctx context.Context) (v *int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLowLicenceThreshold is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLowLicenceThreshold requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLowLicenceThreshold: %w", err)
+	}
+	return oldValue.LowLicenceThreshold, nil
+}
+
+// AddLowLicenceThreshold adds i to the "low_licence_threshold" field.
+func (m *AppMutation) AddLowLicenceThreshold(i int) {
+	if m.addlow_licence_threshold != nil {
+		*m.addlow_licence_threshold += i
+	} else {
+		m.addlow_licence_threshold = &i
+	}
+}
+
+// AddedLowLicenceThreshold returns the value that was added to the "low_licence_threshold" field in this mutation.
+func (m *AppMutation) AddedLowLicenceThreshold() (r int, exists bool) {
+	v := m.addlow_licence_threshold
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ClearLowLicenceThreshold clears the value of the "low_licence_threshold" field.
+func (m *AppMutation) ClearLowLicenceThreshold() {
+	m.low_licence_threshold = nil
+	m.addlow_licence_threshold = nil
+	m.clearedFields[app.FieldLowLicenceThreshold] = struct{}{}
+}
+
+// LowLicenceThresholdCleared returns if the "low_licence_threshold" field was cleared in this mutation.
+func (m *AppMutation) LowLicenceThresholdCleared() bool {
+	_, ok := m.clearedFields[app.FieldLowLicenceThreshold]
+	return ok
+}
+
+// ResetLowLicenceThreshold resets all changes to the "low_licence_threshold" field.
+func (m *AppMutation) ResetLowLicenceThreshold() {
+	m.low_licence_threshold = nil
+	m.addlow_licence_threshold = nil
+	delete(m.clearedFields, app.FieldLowLicenceThreshold)
+}
+
+// SetLicenceWarned sets the "licence_warned" field.
+func (m *AppMutation) SetLicenceWarned(s []string) {
+	m.licence_warned = &s
+	m.appendlicence_warned = nil
+}
+
+// LicenceWarned returns the value of the "licence_warned" field in the mutation.
+func (m *AppMutation) LicenceWarned() (r []string, exists bool) {
+	v := m.licence_warned
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLicenceWarned returns the old "licence_warned" field's value of the App entity.
+// If the App object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *AppMutation) OldLicenceWarned(ctx context.Context) (v []string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLicenceWarned is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLicenceWarned requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLicenceWarned: %w", err)
+	}
+	return oldValue.LicenceWarned, nil
+}
+
+// AppendLicenceWarned adds s to the "licence_warned" field.
+func (m *AppMutation) AppendLicenceWarned(s []string) {
+	m.appendlicence_warned = append(m.appendlicence_warned, s...)
+}
+
+// AppendedLicenceWarned returns the list of values that were appended to the "licence_warned" field in this mutation.
+func (m *AppMutation) AppendedLicenceWarned() ([]string, bool) {
+	if len(m.appendlicence_warned) == 0 {
+		return nil, false
+	}
+	return m.appendlicence_warned, true
+}
+
+// ResetLicenceWarned resets all changes to the "licence_warned" field.
+func (m *AppMutation) ResetLicenceWarned() {
+	m.licence_warned = nil
+	m.appendlicence_warned = nil
+}
+
 // ClearToken clears the "token" edge to the ServerToken entity.
 func (m *AppMutation) ClearToken() {
 	m.clearedtoken = true
@@ -1864,6 +2000,60 @@ func (m *AppMutation) TokenIDs() (ids []int) {
 func (m *AppMutation) ResetToken() {
 	m.token = nil
 	m.clearedtoken = false
+}
+
+// AddAssignmentIDs adds the "assignments" edge to the LicenceAssignment entity by ids.
+func (m *AppMutation) AddAssignmentIDs(ids ...int) {
+	if m.assignments == nil {
+		m.assignments = make(map[int]struct{})
+	}
+	for i := range ids {
+		m.assignments[ids[i]] = struct{}{}
+	}
+}
+
+// ClearAssignments clears the "assignments" edge to the LicenceAssignment entity.
+func (m *AppMutation) ClearAssignments() {
+	m.clearedassignments = true
+}
+
+// AssignmentsCleared reports if the "assignments" edge to the LicenceAssignment entity was cleared.
+func (m *AppMutation) AssignmentsCleared() bool {
+	return m.clearedassignments
+}
+
+// RemoveAssignmentIDs removes the "assignments" edge to the LicenceAssignment entity by IDs.
+func (m *AppMutation) RemoveAssignmentIDs(ids ...int) {
+	if m.removedassignments == nil {
+		m.removedassignments = make(map[int]struct{})
+	}
+	for i := range ids {
+		delete(m.assignments, ids[i])
+		m.removedassignments[ids[i]] = struct{}{}
+	}
+}
+
+// RemovedAssignments returns the removed IDs of the "assignments" edge to the LicenceAssignment entity.
+func (m *AppMutation) RemovedAssignmentsIDs() (ids []int) {
+	for id := range m.removedassignments {
+		ids = append(ids, id)
+	}
+	return
+}
+
+// AssignmentsIDs returns the "assignments" edge IDs in the mutation.
+func (m *AppMutation) AssignmentsIDs() (ids []int) {
+	for id := range m.assignments {
+		ids = append(ids, id)
+	}
+	return
+}
+
+// ResetAssignments resets all changes to the "assignments" edge.
+func (m *AppMutation) ResetAssignments() {
+	m.assignments = nil
+	m.clearedassignments = false
+	m.removedassignments = nil
 }
 
 // Where appends a list predicates to the AppMutation builder.
@@ -1900,7 +2090,7 @@ func (m *AppMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *AppMutation) Fields() []string {
-	fields := make([]string, 0, 17)
+	fields := make([]string, 0, 19)
 	if m.created_at != nil {
 		fields = append(fields, app.FieldCreatedAt)
 	}
@@ -1952,6 +2142,12 @@ func (m *AppMutation) Fields() []string {
 	if m.metadata_at != nil {
 		fields = append(fields, app.FieldMetadataAt)
 	}
+	if m.low_licence_threshold != nil {
+		fields = append(fields, app.FieldLowLicenceThreshold)
+	}
+	if m.licence_warned != nil {
+		fields = append(fields, app.FieldLicenceWarned)
+	}
 	return fields
 }
 
@@ -1994,6 +2190,10 @@ func (m *AppMutation) Field(name string) (ent.Value, bool) {
 		return m.SupportedPlatforms()
 	case app.FieldMetadataAt:
 		return m.MetadataAt()
+	case app.FieldLowLicenceThreshold:
+		return m.LowLicenceThreshold()
+	case app.FieldLicenceWarned:
+		return m.LicenceWarned()
 	}
 	return nil, false
 }
@@ -2037,6 +2237,10 @@ func (m *AppMutation) OldField(ctx context.Context, name string) (ent.Value, err
 		return m.OldSupportedPlatforms(ctx)
 	case app.FieldMetadataAt:
 		return m.OldMetadataAt(ctx)
+	case app.FieldLowLicenceThreshold:
+		return m.OldLowLicenceThreshold(ctx)
+	case app.FieldLicenceWarned:
+		return m.OldLicenceWarned(ctx)
 	}
 	return nil, fmt.Errorf("unknown App field %s", name)
 }
@@ -2165,6 +2369,20 @@ func (m *AppMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetMetadataAt(v)
 		return nil
+	case app.FieldLowLicenceThreshold:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLowLicenceThreshold(v)
+		return nil
+	case app.FieldLicenceWarned:
+		v, ok := value.([]string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLicenceWarned(v)
+		return nil
 	}
 	return fmt.Errorf("unknown App field %s", name)
 }
@@ -2188,6 +2406,9 @@ func (m *AppMutation) AddedFields() []string {
 	if m.addretired_count != nil {
 		fields = append(fields, app.FieldRetiredCount)
 	}
+	if m.addlow_licence_threshold != nil {
+		fields = append(fields, app.FieldLowLicenceThreshold)
+	}
 	return fields
 }
 
@@ -2206,6 +2427,8 @@ func (m *AppMutation) AddedField(name string) (ent.Value, bool) {
 		return m.AddedAvailableCount()
 	case app.FieldRetiredCount:
 		return m.AddedRetiredCount()
+	case app.FieldLowLicenceThreshold:
+		return m.AddedLowLicenceThreshold()
 	}
 	return nil, false
 }
@@ -2250,6 +2473,13 @@ func (m *AppMutation) AddField(name string, value ent.Value) error {
 		}
 		m.AddRetiredCount(v)
 		return nil
+	case app.FieldLowLicenceThreshold:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLowLicenceThreshold(v)
+		return nil
 	}
 	return fmt.Errorf("unknown App numeric field %s", name)
 }
@@ -2269,6 +2499,9 @@ func (m *AppMutation) ClearedFields() []string {
 	}
 	if m.FieldCleared(app.FieldMetadataAt) {
 		fields = append(fields, app.FieldMetadataAt)
+	}
+	if m.FieldCleared(app.FieldLowLicenceThreshold) {
+		fields = append(fields, app.FieldLowLicenceThreshold)
 	}
 	return fields
 }
@@ -2295,6 +2528,9 @@ func (m *AppMutation) ClearField(name string) error {
 		return nil
 	case app.FieldMetadataAt:
 		m.ClearMetadataAt()
+		return nil
+	case app.FieldLowLicenceThreshold:
+		m.ClearLowLicenceThreshold()
 		return nil
 	}
 	return fmt.Errorf("unknown App nullable field %s", name)
@@ -2355,15 +2591,24 @@ func (m *AppMutation) ResetField(name string) error {
 	case app.FieldMetadataAt:
 		m.ResetMetadataAt()
 		return nil
+	case app.FieldLowLicenceThreshold:
+		m.ResetLowLicenceThreshold()
+		return nil
+	case app.FieldLicenceWarned:
+		m.ResetLicenceWarned()
+		return nil
 	}
 	return fmt.Errorf("unknown App field %s", name)
 }
 
 // AddedEdges returns all edge names that were set/added in this mutation.
 func (m *AppMutation) AddedEdges() []string {
-	edges := make([]string, 0, 1)
+	edges := make([]string, 0, 2)
 	if m.token != nil {
 		edges = append(edges, app.EdgeToken)
+	}
+	if m.assignments != nil {
+		edges = append(edges, app.EdgeAssignments)
 	}
 	return edges
 }
@@ -2376,27 +2621,47 @@ func (m *AppMutation) AddedIDs(name string) []ent.Value {
 		if id := m.token; id != nil {
 			return []ent.Value{*id}
 		}
+	case app.EdgeAssignments:
+		ids := make([]ent.Value, 0, len(m.assignments))
+		for id := range m.assignments {
+			ids = append(ids, id)
+		}
+		return ids
 	}
 	return nil
 }
 
 // RemovedEdges returns all edge names that were removed in this mutation.
 func (m *AppMutation) RemovedEdges() []string {
-	edges := make([]string, 0, 1)
+	edges := make([]string, 0, 2)
+	if m.removedassignments != nil {
+		edges = append(edges, app.EdgeAssignments)
+	}
 	return edges
 }
 
 // RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
 // the given name in this mutation.
 func (m *AppMutation) RemovedIDs(name string) []ent.Value {
+	switch name {
+	case app.EdgeAssignments:
+		ids := make([]ent.Value, 0, len(m.removedassignments))
+		for id := range m.removedassignments {
+			ids = append(ids, id)
+		}
+		return ids
+	}
 	return nil
 }
 
 // ClearedEdges returns all edge names that were cleared in this mutation.
 func (m *AppMutation) ClearedEdges() []string {
-	edges := make([]string, 0, 1)
+	edges := make([]string, 0, 2)
 	if m.clearedtoken {
 		edges = append(edges, app.EdgeToken)
+	}
+	if m.clearedassignments {
+		edges = append(edges, app.EdgeAssignments)
 	}
 	return edges
 }
@@ -2407,6 +2672,8 @@ func (m *AppMutation) EdgeCleared(name string) bool {
 	switch name {
 	case app.EdgeToken:
 		return m.clearedtoken
+	case app.EdgeAssignments:
+		return m.clearedassignments
 	}
 	return false
 }
@@ -2429,8 +2696,558 @@ func (m *AppMutation) ResetEdge(name string) error {
 	case app.EdgeToken:
 		m.ResetToken()
 		return nil
+	case app.EdgeAssignments:
+		m.ResetAssignments()
+		return nil
 	}
 	return fmt.Errorf("unknown App edge %s", name)
+}
+
+// AppleNotificationMutation represents an operation that mutates the AppleNotification nodes in the graph.
+type AppleNotificationMutation struct {
+	config
+	op              Op
+	typ             string
+	id              *int
+	notification_id *string
+	_type           *string
+	token_id        *int
+	addtoken_id     *int
+	received_at     *time.Time
+	clearedFields   map[string]struct{}
+	done            bool
+	oldValue        func(context.Context) (*AppleNotification, error)
+	predicates      []predicate.AppleNotification
+}
+
+var _ ent.Mutation = (*AppleNotificationMutation)(nil)
+
+// applenotificationOption allows management of the mutation configuration using functional options.
+type applenotificationOption func(*AppleNotificationMutation)
+
+// newAppleNotificationMutation creates new mutation for the AppleNotification entity.
+func newAppleNotificationMutation(c config, op Op, opts ...applenotificationOption) *AppleNotificationMutation {
+	m := &AppleNotificationMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeAppleNotification,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withAppleNotificationID sets the ID field of the mutation.
+func withAppleNotificationID(id int) applenotificationOption {
+	return func(m *AppleNotificationMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *AppleNotification
+		)
+		m.oldValue = func(ctx context.Context) (*AppleNotification, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().AppleNotification.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withAppleNotification sets the old AppleNotification of the mutation.
+func withAppleNotification(node *AppleNotification) applenotificationOption {
+	return func(m *AppleNotificationMutation) {
+		m.oldValue = func(context.Context) (*AppleNotification, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m AppleNotificationMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m AppleNotificationMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *AppleNotificationMutation) ID() (id int, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *AppleNotificationMutation) IDs(ctx context.Context) ([]int, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []int{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().AppleNotification.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetNotificationID sets the "notification_id" field.
+func (m *AppleNotificationMutation) SetNotificationID(s string) {
+	m.notification_id = &s
+}
+
+// NotificationID returns the value of the "notification_id" field in the mutation.
+func (m *AppleNotificationMutation) NotificationID() (r string, exists bool) {
+	v := m.notification_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldNotificationID returns the old "notification_id" field's value of the AppleNotification entity.
+// If the AppleNotification object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *AppleNotificationMutation) OldNotificationID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldNotificationID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldNotificationID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldNotificationID: %w", err)
+	}
+	return oldValue.NotificationID, nil
+}
+
+// ResetNotificationID resets all changes to the "notification_id" field.
+func (m *AppleNotificationMutation) ResetNotificationID() {
+	m.notification_id = nil
+}
+
+// SetType sets the "type" field.
+func (m *AppleNotificationMutation) SetType(s string) {
+	m._type = &s
+}
+
+// GetType returns the value of the "type" field in the mutation.
+func (m *AppleNotificationMutation) GetType() (r string, exists bool) {
+	v := m._type
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldType returns the old "type" field's value of the AppleNotification entity.
+// If the AppleNotification object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *AppleNotificationMutation) OldType(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldType is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldType requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldType: %w", err)
+	}
+	return oldValue.Type, nil
+}
+
+// ResetType resets all changes to the "type" field.
+func (m *AppleNotificationMutation) ResetType() {
+	m._type = nil
+}
+
+// SetTokenID sets the "token_id" field.
+func (m *AppleNotificationMutation) SetTokenID(i int) {
+	m.token_id = &i
+	m.addtoken_id = nil
+}
+
+// TokenID returns the value of the "token_id" field in the mutation.
+func (m *AppleNotificationMutation) TokenID() (r int, exists bool) {
+	v := m.token_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTokenID returns the old "token_id" field's value of the AppleNotification entity.
+// If the AppleNotification object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *AppleNotificationMutation) OldTokenID(ctx context.Context) (v *int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTokenID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTokenID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTokenID: %w", err)
+	}
+	return oldValue.TokenID, nil
+}
+
+// AddTokenID adds i to the "token_id" field.
+func (m *AppleNotificationMutation) AddTokenID(i int) {
+	if m.addtoken_id != nil {
+		*m.addtoken_id += i
+	} else {
+		m.addtoken_id = &i
+	}
+}
+
+// AddedTokenID returns the value that was added to the "token_id" field in this mutation.
+func (m *AppleNotificationMutation) AddedTokenID() (r int, exists bool) {
+	v := m.addtoken_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ClearTokenID clears the value of the "token_id" field.
+func (m *AppleNotificationMutation) ClearTokenID() {
+	m.token_id = nil
+	m.addtoken_id = nil
+	m.clearedFields[applenotification.FieldTokenID] = struct{}{}
+}
+
+// TokenIDCleared returns if the "token_id" field was cleared in this mutation.
+func (m *AppleNotificationMutation) TokenIDCleared() bool {
+	_, ok := m.clearedFields[applenotification.FieldTokenID]
+	return ok
+}
+
+// ResetTokenID resets all changes to the "token_id" field.
+func (m *AppleNotificationMutation) ResetTokenID() {
+	m.token_id = nil
+	m.addtoken_id = nil
+	delete(m.clearedFields, applenotification.FieldTokenID)
+}
+
+// SetReceivedAt sets the "received_at" field.
+func (m *AppleNotificationMutation) SetReceivedAt(t time.Time) {
+	m.received_at = &t
+}
+
+// ReceivedAt returns the value of the "received_at" field in the mutation.
+func (m *AppleNotificationMutation) ReceivedAt() (r time.Time, exists bool) {
+	v := m.received_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldReceivedAt returns the old "received_at" field's value of the AppleNotification entity.
+// If the AppleNotification object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *AppleNotificationMutation) OldReceivedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldReceivedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldReceivedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldReceivedAt: %w", err)
+	}
+	return oldValue.ReceivedAt, nil
+}
+
+// ResetReceivedAt resets all changes to the "received_at" field.
+func (m *AppleNotificationMutation) ResetReceivedAt() {
+	m.received_at = nil
+}
+
+// Where appends a list predicates to the AppleNotificationMutation builder.
+func (m *AppleNotificationMutation) Where(ps ...predicate.AppleNotification) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the AppleNotificationMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *AppleNotificationMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.AppleNotification, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *AppleNotificationMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *AppleNotificationMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (AppleNotification).
+func (m *AppleNotificationMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *AppleNotificationMutation) Fields() []string {
+	fields := make([]string, 0, 4)
+	if m.notification_id != nil {
+		fields = append(fields, applenotification.FieldNotificationID)
+	}
+	if m._type != nil {
+		fields = append(fields, applenotification.FieldType)
+	}
+	if m.token_id != nil {
+		fields = append(fields, applenotification.FieldTokenID)
+	}
+	if m.received_at != nil {
+		fields = append(fields, applenotification.FieldReceivedAt)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *AppleNotificationMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case applenotification.FieldNotificationID:
+		return m.NotificationID()
+	case applenotification.FieldType:
+		return m.GetType()
+	case applenotification.FieldTokenID:
+		return m.TokenID()
+	case applenotification.FieldReceivedAt:
+		return m.ReceivedAt()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *AppleNotificationMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case applenotification.FieldNotificationID:
+		return m.OldNotificationID(ctx)
+	case applenotification.FieldType:
+		return m.OldType(ctx)
+	case applenotification.FieldTokenID:
+		return m.OldTokenID(ctx)
+	case applenotification.FieldReceivedAt:
+		return m.OldReceivedAt(ctx)
+	}
+	return nil, fmt.Errorf("unknown AppleNotification field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *AppleNotificationMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case applenotification.FieldNotificationID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetNotificationID(v)
+		return nil
+	case applenotification.FieldType:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetType(v)
+		return nil
+	case applenotification.FieldTokenID:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTokenID(v)
+		return nil
+	case applenotification.FieldReceivedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetReceivedAt(v)
+		return nil
+	}
+	return fmt.Errorf("unknown AppleNotification field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *AppleNotificationMutation) AddedFields() []string {
+	var fields []string
+	if m.addtoken_id != nil {
+		fields = append(fields, applenotification.FieldTokenID)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *AppleNotificationMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case applenotification.FieldTokenID:
+		return m.AddedTokenID()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *AppleNotificationMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case applenotification.FieldTokenID:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddTokenID(v)
+		return nil
+	}
+	return fmt.Errorf("unknown AppleNotification numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *AppleNotificationMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(applenotification.FieldTokenID) {
+		fields = append(fields, applenotification.FieldTokenID)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *AppleNotificationMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *AppleNotificationMutation) ClearField(name string) error {
+	switch name {
+	case applenotification.FieldTokenID:
+		m.ClearTokenID()
+		return nil
+	}
+	return fmt.Errorf("unknown AppleNotification nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *AppleNotificationMutation) ResetField(name string) error {
+	switch name {
+	case applenotification.FieldNotificationID:
+		m.ResetNotificationID()
+		return nil
+	case applenotification.FieldType:
+		m.ResetType()
+		return nil
+	case applenotification.FieldTokenID:
+		m.ResetTokenID()
+		return nil
+	case applenotification.FieldReceivedAt:
+		m.ResetReceivedAt()
+		return nil
+	}
+	return fmt.Errorf("unknown AppleNotification field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *AppleNotificationMutation) AddedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *AppleNotificationMutation) AddedIDs(name string) []ent.Value {
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *AppleNotificationMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *AppleNotificationMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *AppleNotificationMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *AppleNotificationMutation) EdgeCleared(name string) bool {
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *AppleNotificationMutation) ClearEdge(name string) error {
+	return fmt.Errorf("unknown AppleNotification unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *AppleNotificationMutation) ResetEdge(name string) error {
+	return fmt.Errorf("unknown AppleNotification edge %s", name)
 }
 
 // AuditEventMutation represents an operation that mutates the AuditEvent nodes in the graph.
@@ -3883,44 +4700,3891 @@ func (m *CustomerMutation) ResetEdge(name string) error {
 	return fmt.Errorf("unknown Customer edge %s", name)
 }
 
+// LicenceAssignmentMutation represents an operation that mutates the LicenceAssignment nodes in the graph.
+type LicenceAssignmentMutation struct {
+	config
+	op             Op
+	typ            string
+	id             *int
+	customer_id    *int
+	addcustomer_id *int
+	adam_id        *string
+	pricing_param  *string
+	serial_number  *string
+	client_user_id *string
+	target         *string
+	created_at     *time.Time
+	clearedFields  map[string]struct{}
+	token          *int
+	clearedtoken   bool
+	app            *int
+	clearedapp     bool
+	done           bool
+	oldValue       func(context.Context) (*LicenceAssignment, error)
+	predicates     []predicate.LicenceAssignment
+}
+
+var _ ent.Mutation = (*LicenceAssignmentMutation)(nil)
+
+// licenceassignmentOption allows management of the mutation configuration using functional options.
+type licenceassignmentOption func(*LicenceAssignmentMutation)
+
+// newLicenceAssignmentMutation creates new mutation for the LicenceAssignment entity.
+func newLicenceAssignmentMutation(c config, op Op, opts ...licenceassignmentOption) *LicenceAssignmentMutation {
+	m := &LicenceAssignmentMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeLicenceAssignment,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withLicenceAssignmentID sets the ID field of the mutation.
+func withLicenceAssignmentID(id int) licenceassignmentOption {
+	return func(m *LicenceAssignmentMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *LicenceAssignment
+		)
+		m.oldValue = func(ctx context.Context) (*LicenceAssignment, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().LicenceAssignment.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withLicenceAssignment sets the old LicenceAssignment of the mutation.
+func withLicenceAssignment(node *LicenceAssignment) licenceassignmentOption {
+	return func(m *LicenceAssignmentMutation) {
+		m.oldValue = func(context.Context) (*LicenceAssignment, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m LicenceAssignmentMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m LicenceAssignmentMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *LicenceAssignmentMutation) ID() (id int, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *LicenceAssignmentMutation) IDs(ctx context.Context) ([]int, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []int{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().LicenceAssignment.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTokenID sets the "token_id" field.
+func (m *LicenceAssignmentMutation) SetTokenID(i int) {
+	m.token = &i
+}
+
+// TokenID returns the value of the "token_id" field in the mutation.
+func (m *LicenceAssignmentMutation) TokenID() (r int, exists bool) {
+	v := m.token
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTokenID returns the old "token_id" field's value of the LicenceAssignment entity.
+// If the LicenceAssignment object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceAssignmentMutation) OldTokenID(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTokenID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTokenID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTokenID: %w", err)
+	}
+	return oldValue.TokenID, nil
+}
+
+// ResetTokenID resets all changes to the "token_id" field.
+func (m *LicenceAssignmentMutation) ResetTokenID() {
+	m.token = nil
+}
+
+// SetCustomerID sets the "customer_id" field.
+func (m *LicenceAssignmentMutation) SetCustomerID(i int) {
+	m.customer_id = &i
+	m.addcustomer_id = nil
+}
+
+// CustomerID returns the value of the "customer_id" field in the mutation.
+func (m *LicenceAssignmentMutation) CustomerID() (r int, exists bool) {
+	v := m.customer_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCustomerID returns the old "customer_id" field's value of the LicenceAssignment entity.
+// If the LicenceAssignment object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceAssignmentMutation) OldCustomerID(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCustomerID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCustomerID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCustomerID: %w", err)
+	}
+	return oldValue.CustomerID, nil
+}
+
+// AddCustomerID adds i to the "customer_id" field.
+func (m *LicenceAssignmentMutation) AddCustomerID(i int) {
+	if m.addcustomer_id != nil {
+		*m.addcustomer_id += i
+	} else {
+		m.addcustomer_id = &i
+	}
+}
+
+// AddedCustomerID returns the value that was added to the "customer_id" field in this mutation.
+func (m *LicenceAssignmentMutation) AddedCustomerID() (r int, exists bool) {
+	v := m.addcustomer_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetCustomerID resets all changes to the "customer_id" field.
+func (m *LicenceAssignmentMutation) ResetCustomerID() {
+	m.customer_id = nil
+	m.addcustomer_id = nil
+}
+
+// SetAppID sets the "app_id" field.
+func (m *LicenceAssignmentMutation) SetAppID(i int) {
+	m.app = &i
+}
+
+// AppID returns the value of the "app_id" field in the mutation.
+func (m *LicenceAssignmentMutation) AppID() (r int, exists bool) {
+	v := m.app
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAppID returns the old "app_id" field's value of the LicenceAssignment entity.
+// If the LicenceAssignment object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceAssignmentMutation) OldAppID(ctx context.Context) (v *int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAppID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAppID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAppID: %w", err)
+	}
+	return oldValue.AppID, nil
+}
+
+// ClearAppID clears the value of the "app_id" field.
+func (m *LicenceAssignmentMutation) ClearAppID() {
+	m.app = nil
+	m.clearedFields[licenceassignment.FieldAppID] = struct{}{}
+}
+
+// AppIDCleared returns if the "app_id" field was cleared in this mutation.
+func (m *LicenceAssignmentMutation) AppIDCleared() bool {
+	_, ok := m.clearedFields[licenceassignment.FieldAppID]
+	return ok
+}
+
+// ResetAppID resets all changes to the "app_id" field.
+func (m *LicenceAssignmentMutation) ResetAppID() {
+	m.app = nil
+	delete(m.clearedFields, licenceassignment.FieldAppID)
+}
+
+// SetAdamID sets the "adam_id" field.
+func (m *LicenceAssignmentMutation) SetAdamID(s string) {
+	m.adam_id = &s
+}
+
+// AdamID returns the value of the "adam_id" field in the mutation.
+func (m *LicenceAssignmentMutation) AdamID() (r string, exists bool) {
+	v := m.adam_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAdamID returns the old "adam_id" field's value of the LicenceAssignment entity.
+// If the LicenceAssignment object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceAssignmentMutation) OldAdamID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAdamID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAdamID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAdamID: %w", err)
+	}
+	return oldValue.AdamID, nil
+}
+
+// ResetAdamID resets all changes to the "adam_id" field.
+func (m *LicenceAssignmentMutation) ResetAdamID() {
+	m.adam_id = nil
+}
+
+// SetPricingParam sets the "pricing_param" field.
+func (m *LicenceAssignmentMutation) SetPricingParam(s string) {
+	m.pricing_param = &s
+}
+
+// PricingParam returns the value of the "pricing_param" field in the mutation.
+func (m *LicenceAssignmentMutation) PricingParam() (r string, exists bool) {
+	v := m.pricing_param
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPricingParam returns the old "pricing_param" field's value of the LicenceAssignment entity.
+// If the LicenceAssignment object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceAssignmentMutation) OldPricingParam(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPricingParam is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPricingParam requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPricingParam: %w", err)
+	}
+	return oldValue.PricingParam, nil
+}
+
+// ResetPricingParam resets all changes to the "pricing_param" field.
+func (m *LicenceAssignmentMutation) ResetPricingParam() {
+	m.pricing_param = nil
+}
+
+// SetSerialNumber sets the "serial_number" field.
+func (m *LicenceAssignmentMutation) SetSerialNumber(s string) {
+	m.serial_number = &s
+}
+
+// SerialNumber returns the value of the "serial_number" field in the mutation.
+func (m *LicenceAssignmentMutation) SerialNumber() (r string, exists bool) {
+	v := m.serial_number
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSerialNumber returns the old "serial_number" field's value of the LicenceAssignment entity.
+// If the LicenceAssignment object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceAssignmentMutation) OldSerialNumber(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSerialNumber is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSerialNumber requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSerialNumber: %w", err)
+	}
+	return oldValue.SerialNumber, nil
+}
+
+// ClearSerialNumber clears the value of the "serial_number" field.
+func (m *LicenceAssignmentMutation) ClearSerialNumber() {
+	m.serial_number = nil
+	m.clearedFields[licenceassignment.FieldSerialNumber] = struct{}{}
+}
+
+// SerialNumberCleared returns if the "serial_number" field was cleared in this mutation.
+func (m *LicenceAssignmentMutation) SerialNumberCleared() bool {
+	_, ok := m.clearedFields[licenceassignment.FieldSerialNumber]
+	return ok
+}
+
+// ResetSerialNumber resets all changes to the "serial_number" field.
+func (m *LicenceAssignmentMutation) ResetSerialNumber() {
+	m.serial_number = nil
+	delete(m.clearedFields, licenceassignment.FieldSerialNumber)
+}
+
+// SetClientUserID sets the "client_user_id" field.
+func (m *LicenceAssignmentMutation) SetClientUserID(s string) {
+	m.client_user_id = &s
+}
+
+// ClientUserID returns the value of the "client_user_id" field in the mutation.
+func (m *LicenceAssignmentMutation) ClientUserID() (r string, exists bool) {
+	v := m.client_user_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldClientUserID returns the old "client_user_id" field's value of the LicenceAssignment entity.
+// If the LicenceAssignment object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceAssignmentMutation) OldClientUserID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldClientUserID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldClientUserID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldClientUserID: %w", err)
+	}
+	return oldValue.ClientUserID, nil
+}
+
+// ClearClientUserID clears the value of the "client_user_id" field.
+func (m *LicenceAssignmentMutation) ClearClientUserID() {
+	m.client_user_id = nil
+	m.clearedFields[licenceassignment.FieldClientUserID] = struct{}{}
+}
+
+// ClientUserIDCleared returns if the "client_user_id" field was cleared in this mutation.
+func (m *LicenceAssignmentMutation) ClientUserIDCleared() bool {
+	_, ok := m.clearedFields[licenceassignment.FieldClientUserID]
+	return ok
+}
+
+// ResetClientUserID resets all changes to the "client_user_id" field.
+func (m *LicenceAssignmentMutation) ResetClientUserID() {
+	m.client_user_id = nil
+	delete(m.clearedFields, licenceassignment.FieldClientUserID)
+}
+
+// SetTarget sets the "target" field.
+func (m *LicenceAssignmentMutation) SetTarget(s string) {
+	m.target = &s
+}
+
+// Target returns the value of the "target" field in the mutation.
+func (m *LicenceAssignmentMutation) Target() (r string, exists bool) {
+	v := m.target
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTarget returns the old "target" field's value of the LicenceAssignment entity.
+// If the LicenceAssignment object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceAssignmentMutation) OldTarget(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTarget is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTarget requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTarget: %w", err)
+	}
+	return oldValue.Target, nil
+}
+
+// ResetTarget resets all changes to the "target" field.
+func (m *LicenceAssignmentMutation) ResetTarget() {
+	m.target = nil
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *LicenceAssignmentMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *LicenceAssignmentMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the LicenceAssignment entity.
+// If the LicenceAssignment object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceAssignmentMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *LicenceAssignmentMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// ClearToken clears the "token" edge to the ServerToken entity.
+func (m *LicenceAssignmentMutation) ClearToken() {
+	m.clearedtoken = true
+	m.clearedFields[licenceassignment.FieldTokenID] = struct{}{}
+}
+
+// TokenCleared reports if the "token" edge to the ServerToken entity was cleared.
+func (m *LicenceAssignmentMutation) TokenCleared() bool {
+	return m.clearedtoken
+}
+
+// TokenIDs returns the "token" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TokenID instead. It exists only for internal usage by the builders.
+func (m *LicenceAssignmentMutation) TokenIDs() (ids []int) {
+	if id := m.token; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetToken resets all changes to the "token" edge.
+func (m *LicenceAssignmentMutation) ResetToken() {
+	m.token = nil
+	m.clearedtoken = false
+}
+
+// ClearApp clears the "app" edge to the App entity.
+func (m *LicenceAssignmentMutation) ClearApp() {
+	m.clearedapp = true
+	m.clearedFields[licenceassignment.FieldAppID] = struct{}{}
+}
+
+// AppCleared reports if the "app" edge to the App entity was cleared.
+func (m *LicenceAssignmentMutation) AppCleared() bool {
+	return m.AppIDCleared() || m.clearedapp
+}
+
+// AppIDs returns the "app" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// AppID instead. It exists only for internal usage by the builders.
+func (m *LicenceAssignmentMutation) AppIDs() (ids []int) {
+	if id := m.app; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetApp resets all changes to the "app" edge.
+func (m *LicenceAssignmentMutation) ResetApp() {
+	m.app = nil
+	m.clearedapp = false
+}
+
+// Where appends a list predicates to the LicenceAssignmentMutation builder.
+func (m *LicenceAssignmentMutation) Where(ps ...predicate.LicenceAssignment) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the LicenceAssignmentMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *LicenceAssignmentMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.LicenceAssignment, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *LicenceAssignmentMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *LicenceAssignmentMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (LicenceAssignment).
+func (m *LicenceAssignmentMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *LicenceAssignmentMutation) Fields() []string {
+	fields := make([]string, 0, 9)
+	if m.token != nil {
+		fields = append(fields, licenceassignment.FieldTokenID)
+	}
+	if m.customer_id != nil {
+		fields = append(fields, licenceassignment.FieldCustomerID)
+	}
+	if m.app != nil {
+		fields = append(fields, licenceassignment.FieldAppID)
+	}
+	if m.adam_id != nil {
+		fields = append(fields, licenceassignment.FieldAdamID)
+	}
+	if m.pricing_param != nil {
+		fields = append(fields, licenceassignment.FieldPricingParam)
+	}
+	if m.serial_number != nil {
+		fields = append(fields, licenceassignment.FieldSerialNumber)
+	}
+	if m.client_user_id != nil {
+		fields = append(fields, licenceassignment.FieldClientUserID)
+	}
+	if m.target != nil {
+		fields = append(fields, licenceassignment.FieldTarget)
+	}
+	if m.created_at != nil {
+		fields = append(fields, licenceassignment.FieldCreatedAt)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *LicenceAssignmentMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case licenceassignment.FieldTokenID:
+		return m.TokenID()
+	case licenceassignment.FieldCustomerID:
+		return m.CustomerID()
+	case licenceassignment.FieldAppID:
+		return m.AppID()
+	case licenceassignment.FieldAdamID:
+		return m.AdamID()
+	case licenceassignment.FieldPricingParam:
+		return m.PricingParam()
+	case licenceassignment.FieldSerialNumber:
+		return m.SerialNumber()
+	case licenceassignment.FieldClientUserID:
+		return m.ClientUserID()
+	case licenceassignment.FieldTarget:
+		return m.Target()
+	case licenceassignment.FieldCreatedAt:
+		return m.CreatedAt()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *LicenceAssignmentMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case licenceassignment.FieldTokenID:
+		return m.OldTokenID(ctx)
+	case licenceassignment.FieldCustomerID:
+		return m.OldCustomerID(ctx)
+	case licenceassignment.FieldAppID:
+		return m.OldAppID(ctx)
+	case licenceassignment.FieldAdamID:
+		return m.OldAdamID(ctx)
+	case licenceassignment.FieldPricingParam:
+		return m.OldPricingParam(ctx)
+	case licenceassignment.FieldSerialNumber:
+		return m.OldSerialNumber(ctx)
+	case licenceassignment.FieldClientUserID:
+		return m.OldClientUserID(ctx)
+	case licenceassignment.FieldTarget:
+		return m.OldTarget(ctx)
+	case licenceassignment.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	}
+	return nil, fmt.Errorf("unknown LicenceAssignment field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *LicenceAssignmentMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case licenceassignment.FieldTokenID:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTokenID(v)
+		return nil
+	case licenceassignment.FieldCustomerID:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCustomerID(v)
+		return nil
+	case licenceassignment.FieldAppID:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAppID(v)
+		return nil
+	case licenceassignment.FieldAdamID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAdamID(v)
+		return nil
+	case licenceassignment.FieldPricingParam:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPricingParam(v)
+		return nil
+	case licenceassignment.FieldSerialNumber:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSerialNumber(v)
+		return nil
+	case licenceassignment.FieldClientUserID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetClientUserID(v)
+		return nil
+	case licenceassignment.FieldTarget:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTarget(v)
+		return nil
+	case licenceassignment.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	}
+	return fmt.Errorf("unknown LicenceAssignment field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *LicenceAssignmentMutation) AddedFields() []string {
+	var fields []string
+	if m.addcustomer_id != nil {
+		fields = append(fields, licenceassignment.FieldCustomerID)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *LicenceAssignmentMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case licenceassignment.FieldCustomerID:
+		return m.AddedCustomerID()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *LicenceAssignmentMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case licenceassignment.FieldCustomerID:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddCustomerID(v)
+		return nil
+	}
+	return fmt.Errorf("unknown LicenceAssignment numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *LicenceAssignmentMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(licenceassignment.FieldAppID) {
+		fields = append(fields, licenceassignment.FieldAppID)
+	}
+	if m.FieldCleared(licenceassignment.FieldSerialNumber) {
+		fields = append(fields, licenceassignment.FieldSerialNumber)
+	}
+	if m.FieldCleared(licenceassignment.FieldClientUserID) {
+		fields = append(fields, licenceassignment.FieldClientUserID)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *LicenceAssignmentMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *LicenceAssignmentMutation) ClearField(name string) error {
+	switch name {
+	case licenceassignment.FieldAppID:
+		m.ClearAppID()
+		return nil
+	case licenceassignment.FieldSerialNumber:
+		m.ClearSerialNumber()
+		return nil
+	case licenceassignment.FieldClientUserID:
+		m.ClearClientUserID()
+		return nil
+	}
+	return fmt.Errorf("unknown LicenceAssignment nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *LicenceAssignmentMutation) ResetField(name string) error {
+	switch name {
+	case licenceassignment.FieldTokenID:
+		m.ResetTokenID()
+		return nil
+	case licenceassignment.FieldCustomerID:
+		m.ResetCustomerID()
+		return nil
+	case licenceassignment.FieldAppID:
+		m.ResetAppID()
+		return nil
+	case licenceassignment.FieldAdamID:
+		m.ResetAdamID()
+		return nil
+	case licenceassignment.FieldPricingParam:
+		m.ResetPricingParam()
+		return nil
+	case licenceassignment.FieldSerialNumber:
+		m.ResetSerialNumber()
+		return nil
+	case licenceassignment.FieldClientUserID:
+		m.ResetClientUserID()
+		return nil
+	case licenceassignment.FieldTarget:
+		m.ResetTarget()
+		return nil
+	case licenceassignment.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	}
+	return fmt.Errorf("unknown LicenceAssignment field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *LicenceAssignmentMutation) AddedEdges() []string {
+	edges := make([]string, 0, 2)
+	if m.token != nil {
+		edges = append(edges, licenceassignment.EdgeToken)
+	}
+	if m.app != nil {
+		edges = append(edges, licenceassignment.EdgeApp)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *LicenceAssignmentMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case licenceassignment.EdgeToken:
+		if id := m.token; id != nil {
+			return []ent.Value{*id}
+		}
+	case licenceassignment.EdgeApp:
+		if id := m.app; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *LicenceAssignmentMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 2)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *LicenceAssignmentMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *LicenceAssignmentMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 2)
+	if m.clearedtoken {
+		edges = append(edges, licenceassignment.EdgeToken)
+	}
+	if m.clearedapp {
+		edges = append(edges, licenceassignment.EdgeApp)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *LicenceAssignmentMutation) EdgeCleared(name string) bool {
+	switch name {
+	case licenceassignment.EdgeToken:
+		return m.clearedtoken
+	case licenceassignment.EdgeApp:
+		return m.clearedapp
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *LicenceAssignmentMutation) ClearEdge(name string) error {
+	switch name {
+	case licenceassignment.EdgeToken:
+		m.ClearToken()
+		return nil
+	case licenceassignment.EdgeApp:
+		m.ClearApp()
+		return nil
+	}
+	return fmt.Errorf("unknown LicenceAssignment unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *LicenceAssignmentMutation) ResetEdge(name string) error {
+	switch name {
+	case licenceassignment.EdgeToken:
+		m.ResetToken()
+		return nil
+	case licenceassignment.EdgeApp:
+		m.ResetApp()
+		return nil
+	}
+	return fmt.Errorf("unknown LicenceAssignment edge %s", name)
+}
+
+// LicenceEventMutation represents an operation that mutates the LicenceEvent nodes in the graph.
+type LicenceEventMutation struct {
+	config
+	op                    Op
+	typ                   string
+	id                    *int
+	token_id              *int
+	addtoken_id           *int
+	customer_id           *int
+	addcustomer_id        *int
+	assets                *[]schematype.AssetRef
+	appendassets          []schematype.AssetRef
+	serial_numbers        *[]string
+	appendserial_numbers  []string
+	client_user_ids       *[]string
+	appendclient_user_ids []string
+	requested             *int
+	addrequested          *int
+	state                 *licenceevent.State
+	event_id              *string
+	completed             *int
+	addcompleted          *int
+	results               *map[string]int
+	failures              *[]schematype.LicenceFailure
+	appendfailures        []schematype.LicenceFailure
+	sent_at               *time.Time
+	next_check_at         *time.Time
+	checks                *int
+	addchecks             *int
+	resends               *int
+	addresends            *int
+	send_failures         *int
+	addsend_failures      *int
+	notified_at           *time.Time
+	clearedFields         map[string]struct{}
+	operation             *int
+	clearedoperation      bool
+	done                  bool
+	oldValue              func(context.Context) (*LicenceEvent, error)
+	predicates            []predicate.LicenceEvent
+}
+
+var _ ent.Mutation = (*LicenceEventMutation)(nil)
+
+// licenceeventOption allows management of the mutation configuration using functional options.
+type licenceeventOption func(*LicenceEventMutation)
+
+// newLicenceEventMutation creates new mutation for the LicenceEvent entity.
+func newLicenceEventMutation(c config, op Op, opts ...licenceeventOption) *LicenceEventMutation {
+	m := &LicenceEventMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeLicenceEvent,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withLicenceEventID sets the ID field of the mutation.
+func withLicenceEventID(id int) licenceeventOption {
+	return func(m *LicenceEventMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *LicenceEvent
+		)
+		m.oldValue = func(ctx context.Context) (*LicenceEvent, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().LicenceEvent.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withLicenceEvent sets the old LicenceEvent of the mutation.
+func withLicenceEvent(node *LicenceEvent) licenceeventOption {
+	return func(m *LicenceEventMutation) {
+		m.oldValue = func(context.Context) (*LicenceEvent, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m LicenceEventMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m LicenceEventMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *LicenceEventMutation) ID() (id int, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *LicenceEventMutation) IDs(ctx context.Context) ([]int, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []int{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().LicenceEvent.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetOperationID sets the "operation_id" field.
+func (m *LicenceEventMutation) SetOperationID(i int) {
+	m.operation = &i
+}
+
+// OperationID returns the value of the "operation_id" field in the mutation.
+func (m *LicenceEventMutation) OperationID() (r int, exists bool) {
+	v := m.operation
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldOperationID returns the old "operation_id" field's value of the LicenceEvent entity.
+// If the LicenceEvent object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceEventMutation) OldOperationID(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldOperationID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldOperationID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldOperationID: %w", err)
+	}
+	return oldValue.OperationID, nil
+}
+
+// ResetOperationID resets all changes to the "operation_id" field.
+func (m *LicenceEventMutation) ResetOperationID() {
+	m.operation = nil
+}
+
+// SetTokenID sets the "token_id" field.
+func (m *LicenceEventMutation) SetTokenID(i int) {
+	m.token_id = &i
+	m.addtoken_id = nil
+}
+
+// TokenID returns the value of the "token_id" field in the mutation.
+func (m *LicenceEventMutation) TokenID() (r int, exists bool) {
+	v := m.token_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTokenID returns the old "token_id" field's value of the LicenceEvent entity.
+// If the LicenceEvent object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceEventMutation) OldTokenID(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTokenID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTokenID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTokenID: %w", err)
+	}
+	return oldValue.TokenID, nil
+}
+
+// AddTokenID adds i to the "token_id" field.
+func (m *LicenceEventMutation) AddTokenID(i int) {
+	if m.addtoken_id != nil {
+		*m.addtoken_id += i
+	} else {
+		m.addtoken_id = &i
+	}
+}
+
+// AddedTokenID returns the value that was added to the "token_id" field in this mutation.
+func (m *LicenceEventMutation) AddedTokenID() (r int, exists bool) {
+	v := m.addtoken_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetTokenID resets all changes to the "token_id" field.
+func (m *LicenceEventMutation) ResetTokenID() {
+	m.token_id = nil
+	m.addtoken_id = nil
+}
+
+// SetCustomerID sets the "customer_id" field.
+func (m *LicenceEventMutation) SetCustomerID(i int) {
+	m.customer_id = &i
+	m.addcustomer_id = nil
+}
+
+// CustomerID returns the value of the "customer_id" field in the mutation.
+func (m *LicenceEventMutation) CustomerID() (r int, exists bool) {
+	v := m.customer_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCustomerID returns the old "customer_id" field's value of the LicenceEvent entity.
+// If the LicenceEvent object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceEventMutation) OldCustomerID(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCustomerID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCustomerID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCustomerID: %w", err)
+	}
+	return oldValue.CustomerID, nil
+}
+
+// AddCustomerID adds i to the "customer_id" field.
+func (m *LicenceEventMutation) AddCustomerID(i int) {
+	if m.addcustomer_id != nil {
+		*m.addcustomer_id += i
+	} else {
+		m.addcustomer_id = &i
+	}
+}
+
+// AddedCustomerID returns the value that was added to the "customer_id" field in this mutation.
+func (m *LicenceEventMutation) AddedCustomerID() (r int, exists bool) {
+	v := m.addcustomer_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetCustomerID resets all changes to the "customer_id" field.
+func (m *LicenceEventMutation) ResetCustomerID() {
+	m.customer_id = nil
+	m.addcustomer_id = nil
+}
+
+// SetAssets sets the "assets" field.
+func (m *LicenceEventMutation) SetAssets(sr []schematype.AssetRef) {
+	m.assets = &sr
+	m.appendassets = nil
+}
+
+// Assets returns the value of the "assets" field in the mutation.
+func (m *LicenceEventMutation) Assets() (r []schematype.AssetRef, exists bool) {
+	v := m.assets
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAssets returns the old "assets" field's value of the LicenceEvent entity.
+// If the LicenceEvent object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceEventMutation) OldAssets(ctx context.Context) (v []schematype.AssetRef, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAssets is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAssets requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAssets: %w", err)
+	}
+	return oldValue.Assets, nil
+}
+
+// AppendAssets adds sr to the "assets" field.
+func (m *LicenceEventMutation) AppendAssets(sr []schematype.AssetRef) {
+	m.appendassets = append(m.appendassets, sr...)
+}
+
+// AppendedAssets returns the list of values that were appended to the "assets" field in this mutation.
+func (m *LicenceEventMutation) AppendedAssets() ([]schematype.AssetRef, bool) {
+	if len(m.appendassets) == 0 {
+		return nil, false
+	}
+	return m.appendassets, true
+}
+
+// ResetAssets resets all changes to the "assets" field.
+func (m *LicenceEventMutation) ResetAssets() {
+	m.assets = nil
+	m.appendassets = nil
+}
+
+// SetSerialNumbers sets the "serial_numbers" field.
+func (m *LicenceEventMutation) SetSerialNumbers(s []string) {
+	m.serial_numbers = &s
+	m.appendserial_numbers = nil
+}
+
+// SerialNumbers returns the value of the "serial_numbers" field in the mutation.
+func (m *LicenceEventMutation) SerialNumbers() (r []string, exists bool) {
+	v := m.serial_numbers
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSerialNumbers returns the old "serial_numbers" field's value of the LicenceEvent entity.
+// If the LicenceEvent object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceEventMutation) OldSerialNumbers(ctx context.Context) (v []string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSerialNumbers is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSerialNumbers requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSerialNumbers: %w", err)
+	}
+	return oldValue.SerialNumbers, nil
+}
+
+// AppendSerialNumbers adds s to the "serial_numbers" field.
+func (m *LicenceEventMutation) AppendSerialNumbers(s []string) {
+	m.appendserial_numbers = append(m.appendserial_numbers, s...)
+}
+
+// AppendedSerialNumbers returns the list of values that were appended to the "serial_numbers" field in this mutation.
+func (m *LicenceEventMutation) AppendedSerialNumbers() ([]string, bool) {
+	if len(m.appendserial_numbers) == 0 {
+		return nil, false
+	}
+	return m.appendserial_numbers, true
+}
+
+// ResetSerialNumbers resets all changes to the "serial_numbers" field.
+func (m *LicenceEventMutation) ResetSerialNumbers() {
+	m.serial_numbers = nil
+	m.appendserial_numbers = nil
+}
+
+// SetClientUserIds sets the "client_user_ids" field.
+func (m *LicenceEventMutation) SetClientUserIds(s []string) {
+	m.client_user_ids = &s
+	m.appendclient_user_ids = nil
+}
+
+// ClientUserIds returns the value of the "client_user_ids" field in the mutation.
+func (m *LicenceEventMutation) ClientUserIds() (r []string, exists bool) {
+	v := m.client_user_ids
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldClientUserIds returns the old "client_user_ids" field's value of the LicenceEvent entity.
+// If the LicenceEvent object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceEventMutation) OldClientUserIds(ctx context.Context) (v []string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldClientUserIds is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldClientUserIds requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldClientUserIds: %w", err)
+	}
+	return oldValue.ClientUserIds, nil
+}
+
+// AppendClientUserIds adds s to the "client_user_ids" field.
+func (m *LicenceEventMutation) AppendClientUserIds(s []string) {
+	m.appendclient_user_ids = append(m.appendclient_user_ids, s...)
+}
+
+// AppendedClientUserIds returns the list of values that were appended to the "client_user_ids" field in this mutation.
+func (m *LicenceEventMutation) AppendedClientUserIds() ([]string, bool) {
+	if len(m.appendclient_user_ids) == 0 {
+		return nil, false
+	}
+	return m.appendclient_user_ids, true
+}
+
+// ResetClientUserIds resets all changes to the "client_user_ids" field.
+func (m *LicenceEventMutation) ResetClientUserIds() {
+	m.client_user_ids = nil
+	m.appendclient_user_ids = nil
+}
+
+// SetRequested sets the "requested" field.
+func (m *LicenceEventMutation) SetRequested(i int) {
+	m.requested = &i
+	m.addrequested = nil
+}
+
+// Requested returns the value of the "requested" field in the mutation.
+func (m *LicenceEventMutation) Requested() (r int, exists bool) {
+	v := m.requested
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRequested returns the old "requested" field's value of the LicenceEvent entity.
+// If the LicenceEvent object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceEventMutation) OldRequested(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRequested is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRequested requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRequested: %w", err)
+	}
+	return oldValue.Requested, nil
+}
+
+// AddRequested adds i to the "requested" field.
+func (m *LicenceEventMutation) AddRequested(i int) {
+	if m.addrequested != nil {
+		*m.addrequested += i
+	} else {
+		m.addrequested = &i
+	}
+}
+
+// AddedRequested returns the value that was added to the "requested" field in this mutation.
+func (m *LicenceEventMutation) AddedRequested() (r int, exists bool) {
+	v := m.addrequested
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetRequested resets all changes to the "requested" field.
+func (m *LicenceEventMutation) ResetRequested() {
+	m.requested = nil
+	m.addrequested = nil
+}
+
+// SetState sets the "state" field.
+func (m *LicenceEventMutation) SetState(l licenceevent.State) {
+	m.state = &l
+}
+
+// State returns the value of the "state" field in the mutation.
+func (m *LicenceEventMutation) State() (r licenceevent.State, exists bool) {
+	v := m.state
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldState returns the old "state" field's value of the LicenceEvent entity.
+// If the LicenceEvent object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceEventMutation) OldState(ctx context.Context) (v licenceevent.State, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldState is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldState requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldState: %w", err)
+	}
+	return oldValue.State, nil
+}
+
+// ResetState resets all changes to the "state" field.
+func (m *LicenceEventMutation) ResetState() {
+	m.state = nil
+}
+
+// SetEventID sets the "event_id" field.
+func (m *LicenceEventMutation) SetEventID(s string) {
+	m.event_id = &s
+}
+
+// EventID returns the value of the "event_id" field in the mutation.
+func (m *LicenceEventMutation) EventID() (r string, exists bool) {
+	v := m.event_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldEventID returns the old "event_id" field's value of the LicenceEvent entity.
+// If the LicenceEvent object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceEventMutation) OldEventID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldEventID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldEventID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldEventID: %w", err)
+	}
+	return oldValue.EventID, nil
+}
+
+// ResetEventID resets all changes to the "event_id" field.
+func (m *LicenceEventMutation) ResetEventID() {
+	m.event_id = nil
+}
+
+// SetCompleted sets the "completed" field.
+func (m *LicenceEventMutation) SetCompleted(i int) {
+	m.completed = &i
+	m.addcompleted = nil
+}
+
+// Completed returns the value of the "completed" field in the mutation.
+func (m *LicenceEventMutation) Completed() (r int, exists bool) {
+	v := m.completed
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCompleted returns the old "completed" field's value of the LicenceEvent entity.
+// If the LicenceEvent object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceEventMutation) OldCompleted(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCompleted is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCompleted requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCompleted: %w", err)
+	}
+	return oldValue.Completed, nil
+}
+
+// AddCompleted adds i to the "completed" field.
+func (m *LicenceEventMutation) AddCompleted(i int) {
+	if m.addcompleted != nil {
+		*m.addcompleted += i
+	} else {
+		m.addcompleted = &i
+	}
+}
+
+// AddedCompleted returns the value that was added to the "completed" field in this mutation.
+func (m *LicenceEventMutation) AddedCompleted() (r int, exists bool) {
+	v := m.addcompleted
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetCompleted resets all changes to the "completed" field.
+func (m *LicenceEventMutation) ResetCompleted() {
+	m.completed = nil
+	m.addcompleted = nil
+}
+
+// SetResults sets the "results" field.
+func (m *LicenceEventMutation) SetResults(value map[string]int) {
+	m.results = &value
+}
+
+// Results returns the value of the "results" field in the mutation.
+func (m *LicenceEventMutation) Results() (r map[string]int, exists bool) {
+	v := m.results
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldResults returns the old "results" field's value of the LicenceEvent entity.
+// If the LicenceEvent object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceEventMutation) OldResults(ctx context.Context) (v map[string]int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldResults is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldResults requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldResults: %w", err)
+	}
+	return oldValue.Results, nil
+}
+
+// ResetResults resets all changes to the "results" field.
+func (m *LicenceEventMutation) ResetResults() {
+	m.results = nil
+}
+
+// SetFailures sets the "failures" field.
+func (m *LicenceEventMutation) SetFailures(sf []schematype.LicenceFailure) {
+	m.failures = &sf
+	m.appendfailures = nil
+}
+
+// Failures returns the value of the "failures" field in the mutation.
+func (m *LicenceEventMutation) Failures() (r []schematype.LicenceFailure, exists bool) {
+	v := m.failures
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldFailures returns the old "failures" field's value of the LicenceEvent entity.
+// If the LicenceEvent object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceEventMutation) OldFailures(ctx context.Context) (v []schematype.LicenceFailure, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldFailures is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldFailures requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldFailures: %w", err)
+	}
+	return oldValue.Failures, nil
+}
+
+// AppendFailures adds sf to the "failures" field.
+func (m *LicenceEventMutation) AppendFailures(sf []schematype.LicenceFailure) {
+	m.appendfailures = append(m.appendfailures, sf...)
+}
+
+// AppendedFailures returns the list of values that were appended to the "failures" field in this mutation.
+func (m *LicenceEventMutation) AppendedFailures() ([]schematype.LicenceFailure, bool) {
+	if len(m.appendfailures) == 0 {
+		return nil, false
+	}
+	return m.appendfailures, true
+}
+
+// ResetFailures resets all changes to the "failures" field.
+func (m *LicenceEventMutation) ResetFailures() {
+	m.failures = nil
+	m.appendfailures = nil
+}
+
+// SetSentAt sets the "sent_at" field.
+func (m *LicenceEventMutation) SetSentAt(t time.Time) {
+	m.sent_at = &t
+}
+
+// SentAt returns the value of the "sent_at" field in the mutation.
+func (m *LicenceEventMutation) SentAt() (r time.Time, exists bool) {
+	v := m.sent_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSentAt returns the old "sent_at" field's value of the LicenceEvent entity.
+// If the LicenceEvent object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceEventMutation) OldSentAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSentAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSentAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSentAt: %w", err)
+	}
+	return oldValue.SentAt, nil
+}
+
+// ClearSentAt clears the value of the "sent_at" field.
+func (m *LicenceEventMutation) ClearSentAt() {
+	m.sent_at = nil
+	m.clearedFields[licenceevent.FieldSentAt] = struct{}{}
+}
+
+// SentAtCleared returns if the "sent_at" field was cleared in this mutation.
+func (m *LicenceEventMutation) SentAtCleared() bool {
+	_, ok := m.clearedFields[licenceevent.FieldSentAt]
+	return ok
+}
+
+// ResetSentAt resets all changes to the "sent_at" field.
+func (m *LicenceEventMutation) ResetSentAt() {
+	m.sent_at = nil
+	delete(m.clearedFields, licenceevent.FieldSentAt)
+}
+
+// SetNextCheckAt sets the "next_check_at" field.
+func (m *LicenceEventMutation) SetNextCheckAt(t time.Time) {
+	m.next_check_at = &t
+}
+
+// NextCheckAt returns the value of the "next_check_at" field in the mutation.
+func (m *LicenceEventMutation) NextCheckAt() (r time.Time, exists bool) {
+	v := m.next_check_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldNextCheckAt returns the old "next_check_at" field's value of the LicenceEvent entity.
+// If the LicenceEvent object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceEventMutation) OldNextCheckAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldNextCheckAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldNextCheckAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldNextCheckAt: %w", err)
+	}
+	return oldValue.NextCheckAt, nil
+}
+
+// ResetNextCheckAt resets all changes to the "next_check_at" field.
+func (m *LicenceEventMutation) ResetNextCheckAt() {
+	m.next_check_at = nil
+}
+
+// SetChecks sets the "checks" field.
+func (m *LicenceEventMutation) SetChecks(i int) {
+	m.checks = &i
+	m.addchecks = nil
+}
+
+// Checks returns the value of the "checks" field in the mutation.
+func (m *LicenceEventMutation) Checks() (r int, exists bool) {
+	v := m.checks
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldChecks returns the old "checks" field's value of the LicenceEvent entity.
+// If the LicenceEvent object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceEventMutation) OldChecks(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldChecks is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldChecks requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldChecks: %w", err)
+	}
+	return oldValue.Checks, nil
+}
+
+// AddChecks adds i to the "checks" field.
+func (m *LicenceEventMutation) AddChecks(i int) {
+	if m.addchecks != nil {
+		*m.addchecks += i
+	} else {
+		m.addchecks = &i
+	}
+}
+
+// AddedChecks returns the value that was added to the "checks" field in this mutation.
+func (m *LicenceEventMutation) AddedChecks() (r int, exists bool) {
+	v := m.addchecks
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetChecks resets all changes to the "checks" field.
+func (m *LicenceEventMutation) ResetChecks() {
+	m.checks = nil
+	m.addchecks = nil
+}
+
+// SetResends sets the "resends" field.
+func (m *LicenceEventMutation) SetResends(i int) {
+	m.resends = &i
+	m.addresends = nil
+}
+
+// Resends returns the value of the "resends" field in the mutation.
+func (m *LicenceEventMutation) Resends() (r int, exists bool) {
+	v := m.resends
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldResends returns the old "resends" field's value of the LicenceEvent entity.
+// If the LicenceEvent object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceEventMutation) OldResends(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldResends is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldResends requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldResends: %w", err)
+	}
+	return oldValue.Resends, nil
+}
+
+// AddResends adds i to the "resends" field.
+func (m *LicenceEventMutation) AddResends(i int) {
+	if m.addresends != nil {
+		*m.addresends += i
+	} else {
+		m.addresends = &i
+	}
+}
+
+// AddedResends returns the value that was added to the "resends" field in this mutation.
+func (m *LicenceEventMutation) AddedResends() (r int, exists bool) {
+	v := m.addresends
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetResends resets all changes to the "resends" field.
+func (m *LicenceEventMutation) ResetResends() {
+	m.resends = nil
+	m.addresends = nil
+}
+
+// SetSendFailures sets the "send_failures" field.
+func (m *LicenceEventMutation) SetSendFailures(i int) {
+	m.send_failures = &i
+	m.addsend_failures = nil
+}
+
+// SendFailures returns the value of the "send_failures" field in the mutation.
+func (m *LicenceEventMutation) SendFailures() (r int, exists bool) {
+	v := m.send_failures
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSendFailures returns the old "send_failures" field's value of the LicenceEvent entity.
+// If the LicenceEvent object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceEventMutation) OldSendFailures(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSendFailures is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSendFailures requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSendFailures: %w", err)
+	}
+	return oldValue.SendFailures, nil
+}
+
+// AddSendFailures adds i to the "send_failures" field.
+func (m *LicenceEventMutation) AddSendFailures(i int) {
+	if m.addsend_failures != nil {
+		*m.addsend_failures += i
+	} else {
+		m.addsend_failures = &i
+	}
+}
+
+// AddedSendFailures returns the value that was added to the "send_failures" field in this mutation.
+func (m *LicenceEventMutation) AddedSendFailures() (r int, exists bool) {
+	v := m.addsend_failures
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetSendFailures resets all changes to the "send_failures" field.
+func (m *LicenceEventMutation) ResetSendFailures() {
+	m.send_failures = nil
+	m.addsend_failures = nil
+}
+
+// SetNotifiedAt sets the "notified_at" field.
+func (m *LicenceEventMutation) SetNotifiedAt(t time.Time) {
+	m.notified_at = &t
+}
+
+// NotifiedAt returns the value of the "notified_at" field in the mutation.
+func (m *LicenceEventMutation) NotifiedAt() (r time.Time, exists bool) {
+	v := m.notified_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldNotifiedAt returns the old "notified_at" field's value of the LicenceEvent entity.
+// If the LicenceEvent object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceEventMutation) OldNotifiedAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldNotifiedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldNotifiedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldNotifiedAt: %w", err)
+	}
+	return oldValue.NotifiedAt, nil
+}
+
+// ClearNotifiedAt clears the value of the "notified_at" field.
+func (m *LicenceEventMutation) ClearNotifiedAt() {
+	m.notified_at = nil
+	m.clearedFields[licenceevent.FieldNotifiedAt] = struct{}{}
+}
+
+// NotifiedAtCleared returns if the "notified_at" field was cleared in this mutation.
+func (m *LicenceEventMutation) NotifiedAtCleared() bool {
+	_, ok := m.clearedFields[licenceevent.FieldNotifiedAt]
+	return ok
+}
+
+// ResetNotifiedAt resets all changes to the "notified_at" field.
+func (m *LicenceEventMutation) ResetNotifiedAt() {
+	m.notified_at = nil
+	delete(m.clearedFields, licenceevent.FieldNotifiedAt)
+}
+
+// ClearOperation clears the "operation" edge to the LicenceOperation entity.
+func (m *LicenceEventMutation) ClearOperation() {
+	m.clearedoperation = true
+	m.clearedFields[licenceevent.FieldOperationID] = struct{}{}
+}
+
+// OperationCleared reports if the "operation" edge to the LicenceOperation entity was cleared.
+func (m *LicenceEventMutation) OperationCleared() bool {
+	return m.clearedoperation
+}
+
+// OperationIDs returns the "operation" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// OperationID instead. It exists only for internal usage by the builders.
+func (m *LicenceEventMutation) OperationIDs() (ids []int) {
+	if id := m.operation; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetOperation resets all changes to the "operation" edge.
+func (m *LicenceEventMutation) ResetOperation() {
+	m.operation = nil
+	m.clearedoperation = false
+}
+
+// Where appends a list predicates to the LicenceEventMutation builder.
+func (m *LicenceEventMutation) Where(ps ...predicate.LicenceEvent) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the LicenceEventMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *LicenceEventMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.LicenceEvent, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *LicenceEventMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *LicenceEventMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (LicenceEvent).
+func (m *LicenceEventMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *LicenceEventMutation) Fields() []string {
+	fields := make([]string, 0, 18)
+	if m.operation != nil {
+		fields = append(fields, licenceevent.FieldOperationID)
+	}
+	if m.token_id != nil {
+		fields = append(fields, licenceevent.FieldTokenID)
+	}
+	if m.customer_id != nil {
+		fields = append(fields, licenceevent.FieldCustomerID)
+	}
+	if m.assets != nil {
+		fields = append(fields, licenceevent.FieldAssets)
+	}
+	if m.serial_numbers != nil {
+		fields = append(fields, licenceevent.FieldSerialNumbers)
+	}
+	if m.client_user_ids != nil {
+		fields = append(fields, licenceevent.FieldClientUserIds)
+	}
+	if m.requested != nil {
+		fields = append(fields, licenceevent.FieldRequested)
+	}
+	if m.state != nil {
+		fields = append(fields, licenceevent.FieldState)
+	}
+	if m.event_id != nil {
+		fields = append(fields, licenceevent.FieldEventID)
+	}
+	if m.completed != nil {
+		fields = append(fields, licenceevent.FieldCompleted)
+	}
+	if m.results != nil {
+		fields = append(fields, licenceevent.FieldResults)
+	}
+	if m.failures != nil {
+		fields = append(fields, licenceevent.FieldFailures)
+	}
+	if m.sent_at != nil {
+		fields = append(fields, licenceevent.FieldSentAt)
+	}
+	if m.next_check_at != nil {
+		fields = append(fields, licenceevent.FieldNextCheckAt)
+	}
+	if m.checks != nil {
+		fields = append(fields, licenceevent.FieldChecks)
+	}
+	if m.resends != nil {
+		fields = append(fields, licenceevent.FieldResends)
+	}
+	if m.send_failures != nil {
+		fields = append(fields, licenceevent.FieldSendFailures)
+	}
+	if m.notified_at != nil {
+		fields = append(fields, licenceevent.FieldNotifiedAt)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *LicenceEventMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case licenceevent.FieldOperationID:
+		return m.OperationID()
+	case licenceevent.FieldTokenID:
+		return m.TokenID()
+	case licenceevent.FieldCustomerID:
+		return m.CustomerID()
+	case licenceevent.FieldAssets:
+		return m.Assets()
+	case licenceevent.FieldSerialNumbers:
+		return m.SerialNumbers()
+	case licenceevent.FieldClientUserIds:
+		return m.ClientUserIds()
+	case licenceevent.FieldRequested:
+		return m.Requested()
+	case licenceevent.FieldState:
+		return m.State()
+	case licenceevent.FieldEventID:
+		return m.EventID()
+	case licenceevent.FieldCompleted:
+		return m.Completed()
+	case licenceevent.FieldResults:
+		return m.Results()
+	case licenceevent.FieldFailures:
+		return m.Failures()
+	case licenceevent.FieldSentAt:
+		return m.SentAt()
+	case licenceevent.FieldNextCheckAt:
+		return m.NextCheckAt()
+	case licenceevent.FieldChecks:
+		return m.Checks()
+	case licenceevent.FieldResends:
+		return m.Resends()
+	case licenceevent.FieldSendFailures:
+		return m.SendFailures()
+	case licenceevent.FieldNotifiedAt:
+		return m.NotifiedAt()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *LicenceEventMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case licenceevent.FieldOperationID:
+		return m.OldOperationID(ctx)
+	case licenceevent.FieldTokenID:
+		return m.OldTokenID(ctx)
+	case licenceevent.FieldCustomerID:
+		return m.OldCustomerID(ctx)
+	case licenceevent.FieldAssets:
+		return m.OldAssets(ctx)
+	case licenceevent.FieldSerialNumbers:
+		return m.OldSerialNumbers(ctx)
+	case licenceevent.FieldClientUserIds:
+		return m.OldClientUserIds(ctx)
+	case licenceevent.FieldRequested:
+		return m.OldRequested(ctx)
+	case licenceevent.FieldState:
+		return m.OldState(ctx)
+	case licenceevent.FieldEventID:
+		return m.OldEventID(ctx)
+	case licenceevent.FieldCompleted:
+		return m.OldCompleted(ctx)
+	case licenceevent.FieldResults:
+		return m.OldResults(ctx)
+	case licenceevent.FieldFailures:
+		return m.OldFailures(ctx)
+	case licenceevent.FieldSentAt:
+		return m.OldSentAt(ctx)
+	case licenceevent.FieldNextCheckAt:
+		return m.OldNextCheckAt(ctx)
+	case licenceevent.FieldChecks:
+		return m.OldChecks(ctx)
+	case licenceevent.FieldResends:
+		return m.OldResends(ctx)
+	case licenceevent.FieldSendFailures:
+		return m.OldSendFailures(ctx)
+	case licenceevent.FieldNotifiedAt:
+		return m.OldNotifiedAt(ctx)
+	}
+	return nil, fmt.Errorf("unknown LicenceEvent field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *LicenceEventMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case licenceevent.FieldOperationID:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetOperationID(v)
+		return nil
+	case licenceevent.FieldTokenID:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTokenID(v)
+		return nil
+	case licenceevent.FieldCustomerID:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCustomerID(v)
+		return nil
+	case licenceevent.FieldAssets:
+		v, ok := value.([]schematype.AssetRef)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAssets(v)
+		return nil
+	case licenceevent.FieldSerialNumbers:
+		v, ok := value.([]string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSerialNumbers(v)
+		return nil
+	case licenceevent.FieldClientUserIds:
+		v, ok := value.([]string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetClientUserIds(v)
+		return nil
+	case licenceevent.FieldRequested:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRequested(v)
+		return nil
+	case licenceevent.FieldState:
+		v, ok := value.(licenceevent.State)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetState(v)
+		return nil
+	case licenceevent.FieldEventID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetEventID(v)
+		return nil
+	case licenceevent.FieldCompleted:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCompleted(v)
+		return nil
+	case licenceevent.FieldResults:
+		v, ok := value.(map[string]int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetResults(v)
+		return nil
+	case licenceevent.FieldFailures:
+		v, ok := value.([]schematype.LicenceFailure)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetFailures(v)
+		return nil
+	case licenceevent.FieldSentAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSentAt(v)
+		return nil
+	case licenceevent.FieldNextCheckAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetNextCheckAt(v)
+		return nil
+	case licenceevent.FieldChecks:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetChecks(v)
+		return nil
+	case licenceevent.FieldResends:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetResends(v)
+		return nil
+	case licenceevent.FieldSendFailures:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSendFailures(v)
+		return nil
+	case licenceevent.FieldNotifiedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetNotifiedAt(v)
+		return nil
+	}
+	return fmt.Errorf("unknown LicenceEvent field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *LicenceEventMutation) AddedFields() []string {
+	var fields []string
+	if m.addtoken_id != nil {
+		fields = append(fields, licenceevent.FieldTokenID)
+	}
+	if m.addcustomer_id != nil {
+		fields = append(fields, licenceevent.FieldCustomerID)
+	}
+	if m.addrequested != nil {
+		fields = append(fields, licenceevent.FieldRequested)
+	}
+	if m.addcompleted != nil {
+		fields = append(fields, licenceevent.FieldCompleted)
+	}
+	if m.addchecks != nil {
+		fields = append(fields, licenceevent.FieldChecks)
+	}
+	if m.addresends != nil {
+		fields = append(fields, licenceevent.FieldResends)
+	}
+	if m.addsend_failures != nil {
+		fields = append(fields, licenceevent.FieldSendFailures)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *LicenceEventMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case licenceevent.FieldTokenID:
+		return m.AddedTokenID()
+	case licenceevent.FieldCustomerID:
+		return m.AddedCustomerID()
+	case licenceevent.FieldRequested:
+		return m.AddedRequested()
+	case licenceevent.FieldCompleted:
+		return m.AddedCompleted()
+	case licenceevent.FieldChecks:
+		return m.AddedChecks()
+	case licenceevent.FieldResends:
+		return m.AddedResends()
+	case licenceevent.FieldSendFailures:
+		return m.AddedSendFailures()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *LicenceEventMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case licenceevent.FieldTokenID:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddTokenID(v)
+		return nil
+	case licenceevent.FieldCustomerID:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddCustomerID(v)
+		return nil
+	case licenceevent.FieldRequested:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddRequested(v)
+		return nil
+	case licenceevent.FieldCompleted:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddCompleted(v)
+		return nil
+	case licenceevent.FieldChecks:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddChecks(v)
+		return nil
+	case licenceevent.FieldResends:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddResends(v)
+		return nil
+	case licenceevent.FieldSendFailures:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddSendFailures(v)
+		return nil
+	}
+	return fmt.Errorf("unknown LicenceEvent numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *LicenceEventMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(licenceevent.FieldSentAt) {
+		fields = append(fields, licenceevent.FieldSentAt)
+	}
+	if m.FieldCleared(licenceevent.FieldNotifiedAt) {
+		fields = append(fields, licenceevent.FieldNotifiedAt)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *LicenceEventMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *LicenceEventMutation) ClearField(name string) error {
+	switch name {
+	case licenceevent.FieldSentAt:
+		m.ClearSentAt()
+		return nil
+	case licenceevent.FieldNotifiedAt:
+		m.ClearNotifiedAt()
+		return nil
+	}
+	return fmt.Errorf("unknown LicenceEvent nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *LicenceEventMutation) ResetField(name string) error {
+	switch name {
+	case licenceevent.FieldOperationID:
+		m.ResetOperationID()
+		return nil
+	case licenceevent.FieldTokenID:
+		m.ResetTokenID()
+		return nil
+	case licenceevent.FieldCustomerID:
+		m.ResetCustomerID()
+		return nil
+	case licenceevent.FieldAssets:
+		m.ResetAssets()
+		return nil
+	case licenceevent.FieldSerialNumbers:
+		m.ResetSerialNumbers()
+		return nil
+	case licenceevent.FieldClientUserIds:
+		m.ResetClientUserIds()
+		return nil
+	case licenceevent.FieldRequested:
+		m.ResetRequested()
+		return nil
+	case licenceevent.FieldState:
+		m.ResetState()
+		return nil
+	case licenceevent.FieldEventID:
+		m.ResetEventID()
+		return nil
+	case licenceevent.FieldCompleted:
+		m.ResetCompleted()
+		return nil
+	case licenceevent.FieldResults:
+		m.ResetResults()
+		return nil
+	case licenceevent.FieldFailures:
+		m.ResetFailures()
+		return nil
+	case licenceevent.FieldSentAt:
+		m.ResetSentAt()
+		return nil
+	case licenceevent.FieldNextCheckAt:
+		m.ResetNextCheckAt()
+		return nil
+	case licenceevent.FieldChecks:
+		m.ResetChecks()
+		return nil
+	case licenceevent.FieldResends:
+		m.ResetResends()
+		return nil
+	case licenceevent.FieldSendFailures:
+		m.ResetSendFailures()
+		return nil
+	case licenceevent.FieldNotifiedAt:
+		m.ResetNotifiedAt()
+		return nil
+	}
+	return fmt.Errorf("unknown LicenceEvent field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *LicenceEventMutation) AddedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.operation != nil {
+		edges = append(edges, licenceevent.EdgeOperation)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *LicenceEventMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case licenceevent.EdgeOperation:
+		if id := m.operation; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *LicenceEventMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 1)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *LicenceEventMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *LicenceEventMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.clearedoperation {
+		edges = append(edges, licenceevent.EdgeOperation)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *LicenceEventMutation) EdgeCleared(name string) bool {
+	switch name {
+	case licenceevent.EdgeOperation:
+		return m.clearedoperation
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *LicenceEventMutation) ClearEdge(name string) error {
+	switch name {
+	case licenceevent.EdgeOperation:
+		m.ClearOperation()
+		return nil
+	}
+	return fmt.Errorf("unknown LicenceEvent unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *LicenceEventMutation) ResetEdge(name string) error {
+	switch name {
+	case licenceevent.EdgeOperation:
+		m.ResetOperation()
+		return nil
+	}
+	return fmt.Errorf("unknown LicenceEvent edge %s", name)
+}
+
+// LicenceOperationMutation represents an operation that mutates the LicenceOperation nodes in the graph.
+type LicenceOperationMutation struct {
+	config
+	op                    Op
+	typ                   string
+	id                    *int
+	customer_id           *int
+	addcustomer_id        *int
+	kind                  *licenceoperation.Kind
+	status                *licenceoperation.Status
+	requested             *int
+	addrequested          *int
+	completed             *int
+	addcompleted          *int
+	failures              *[]schematype.LicenceFailure
+	appendfailures        []schematype.LicenceFailure
+	assets                *[]schematype.AssetRef
+	appendassets          []schematype.AssetRef
+	serial_numbers        *[]string
+	appendserial_numbers  []string
+	client_user_ids       *[]string
+	appendclient_user_ids []string
+	created_at            *time.Time
+	completed_at          *time.Time
+	clearedFields         map[string]struct{}
+	token                 *int
+	clearedtoken          bool
+	events                map[int]struct{}
+	removedevents         map[int]struct{}
+	clearedevents         bool
+	done                  bool
+	oldValue              func(context.Context) (*LicenceOperation, error)
+	predicates            []predicate.LicenceOperation
+}
+
+var _ ent.Mutation = (*LicenceOperationMutation)(nil)
+
+// licenceoperationOption allows management of the mutation configuration using functional options.
+type licenceoperationOption func(*LicenceOperationMutation)
+
+// newLicenceOperationMutation creates new mutation for the LicenceOperation entity.
+func newLicenceOperationMutation(c config, op Op, opts ...licenceoperationOption) *LicenceOperationMutation {
+	m := &LicenceOperationMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeLicenceOperation,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withLicenceOperationID sets the ID field of the mutation.
+func withLicenceOperationID(id int) licenceoperationOption {
+	return func(m *LicenceOperationMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *LicenceOperation
+		)
+		m.oldValue = func(ctx context.Context) (*LicenceOperation, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().LicenceOperation.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withLicenceOperation sets the old LicenceOperation of the mutation.
+func withLicenceOperation(node *LicenceOperation) licenceoperationOption {
+	return func(m *LicenceOperationMutation) {
+		m.oldValue = func(context.Context) (*LicenceOperation, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m LicenceOperationMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m LicenceOperationMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *LicenceOperationMutation) ID() (id int, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *LicenceOperationMutation) IDs(ctx context.Context) ([]int, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []int{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().LicenceOperation.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetTokenID sets the "token_id" field.
+func (m *LicenceOperationMutation) SetTokenID(i int) {
+	m.token = &i
+}
+
+// TokenID returns the value of the "token_id" field in the mutation.
+func (m *LicenceOperationMutation) TokenID() (r int, exists bool) {
+	v := m.token
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTokenID returns the old "token_id" field's value of the LicenceOperation entity.
+// If the LicenceOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceOperationMutation) OldTokenID(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTokenID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTokenID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTokenID: %w", err)
+	}
+	return oldValue.TokenID, nil
+}
+
+// ResetTokenID resets all changes to the "token_id" field.
+func (m *LicenceOperationMutation) ResetTokenID() {
+	m.token = nil
+}
+
+// SetCustomerID sets the "customer_id" field.
+func (m *LicenceOperationMutation) SetCustomerID(i int) {
+	m.customer_id = &i
+	m.addcustomer_id = nil
+}
+
+// CustomerID returns the value of the "customer_id" field in the mutation.
+func (m *LicenceOperationMutation) CustomerID() (r int, exists bool) {
+	v := m.customer_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCustomerID returns the old "customer_id" field's value of the LicenceOperation entity.
+// If the LicenceOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceOperationMutation) OldCustomerID(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCustomerID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCustomerID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCustomerID: %w", err)
+	}
+	return oldValue.CustomerID, nil
+}
+
+// AddCustomerID adds i to the "customer_id" field.
+func (m *LicenceOperationMutation) AddCustomerID(i int) {
+	if m.addcustomer_id != nil {
+		*m.addcustomer_id += i
+	} else {
+		m.addcustomer_id = &i
+	}
+}
+
+// AddedCustomerID returns the value that was added to the "customer_id" field in this mutation.
+func (m *LicenceOperationMutation) AddedCustomerID() (r int, exists bool) {
+	v := m.addcustomer_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetCustomerID resets all changes to the "customer_id" field.
+func (m *LicenceOperationMutation) ResetCustomerID() {
+	m.customer_id = nil
+	m.addcustomer_id = nil
+}
+
+// SetKind sets the "kind" field.
+func (m *LicenceOperationMutation) SetKind(l licenceoperation.Kind) {
+	m.kind = &l
+}
+
+// Kind returns the value of the "kind" field in the mutation.
+func (m *LicenceOperationMutation) Kind() (r licenceoperation.Kind, exists bool) {
+	v := m.kind
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldKind returns the old "kind" field's value of the LicenceOperation entity.
+// If the LicenceOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceOperationMutation) OldKind(ctx context.Context) (v licenceoperation.Kind, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldKind is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldKind requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldKind: %w", err)
+	}
+	return oldValue.Kind, nil
+}
+
+// ResetKind resets all changes to the "kind" field.
+func (m *LicenceOperationMutation) ResetKind() {
+	m.kind = nil
+}
+
+// SetStatus sets the "status" field.
+func (m *LicenceOperationMutation) SetStatus(l licenceoperation.Status) {
+	m.status = &l
+}
+
+// Status returns the value of the "status" field in the mutation.
+func (m *LicenceOperationMutation) Status() (r licenceoperation.Status, exists bool) {
+	v := m.status
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStatus returns the old "status" field's value of the LicenceOperation entity.
+// If the LicenceOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceOperationMutation) OldStatus(ctx context.Context) (v licenceoperation.Status, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStatus is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStatus requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStatus: %w", err)
+	}
+	return oldValue.Status, nil
+}
+
+// ResetStatus resets all changes to the "status" field.
+func (m *LicenceOperationMutation) ResetStatus() {
+	m.status = nil
+}
+
+// SetRequested sets the "requested" field.
+func (m *LicenceOperationMutation) SetRequested(i int) {
+	m.requested = &i
+	m.addrequested = nil
+}
+
+// Requested returns the value of the "requested" field in the mutation.
+func (m *LicenceOperationMutation) Requested() (r int, exists bool) {
+	v := m.requested
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRequested returns the old "requested" field's value of the LicenceOperation entity.
+// If the LicenceOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceOperationMutation) OldRequested(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRequested is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRequested requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRequested: %w", err)
+	}
+	return oldValue.Requested, nil
+}
+
+// AddRequested adds i to the "requested" field.
+func (m *LicenceOperationMutation) AddRequested(i int) {
+	if m.addrequested != nil {
+		*m.addrequested += i
+	} else {
+		m.addrequested = &i
+	}
+}
+
+// AddedRequested returns the value that was added to the "requested" field in this mutation.
+func (m *LicenceOperationMutation) AddedRequested() (r int, exists bool) {
+	v := m.addrequested
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetRequested resets all changes to the "requested" field.
+func (m *LicenceOperationMutation) ResetRequested() {
+	m.requested = nil
+	m.addrequested = nil
+}
+
+// SetCompleted sets the "completed" field.
+func (m *LicenceOperationMutation) SetCompleted(i int) {
+	m.completed = &i
+	m.addcompleted = nil
+}
+
+// Completed returns the value of the "completed" field in the mutation.
+func (m *LicenceOperationMutation) Completed() (r int, exists bool) {
+	v := m.completed
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCompleted returns the old "completed" field's value of the LicenceOperation entity.
+// If the LicenceOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceOperationMutation) OldCompleted(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCompleted is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCompleted requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCompleted: %w", err)
+	}
+	return oldValue.Completed, nil
+}
+
+// AddCompleted adds i to the "completed" field.
+func (m *LicenceOperationMutation) AddCompleted(i int) {
+	if m.addcompleted != nil {
+		*m.addcompleted += i
+	} else {
+		m.addcompleted = &i
+	}
+}
+
+// AddedCompleted returns the value that was added to the "completed" field in this mutation.
+func (m *LicenceOperationMutation) AddedCompleted() (r int, exists bool) {
+	v := m.addcompleted
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetCompleted resets all changes to the "completed" field.
+func (m *LicenceOperationMutation) ResetCompleted() {
+	m.completed = nil
+	m.addcompleted = nil
+}
+
+// SetFailures sets the "failures" field.
+func (m *LicenceOperationMutation) SetFailures(sf []schematype.LicenceFailure) {
+	m.failures = &sf
+	m.appendfailures = nil
+}
+
+// Failures returns the value of the "failures" field in the mutation.
+func (m *LicenceOperationMutation) Failures() (r []schematype.LicenceFailure, exists bool) {
+	v := m.failures
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldFailures returns the old "failures" field's value of the LicenceOperation entity.
+// If the LicenceOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceOperationMutation) OldFailures(ctx context.Context) (v []schematype.LicenceFailure, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldFailures is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldFailures requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldFailures: %w", err)
+	}
+	return oldValue.Failures, nil
+}
+
+// AppendFailures adds sf to the "failures" field.
+func (m *LicenceOperationMutation) AppendFailures(sf []schematype.LicenceFailure) {
+	m.appendfailures = append(m.appendfailures, sf...)
+}
+
+// AppendedFailures returns the list of values that were appended to the "failures" field in this mutation.
+func (m *LicenceOperationMutation) AppendedFailures() ([]schematype.LicenceFailure, bool) {
+	if len(m.appendfailures) == 0 {
+		return nil, false
+	}
+	return m.appendfailures, true
+}
+
+// ResetFailures resets all changes to the "failures" field.
+func (m *LicenceOperationMutation) ResetFailures() {
+	m.failures = nil
+	m.appendfailures = nil
+}
+
+// SetAssets sets the "assets" field.
+func (m *LicenceOperationMutation) SetAssets(sr []schematype.AssetRef) {
+	m.assets = &sr
+	m.appendassets = nil
+}
+
+// Assets returns the value of the "assets" field in the mutation.
+func (m *LicenceOperationMutation) Assets() (r []schematype.AssetRef, exists bool) {
+	v := m.assets
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAssets returns the old "assets" field's value of the LicenceOperation entity.
+// If the LicenceOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceOperationMutation) OldAssets(ctx context.Context) (v []schematype.AssetRef, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAssets is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAssets requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAssets: %w", err)
+	}
+	return oldValue.Assets, nil
+}
+
+// AppendAssets adds sr to the "assets" field.
+func (m *LicenceOperationMutation) AppendAssets(sr []schematype.AssetRef) {
+	m.appendassets = append(m.appendassets, sr...)
+}
+
+// AppendedAssets returns the list of values that were appended to the "assets" field in this mutation.
+func (m *LicenceOperationMutation) AppendedAssets() ([]schematype.AssetRef, bool) {
+	if len(m.appendassets) == 0 {
+		return nil, false
+	}
+	return m.appendassets, true
+}
+
+// ResetAssets resets all changes to the "assets" field.
+func (m *LicenceOperationMutation) ResetAssets() {
+	m.assets = nil
+	m.appendassets = nil
+}
+
+// SetSerialNumbers sets the "serial_numbers" field.
+func (m *LicenceOperationMutation) SetSerialNumbers(s []string) {
+	m.serial_numbers = &s
+	m.appendserial_numbers = nil
+}
+
+// SerialNumbers returns the value of the "serial_numbers" field in the mutation.
+func (m *LicenceOperationMutation) SerialNumbers() (r []string, exists bool) {
+	v := m.serial_numbers
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSerialNumbers returns the old "serial_numbers" field's value of the LicenceOperation entity.
+// If the LicenceOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceOperationMutation) OldSerialNumbers(ctx context.Context) (v []string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSerialNumbers is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSerialNumbers requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSerialNumbers: %w", err)
+	}
+	return oldValue.SerialNumbers, nil
+}
+
+// AppendSerialNumbers adds s to the "serial_numbers" field.
+func (m *LicenceOperationMutation) AppendSerialNumbers(s []string) {
+	m.appendserial_numbers = append(m.appendserial_numbers, s...)
+}
+
+// AppendedSerialNumbers returns the list of values that were appended to the "serial_numbers" field in this mutation.
+func (m *LicenceOperationMutation) AppendedSerialNumbers() ([]string, bool) {
+	if len(m.appendserial_numbers) == 0 {
+		return nil, false
+	}
+	return m.appendserial_numbers, true
+}
+
+// ResetSerialNumbers resets all changes to the "serial_numbers" field.
+func (m *LicenceOperationMutation) ResetSerialNumbers() {
+	m.serial_numbers = nil
+	m.appendserial_numbers = nil
+}
+
+// SetClientUserIds sets the "client_user_ids" field.
+func (m *LicenceOperationMutation) SetClientUserIds(s []string) {
+	m.client_user_ids = &s
+	m.appendclient_user_ids = nil
+}
+
+// ClientUserIds returns the value of the "client_user_ids" field in the mutation.
+func (m *LicenceOperationMutation) ClientUserIds() (r []string, exists bool) {
+	v := m.client_user_ids
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldClientUserIds returns the old "client_user_ids" field's value of the LicenceOperation entity.
+// If the LicenceOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceOperationMutation) OldClientUserIds(ctx context.Context) (v []string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldClientUserIds is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldClientUserIds requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldClientUserIds: %w", err)
+	}
+	return oldValue.ClientUserIds, nil
+}
+
+// AppendClientUserIds adds s to the "client_user_ids" field.
+func (m *LicenceOperationMutation) AppendClientUserIds(s []string) {
+	m.appendclient_user_ids = append(m.appendclient_user_ids, s...)
+}
+
+// AppendedClientUserIds returns the list of values that were appended to the "client_user_ids" field in this mutation.
+func (m *LicenceOperationMutation) AppendedClientUserIds() ([]string, bool) {
+	if len(m.appendclient_user_ids) == 0 {
+		return nil, false
+	}
+	return m.appendclient_user_ids, true
+}
+
+// ResetClientUserIds resets all changes to the "client_user_ids" field.
+func (m *LicenceOperationMutation) ResetClientUserIds() {
+	m.client_user_ids = nil
+	m.appendclient_user_ids = nil
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *LicenceOperationMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *LicenceOperationMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the LicenceOperation entity.
+// If the LicenceOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceOperationMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *LicenceOperationMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetCompletedAt sets the "completed_at" field.
+func (m *LicenceOperationMutation) SetCompletedAt(t time.Time) {
+	m.completed_at = &t
+}
+
+// CompletedAt returns the value of the "completed_at" field in the mutation.
+func (m *LicenceOperationMutation) CompletedAt() (r time.Time, exists bool) {
+	v := m.completed_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCompletedAt returns the old "completed_at" field's value of the LicenceOperation entity.
+// If the LicenceOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LicenceOperationMutation) OldCompletedAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCompletedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCompletedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCompletedAt: %w", err)
+	}
+	return oldValue.CompletedAt, nil
+}
+
+// ClearCompletedAt clears the value of the "completed_at" field.
+func (m *LicenceOperationMutation) ClearCompletedAt() {
+	m.completed_at = nil
+	m.clearedFields[licenceoperation.FieldCompletedAt] = struct{}{}
+}
+
+// CompletedAtCleared returns if the "completed_at" field was cleared in this mutation.
+func (m *LicenceOperationMutation) CompletedAtCleared() bool {
+	_, ok := m.clearedFields[licenceoperation.FieldCompletedAt]
+	return ok
+}
+
+// ResetCompletedAt resets all changes to the "completed_at" field.
+func (m *LicenceOperationMutation) ResetCompletedAt() {
+	m.completed_at = nil
+	delete(m.clearedFields, licenceoperation.FieldCompletedAt)
+}
+
+// ClearToken clears the "token" edge to the ServerToken entity.
+func (m *LicenceOperationMutation) ClearToken() {
+	m.clearedtoken = true
+	m.clearedFields[licenceoperation.FieldTokenID] = struct{}{}
+}
+
+// TokenCleared reports if the "token" edge to the ServerToken entity was cleared.
+func (m *LicenceOperationMutation) TokenCleared() bool {
+	return m.clearedtoken
+}
+
+// TokenIDs returns the "token" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// TokenID instead. It exists only for internal usage by the builders.
+func (m *LicenceOperationMutation) TokenIDs() (ids []int) {
+	if id := m.token; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetToken resets all changes to the "token" edge.
+func (m *LicenceOperationMutation) ResetToken() {
+	m.token = nil
+	m.clearedtoken = false
+}
+
+// AddEventIDs adds the "events" edge to the LicenceEvent entity by ids.
+func (m *LicenceOperationMutation) AddEventIDs(ids ...int) {
+	if m.events == nil {
+		m.events = make(map[int]struct{})
+	}
+	for i := range ids {
+		m.events[ids[i]] = struct{}{}
+	}
+}
+
+// ClearEvents clears the "events" edge to the LicenceEvent entity.
+func (m *LicenceOperationMutation) ClearEvents() {
+	m.clearedevents = true
+}
+
+// EventsCleared reports if the "events" edge to the LicenceEvent entity was cleared.
+func (m *LicenceOperationMutation) EventsCleared() bool {
+	return m.clearedevents
+}
+
+// RemoveEventIDs removes the "events" edge to the LicenceEvent entity by IDs.
+func (m *LicenceOperationMutation) RemoveEventIDs(ids ...int) {
+	if m.removedevents == nil {
+		m.removedevents = make(map[int]struct{})
+	}
+	for i := range ids {
+		delete(m.events, ids[i])
+		m.removedevents[ids[i]] = struct{}{}
+	}
+}
+
+// RemovedEvents returns the removed IDs of the "events" edge to the LicenceEvent entity.
+func (m *LicenceOperationMutation) RemovedEventsIDs() (ids []int) {
+	for id := range m.removedevents {
+		ids = append(ids, id)
+	}
+	return
+}
+
+// EventsIDs returns the "events" edge IDs in the mutation.
+func (m *LicenceOperationMutation) EventsIDs() (ids []int) {
+	for id := range m.events {
+		ids = append(ids, id)
+	}
+	return
+}
+
+// ResetEvents resets all changes to the "events" edge.
+func (m *LicenceOperationMutation) ResetEvents() {
+	m.events = nil
+	m.clearedevents = false
+	m.removedevents = nil
+}
+
+// Where appends a list predicates to the LicenceOperationMutation builder.
+func (m *LicenceOperationMutation) Where(ps ...predicate.LicenceOperation) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the LicenceOperationMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *LicenceOperationMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.LicenceOperation, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *LicenceOperationMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *LicenceOperationMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (LicenceOperation).
+func (m *LicenceOperationMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *LicenceOperationMutation) Fields() []string {
+	fields := make([]string, 0, 12)
+	if m.token != nil {
+		fields = append(fields, licenceoperation.FieldTokenID)
+	}
+	if m.customer_id != nil {
+		fields = append(fields, licenceoperation.FieldCustomerID)
+	}
+	if m.kind != nil {
+		fields = append(fields, licenceoperation.FieldKind)
+	}
+	if m.status != nil {
+		fields = append(fields, licenceoperation.FieldStatus)
+	}
+	if m.requested != nil {
+		fields = append(fields, licenceoperation.FieldRequested)
+	}
+	if m.completed != nil {
+		fields = append(fields, licenceoperation.FieldCompleted)
+	}
+	if m.failures != nil {
+		fields = append(fields, licenceoperation.FieldFailures)
+	}
+	if m.assets != nil {
+		fields = append(fields, licenceoperation.FieldAssets)
+	}
+	if m.serial_numbers != nil {
+		fields = append(fields, licenceoperation.FieldSerialNumbers)
+	}
+	if m.client_user_ids != nil {
+		fields = append(fields, licenceoperation.FieldClientUserIds)
+	}
+	if m.created_at != nil {
+		fields = append(fields, licenceoperation.FieldCreatedAt)
+	}
+	if m.completed_at != nil {
+		fields = append(fields, licenceoperation.FieldCompletedAt)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *LicenceOperationMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case licenceoperation.FieldTokenID:
+		return m.TokenID()
+	case licenceoperation.FieldCustomerID:
+		return m.CustomerID()
+	case licenceoperation.FieldKind:
+		return m.Kind()
+	case licenceoperation.FieldStatus:
+		return m.Status()
+	case licenceoperation.FieldRequested:
+		return m.Requested()
+	case licenceoperation.FieldCompleted:
+		return m.Completed()
+	case licenceoperation.FieldFailures:
+		return m.Failures()
+	case licenceoperation.FieldAssets:
+		return m.Assets()
+	case licenceoperation.FieldSerialNumbers:
+		return m.SerialNumbers()
+	case licenceoperation.FieldClientUserIds:
+		return m.ClientUserIds()
+	case licenceoperation.FieldCreatedAt:
+		return m.CreatedAt()
+	case licenceoperation.FieldCompletedAt:
+		return m.CompletedAt()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *LicenceOperationMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case licenceoperation.FieldTokenID:
+		return m.OldTokenID(ctx)
+	case licenceoperation.FieldCustomerID:
+		return m.OldCustomerID(ctx)
+	case licenceoperation.FieldKind:
+		return m.OldKind(ctx)
+	case licenceoperation.FieldStatus:
+		return m.OldStatus(ctx)
+	case licenceoperation.FieldRequested:
+		return m.OldRequested(ctx)
+	case licenceoperation.FieldCompleted:
+		return m.OldCompleted(ctx)
+	case licenceoperation.FieldFailures:
+		return m.OldFailures(ctx)
+	case licenceoperation.FieldAssets:
+		return m.OldAssets(ctx)
+	case licenceoperation.FieldSerialNumbers:
+		return m.OldSerialNumbers(ctx)
+	case licenceoperation.FieldClientUserIds:
+		return m.OldClientUserIds(ctx)
+	case licenceoperation.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case licenceoperation.FieldCompletedAt:
+		return m.OldCompletedAt(ctx)
+	}
+	return nil, fmt.Errorf("unknown LicenceOperation field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *LicenceOperationMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case licenceoperation.FieldTokenID:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTokenID(v)
+		return nil
+	case licenceoperation.FieldCustomerID:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCustomerID(v)
+		return nil
+	case licenceoperation.FieldKind:
+		v, ok := value.(licenceoperation.Kind)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetKind(v)
+		return nil
+	case licenceoperation.FieldStatus:
+		v, ok := value.(licenceoperation.Status)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStatus(v)
+		return nil
+	case licenceoperation.FieldRequested:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRequested(v)
+		return nil
+	case licenceoperation.FieldCompleted:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCompleted(v)
+		return nil
+	case licenceoperation.FieldFailures:
+		v, ok := value.([]schematype.LicenceFailure)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetFailures(v)
+		return nil
+	case licenceoperation.FieldAssets:
+		v, ok := value.([]schematype.AssetRef)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAssets(v)
+		return nil
+	case licenceoperation.FieldSerialNumbers:
+		v, ok := value.([]string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSerialNumbers(v)
+		return nil
+	case licenceoperation.FieldClientUserIds:
+		v, ok := value.([]string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetClientUserIds(v)
+		return nil
+	case licenceoperation.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case licenceoperation.FieldCompletedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCompletedAt(v)
+		return nil
+	}
+	return fmt.Errorf("unknown LicenceOperation field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *LicenceOperationMutation) AddedFields() []string {
+	var fields []string
+	if m.addcustomer_id != nil {
+		fields = append(fields, licenceoperation.FieldCustomerID)
+	}
+	if m.addrequested != nil {
+		fields = append(fields, licenceoperation.FieldRequested)
+	}
+	if m.addcompleted != nil {
+		fields = append(fields, licenceoperation.FieldCompleted)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *LicenceOperationMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case licenceoperation.FieldCustomerID:
+		return m.AddedCustomerID()
+	case licenceoperation.FieldRequested:
+		return m.AddedRequested()
+	case licenceoperation.FieldCompleted:
+		return m.AddedCompleted()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *LicenceOperationMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case licenceoperation.FieldCustomerID:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddCustomerID(v)
+		return nil
+	case licenceoperation.FieldRequested:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddRequested(v)
+		return nil
+	case licenceoperation.FieldCompleted:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddCompleted(v)
+		return nil
+	}
+	return fmt.Errorf("unknown LicenceOperation numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *LicenceOperationMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(licenceoperation.FieldCompletedAt) {
+		fields = append(fields, licenceoperation.FieldCompletedAt)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *LicenceOperationMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *LicenceOperationMutation) ClearField(name string) error {
+	switch name {
+	case licenceoperation.FieldCompletedAt:
+		m.ClearCompletedAt()
+		return nil
+	}
+	return fmt.Errorf("unknown LicenceOperation nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *LicenceOperationMutation) ResetField(name string) error {
+	switch name {
+	case licenceoperation.FieldTokenID:
+		m.ResetTokenID()
+		return nil
+	case licenceoperation.FieldCustomerID:
+		m.ResetCustomerID()
+		return nil
+	case licenceoperation.FieldKind:
+		m.ResetKind()
+		return nil
+	case licenceoperation.FieldStatus:
+		m.ResetStatus()
+		return nil
+	case licenceoperation.FieldRequested:
+		m.ResetRequested()
+		return nil
+	case licenceoperation.FieldCompleted:
+		m.ResetCompleted()
+		return nil
+	case licenceoperation.FieldFailures:
+		m.ResetFailures()
+		return nil
+	case licenceoperation.FieldAssets:
+		m.ResetAssets()
+		return nil
+	case licenceoperation.FieldSerialNumbers:
+		m.ResetSerialNumbers()
+		return nil
+	case licenceoperation.FieldClientUserIds:
+		m.ResetClientUserIds()
+		return nil
+	case licenceoperation.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case licenceoperation.FieldCompletedAt:
+		m.ResetCompletedAt()
+		return nil
+	}
+	return fmt.Errorf("unknown LicenceOperation field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *LicenceOperationMutation) AddedEdges() []string {
+	edges := make([]string, 0, 2)
+	if m.token != nil {
+		edges = append(edges, licenceoperation.EdgeToken)
+	}
+	if m.events != nil {
+		edges = append(edges, licenceoperation.EdgeEvents)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *LicenceOperationMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case licenceoperation.EdgeToken:
+		if id := m.token; id != nil {
+			return []ent.Value{*id}
+		}
+	case licenceoperation.EdgeEvents:
+		ids := make([]ent.Value, 0, len(m.events))
+		for id := range m.events {
+			ids = append(ids, id)
+		}
+		return ids
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *LicenceOperationMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 2)
+	if m.removedevents != nil {
+		edges = append(edges, licenceoperation.EdgeEvents)
+	}
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *LicenceOperationMutation) RemovedIDs(name string) []ent.Value {
+	switch name {
+	case licenceoperation.EdgeEvents:
+		ids := make([]ent.Value, 0, len(m.removedevents))
+		for id := range m.removedevents {
+			ids = append(ids, id)
+		}
+		return ids
+	}
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *LicenceOperationMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 2)
+	if m.clearedtoken {
+		edges = append(edges, licenceoperation.EdgeToken)
+	}
+	if m.clearedevents {
+		edges = append(edges, licenceoperation.EdgeEvents)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *LicenceOperationMutation) EdgeCleared(name string) bool {
+	switch name {
+	case licenceoperation.EdgeToken:
+		return m.clearedtoken
+	case licenceoperation.EdgeEvents:
+		return m.clearedevents
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *LicenceOperationMutation) ClearEdge(name string) error {
+	switch name {
+	case licenceoperation.EdgeToken:
+		m.ClearToken()
+		return nil
+	}
+	return fmt.Errorf("unknown LicenceOperation unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *LicenceOperationMutation) ResetEdge(name string) error {
+	switch name {
+	case licenceoperation.EdgeToken:
+		m.ResetToken()
+		return nil
+	case licenceoperation.EdgeEvents:
+		m.ResetEvents()
+		return nil
+	}
+	return fmt.Errorf("unknown LicenceOperation edge %s", name)
+}
+
 // ServerTokenMutation represents an operation that mutates the ServerToken nodes in the graph.
 type ServerTokenMutation struct {
 	config
-	op               Op
-	typ              string
-	id               *int
-	created_at       *time.Time
-	updated_at       *time.Time
-	state            *servertoken.State
-	org_name         *string
-	location_name    *string
-	location_uid     *string
-	country_code     *string
-	default_platform *string
-	website_url      *string
-	expires_at       *time.Time
-	file_expires_at  *time.Time
-	sealed_token     *[]byte
-	mdm_id           *string
-	managed_by       **schematype.MDMInfo
-	last_synced_at   *time.Time
-	last_error_code  *string
-	last_error       *string
-	last_error_at    *time.Time
-	warned_days      *int
-	addwarned_days   *int
-	warned_expiry    *time.Time
-	warned_at        *time.Time
-	next_warn_at     *time.Time
-	clearedFields    map[string]struct{}
-	customer         *int
-	clearedcustomer  bool
-	apps             map[int]struct{}
-	removedapps      map[int]struct{}
-	clearedapps      bool
-	done             bool
-	oldValue         func(context.Context) (*ServerToken, error)
-	predicates       []predicate.ServerToken
+	op                        Op
+	typ                       string
+	id                        *int
+	created_at                *time.Time
+	updated_at                *time.Time
+	state                     *servertoken.State
+	org_name                  *string
+	location_name             *string
+	location_uid              *string
+	country_code              *string
+	default_platform          *string
+	website_url               *string
+	expires_at                *time.Time
+	file_expires_at           *time.Time
+	sealed_token              *[]byte
+	mdm_id                    *string
+	managed_by                **schematype.MDMInfo
+	last_synced_at            *time.Time
+	last_error_code           *string
+	last_error                *string
+	last_error_at             *time.Time
+	warned_days               *int
+	addwarned_days            *int
+	warned_expiry             *time.Time
+	warned_at                 *time.Time
+	next_warn_at              *time.Time
+	notification_secret       *[]byte
+	notification_url          *string
+	assignments_version       *string
+	clearedFields             map[string]struct{}
+	customer                  *int
+	clearedcustomer           bool
+	apps                      map[int]struct{}
+	removedapps               map[int]struct{}
+	clearedapps               bool
+	assignments               map[int]struct{}
+	removedassignments        map[int]struct{}
+	clearedassignments        bool
+	licence_operations        map[int]struct{}
+	removedlicence_operations map[int]struct{}
+	clearedlicence_operations bool
+	done                      bool
+	oldValue                  func(context.Context) (*ServerToken, error)
+	predicates                []predicate.ServerToken
 }
 
 var _ ent.Mutation = (*ServerTokenMutation)(nil)
@@ -4961,6 +9625,127 @@ func (m *ServerTokenMutation) ResetNextWarnAt() {
 	delete(m.clearedFields, servertoken.FieldNextWarnAt)
 }
 
+// SetNotificationSecret sets the "notification_secret" field.
+func (m *ServerTokenMutation) SetNotificationSecret(b []byte) {
+	m.notification_secret = &b
+}
+
+// NotificationSecret returns the value of the "notification_secret" field in the mutation.
+func (m *ServerTokenMutation) NotificationSecret() (r []byte, exists bool) {
+	v := m.notification_secret
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldNotificationSecret returns the old "notification_secret" field's value of the ServerToken entity.
+// If the ServerToken object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ServerTokenMutation) OldNotificationSecret(ctx context.Context) (v []byte, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldNotificationSecret is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldNotificationSecret requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldNotificationSecret: %w", err)
+	}
+	return oldValue.NotificationSecret, nil
+}
+
+// ClearNotificationSecret clears the value of the "notification_secret" field.
+func (m *ServerTokenMutation) ClearNotificationSecret() {
+	m.notification_secret = nil
+	m.clearedFields[servertoken.FieldNotificationSecret] = struct{}{}
+}
+
+// NotificationSecretCleared returns if the "notification_secret" field was cleared in this mutation.
+func (m *ServerTokenMutation) NotificationSecretCleared() bool {
+	_, ok := m.clearedFields[servertoken.FieldNotificationSecret]
+	return ok
+}
+
+// ResetNotificationSecret resets all changes to the "notification_secret" field.
+func (m *ServerTokenMutation) ResetNotificationSecret() {
+	m.notification_secret = nil
+	delete(m.clearedFields, servertoken.FieldNotificationSecret)
+}
+
+// SetNotificationURL sets the "notification_url" field.
+func (m *ServerTokenMutation) SetNotificationURL(s string) {
+	m.notification_url = &s
+}
+
+// NotificationURL returns the value of the "notification_url" field in the mutation.
+func (m *ServerTokenMutation) NotificationURL() (r string, exists bool) {
+	v := m.notification_url
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldNotificationURL returns the old "notification_url" field's value of the ServerToken entity.
+// If the ServerToken object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ServerTokenMutation) OldNotificationURL(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldNotificationURL is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldNotificationURL requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldNotificationURL: %w", err)
+	}
+	return oldValue.NotificationURL, nil
+}
+
+// ResetNotificationURL resets all changes to the "notification_url" field.
+func (m *ServerTokenMutation) ResetNotificationURL() {
+	m.notification_url = nil
+}
+
+// SetAssignmentsVersion sets the "assignments_version" field.
+func (m *ServerTokenMutation) SetAssignmentsVersion(s string) {
+	m.assignments_version = &s
+}
+
+// AssignmentsVersion returns the value of the "assignments_version" field in the mutation.
+func (m *ServerTokenMutation) AssignmentsVersion() (r string, exists bool) {
+	v := m.assignments_version
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAssignmentsVersion returns the old "assignments_version" field's value of the ServerToken entity.
+// If the ServerToken object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ServerTokenMutation) OldAssignmentsVersion(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAssignmentsVersion is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAssignmentsVersion requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAssignmentsVersion: %w", err)
+	}
+	return oldValue.AssignmentsVersion, nil
+}
+
+// ResetAssignmentsVersion resets all changes to the "assignments_version" field.
+func (m *ServerTokenMutation) ResetAssignmentsVersion() {
+	m.assignments_version = nil
+}
+
 // ClearCustomer clears the "customer" edge to the Customer entity.
 func (m *ServerTokenMutation) ClearCustomer() {
 	m.clearedcustomer = true
@@ -5042,6 +9827,114 @@ func (m *ServerTokenMutation) ResetApps() {
 	m.removedapps = nil
 }
 
+// AddAssignmentIDs adds the "assignments" edge to the LicenceAssignment entity by ids.
+func (m *ServerTokenMutation) AddAssignmentIDs(ids ...int) {
+	if m.assignments == nil {
+		m.assignments = make(map[int]struct{})
+	}
+	for i := range ids {
+		m.assignments[ids[i]] = struct{}{}
+	}
+}
+
+// ClearAssignments clears the "assignments" edge to the LicenceAssignment entity.
+func (m *ServerTokenMutation) ClearAssignments() {
+	m.clearedassignments = true
+}
+
+// AssignmentsCleared reports if the "assignments" edge to the LicenceAssignment entity was cleared.
+func (m *ServerTokenMutation) AssignmentsCleared() bool {
+	return m.clearedassignments
+}
+
+// RemoveAssignmentIDs removes the "assignments" edge to the LicenceAssignment entity by IDs.
+func (m *ServerTokenMutation) RemoveAssignmentIDs(ids ...int) {
+	if m.removedassignments == nil {
+		m.removedassignments = make(map[int]struct{})
+	}
+	for i := range ids {
+		delete(m.assignments, ids[i])
+		m.removedassignments[ids[i]] = struct{}{}
+	}
+}
+
+// RemovedAssignments returns the removed IDs of the "assignments" edge to the LicenceAssignment entity.
+func (m *ServerTokenMutation) RemovedAssignmentsIDs() (ids []int) {
+	for id := range m.removedassignments {
+		ids = append(ids, id)
+	}
+	return
+}
+
+// AssignmentsIDs returns the "assignments" edge IDs in the mutation.
+func (m *ServerTokenMutation) AssignmentsIDs() (ids []int) {
+	for id := range m.assignments {
+		ids = append(ids, id)
+	}
+	return
+}
+
+// ResetAssignments resets all changes to the "assignments" edge.
+func (m *ServerTokenMutation) ResetAssignments() {
+	m.assignments = nil
+	m.clearedassignments = false
+	m.removedassignments = nil
+}
+
+// AddLicenceOperationIDs adds the "licence_operations" edge to the LicenceOperation entity by ids.
+func (m *ServerTokenMutation) AddLicenceOperationIDs(ids ...int) {
+	if m.licence_operations == nil {
+		m.licence_operations = make(map[int]struct{})
+	}
+	for i := range ids {
+		m.licence_operations[ids[i]] = struct{}{}
+	}
+}
+
+// ClearLicenceOperations clears the "licence_operations" edge to the LicenceOperation entity.
+func (m *ServerTokenMutation) ClearLicenceOperations() {
+	m.clearedlicence_operations = true
+}
+
+// LicenceOperationsCleared reports if the "licence_operations" edge to the LicenceOperation entity was cleared.
+func (m *ServerTokenMutation) LicenceOperationsCleared() bool {
+	return m.clearedlicence_operations
+}
+
+// RemoveLicenceOperationIDs removes the "licence_operations" edge to the LicenceOperation entity by IDs.
+func (m *ServerTokenMutation) RemoveLicenceOperationIDs(ids ...int) {
+	if m.removedlicence_operations == nil {
+		m.removedlicence_operations = make(map[int]struct{})
+	}
+	for i := range ids {
+		delete(m.licence_operations, ids[i])
+		m.removedlicence_operations[ids[i]] = struct{}{}
+	}
+}
+
+// RemovedLicenceOperations returns the removed IDs of the "licence_operations" edge to the LicenceOperation entity.
+func (m *ServerTokenMutation) RemovedLicenceOperationsIDs() (ids []int) {
+	for id := range m.removedlicence_operations {
+		ids = append(ids, id)
+	}
+	return
+}
+
+// LicenceOperationsIDs returns the "licence_operations" edge IDs in the mutation.
+func (m *ServerTokenMutation) LicenceOperationsIDs() (ids []int) {
+	for id := range m.licence_operations {
+		ids = append(ids, id)
+	}
+	return
+}
+
+// ResetLicenceOperations resets all changes to the "licence_operations" edge.
+func (m *ServerTokenMutation) ResetLicenceOperations() {
+	m.licence_operations = nil
+	m.clearedlicence_operations = false
+	m.removedlicence_operations = nil
+}
+
 // Where appends a list predicates to the ServerTokenMutation builder.
 func (m *ServerTokenMutation) Where(ps ...predicate.ServerToken) {
 	m.predicates = append(m.predicates, ps...)
@@ -5076,7 +9969,7 @@ func (m *ServerTokenMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *ServerTokenMutation) Fields() []string {
-	fields := make([]string, 0, 23)
+	fields := make([]string, 0, 26)
 	if m.created_at != nil {
 		fields = append(fields, servertoken.FieldCreatedAt)
 	}
@@ -5146,6 +10039,15 @@ func (m *ServerTokenMutation) Fields() []string {
 	if m.next_warn_at != nil {
 		fields = append(fields, servertoken.FieldNextWarnAt)
 	}
+	if m.notification_secret != nil {
+		fields = append(fields, servertoken.FieldNotificationSecret)
+	}
+	if m.notification_url != nil {
+		fields = append(fields, servertoken.FieldNotificationURL)
+	}
+	if m.assignments_version != nil {
+		fields = append(fields, servertoken.FieldAssignmentsVersion)
+	}
 	return fields
 }
 
@@ -5200,6 +10102,12 @@ func (m *ServerTokenMutation) Field(name string) (ent.Value, bool) {
 		return m.WarnedAt()
 	case servertoken.FieldNextWarnAt:
 		return m.NextWarnAt()
+	case servertoken.FieldNotificationSecret:
+		return m.NotificationSecret()
+	case servertoken.FieldNotificationURL:
+		return m.NotificationURL()
+	case servertoken.FieldAssignmentsVersion:
+		return m.AssignmentsVersion()
 	}
 	return nil, false
 }
@@ -5255,6 +10163,12 @@ func (m *ServerTokenMutation) OldField(ctx context.Context, name string) (ent.Va
 		return m.OldWarnedAt(ctx)
 	case servertoken.FieldNextWarnAt:
 		return m.OldNextWarnAt(ctx)
+	case servertoken.FieldNotificationSecret:
+		return m.OldNotificationSecret(ctx)
+	case servertoken.FieldNotificationURL:
+		return m.OldNotificationURL(ctx)
+	case servertoken.FieldAssignmentsVersion:
+		return m.OldAssignmentsVersion(ctx)
 	}
 	return nil, fmt.Errorf("unknown ServerToken field %s", name)
 }
@@ -5425,6 +10339,27 @@ func (m *ServerTokenMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetNextWarnAt(v)
 		return nil
+	case servertoken.FieldNotificationSecret:
+		v, ok := value.([]byte)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetNotificationSecret(v)
+		return nil
+	case servertoken.FieldNotificationURL:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetNotificationURL(v)
+		return nil
+	case servertoken.FieldAssignmentsVersion:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAssignmentsVersion(v)
+		return nil
 	}
 	return fmt.Errorf("unknown ServerToken field %s", name)
 }
@@ -5491,6 +10426,9 @@ func (m *ServerTokenMutation) ClearedFields() []string {
 	if m.FieldCleared(servertoken.FieldNextWarnAt) {
 		fields = append(fields, servertoken.FieldNextWarnAt)
 	}
+	if m.FieldCleared(servertoken.FieldNotificationSecret) {
+		fields = append(fields, servertoken.FieldNotificationSecret)
+	}
 	return fields
 }
 
@@ -5525,6 +10463,9 @@ func (m *ServerTokenMutation) ClearField(name string) error {
 		return nil
 	case servertoken.FieldNextWarnAt:
 		m.ClearNextWarnAt()
+		return nil
+	case servertoken.FieldNotificationSecret:
+		m.ClearNotificationSecret()
 		return nil
 	}
 	return fmt.Errorf("unknown ServerToken nullable field %s", name)
@@ -5603,18 +10544,33 @@ func (m *ServerTokenMutation) ResetField(name string) error {
 	case servertoken.FieldNextWarnAt:
 		m.ResetNextWarnAt()
 		return nil
+	case servertoken.FieldNotificationSecret:
+		m.ResetNotificationSecret()
+		return nil
+	case servertoken.FieldNotificationURL:
+		m.ResetNotificationURL()
+		return nil
+	case servertoken.FieldAssignmentsVersion:
+		m.ResetAssignmentsVersion()
+		return nil
 	}
 	return fmt.Errorf("unknown ServerToken field %s", name)
 }
 
 // AddedEdges returns all edge names that were set/added in this mutation.
 func (m *ServerTokenMutation) AddedEdges() []string {
-	edges := make([]string, 0, 2)
+	edges := make([]string, 0, 4)
 	if m.customer != nil {
 		edges = append(edges, servertoken.EdgeCustomer)
 	}
 	if m.apps != nil {
 		edges = append(edges, servertoken.EdgeApps)
+	}
+	if m.assignments != nil {
+		edges = append(edges, servertoken.EdgeAssignments)
+	}
+	if m.licence_operations != nil {
+		edges = append(edges, servertoken.EdgeLicenceOperations)
 	}
 	return edges
 }
@@ -5633,15 +10589,33 @@ func (m *ServerTokenMutation) AddedIDs(name string) []ent.Value {
 			ids = append(ids, id)
 		}
 		return ids
+	case servertoken.EdgeAssignments:
+		ids := make([]ent.Value, 0, len(m.assignments))
+		for id := range m.assignments {
+			ids = append(ids, id)
+		}
+		return ids
+	case servertoken.EdgeLicenceOperations:
+		ids := make([]ent.Value, 0, len(m.licence_operations))
+		for id := range m.licence_operations {
+			ids = append(ids, id)
+		}
+		return ids
 	}
 	return nil
 }
 
 // RemovedEdges returns all edge names that were removed in this mutation.
 func (m *ServerTokenMutation) RemovedEdges() []string {
-	edges := make([]string, 0, 2)
+	edges := make([]string, 0, 4)
 	if m.removedapps != nil {
 		edges = append(edges, servertoken.EdgeApps)
+	}
+	if m.removedassignments != nil {
+		edges = append(edges, servertoken.EdgeAssignments)
+	}
+	if m.removedlicence_operations != nil {
+		edges = append(edges, servertoken.EdgeLicenceOperations)
 	}
 	return edges
 }
@@ -5656,18 +10630,36 @@ func (m *ServerTokenMutation) RemovedIDs(name string) []ent.Value {
 			ids = append(ids, id)
 		}
 		return ids
+	case servertoken.EdgeAssignments:
+		ids := make([]ent.Value, 0, len(m.removedassignments))
+		for id := range m.removedassignments {
+			ids = append(ids, id)
+		}
+		return ids
+	case servertoken.EdgeLicenceOperations:
+		ids := make([]ent.Value, 0, len(m.removedlicence_operations))
+		for id := range m.removedlicence_operations {
+			ids = append(ids, id)
+		}
+		return ids
 	}
 	return nil
 }
 
 // ClearedEdges returns all edge names that were cleared in this mutation.
 func (m *ServerTokenMutation) ClearedEdges() []string {
-	edges := make([]string, 0, 2)
+	edges := make([]string, 0, 4)
 	if m.clearedcustomer {
 		edges = append(edges, servertoken.EdgeCustomer)
 	}
 	if m.clearedapps {
 		edges = append(edges, servertoken.EdgeApps)
+	}
+	if m.clearedassignments {
+		edges = append(edges, servertoken.EdgeAssignments)
+	}
+	if m.clearedlicence_operations {
+		edges = append(edges, servertoken.EdgeLicenceOperations)
 	}
 	return edges
 }
@@ -5680,6 +10672,10 @@ func (m *ServerTokenMutation) EdgeCleared(name string) bool {
 		return m.clearedcustomer
 	case servertoken.EdgeApps:
 		return m.clearedapps
+	case servertoken.EdgeAssignments:
+		return m.clearedassignments
+	case servertoken.EdgeLicenceOperations:
+		return m.clearedlicence_operations
 	}
 	return false
 }
@@ -5704,6 +10700,12 @@ func (m *ServerTokenMutation) ResetEdge(name string) error {
 		return nil
 	case servertoken.EdgeApps:
 		m.ResetApps()
+		return nil
+	case servertoken.EdgeAssignments:
+		m.ResetAssignments()
+		return nil
+	case servertoken.EdgeLicenceOperations:
+		m.ResetLicenceOperations()
 		return nil
 	}
 	return fmt.Errorf("unknown ServerToken edge %s", name)

@@ -66,6 +66,12 @@ type ServerToken struct {
 	WarnedAt *time.Time `json:"warned_at,omitempty"`
 	// NextWarnAt holds the value of the "next_warn_at" field.
 	NextWarnAt *time.Time `json:"next_warn_at,omitempty"`
+	// NotificationSecret holds the value of the "notification_secret" field.
+	NotificationSecret []byte `json:"-"`
+	// NotificationURL holds the value of the "notification_url" field.
+	NotificationURL string `json:"notification_url,omitempty"`
+	// AssignmentsVersion holds the value of the "assignments_version" field.
+	AssignmentsVersion string `json:"assignments_version,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
 	// The values are being populated by the ServerTokenQuery when eager-loading is set.
 	Edges        ServerTokenEdges `json:"edges"`
@@ -78,13 +84,19 @@ type ServerTokenEdges struct {
 	Customer *Customer `json:"customer,omitempty"`
 	// Apps holds the value of the apps edge.
 	Apps []*App `json:"apps,omitempty"`
+	// Assignments holds the value of the assignments edge.
+	Assignments []*LicenceAssignment `json:"assignments,omitempty"`
+	// LicenceOperations holds the value of the licence_operations edge.
+	LicenceOperations []*LicenceOperation `json:"licence_operations,omitempty"`
 	// loadedTypes holds the information for reporting if a
 	// type was loaded (or requested) in eager-loading or not.
-	loadedTypes [2]bool
+	loadedTypes [4]bool
 	// totalCount holds the count of the edges above.
-	totalCount [2]map[string]int
+	totalCount [4]map[string]int
 
-	namedApps map[string][]*App
+	namedApps              map[string][]*App
+	namedAssignments       map[string][]*LicenceAssignment
+	namedLicenceOperations map[string][]*LicenceOperation
 }
 
 // CustomerOrErr returns the Customer value or an error if the edge
@@ -107,16 +119,34 @@ func (e ServerTokenEdges) AppsOrErr() ([]*App, error) {
 	return nil, &NotLoadedError{edge: "apps"}
 }
 
+// AssignmentsOrErr returns the Assignments value or an error if the edge
+// was not loaded in eager-loading.
+func (e ServerTokenEdges) AssignmentsOrErr() ([]*LicenceAssignment, error) {
+	if e.loadedTypes[2] {
+		return e.Assignments, nil
+	}
+	return nil, &NotLoadedError{edge: "assignments"}
+}
+
+// LicenceOperationsOrErr returns the LicenceOperations value or an error if the edge
+// was not loaded in eager-loading.
+func (e ServerTokenEdges) LicenceOperationsOrErr() ([]*LicenceOperation, error) {
+	if e.loadedTypes[3] {
+		return e.LicenceOperations, nil
+	}
+	return nil, &NotLoadedError{edge: "licence_operations"}
+}
+
 // scanValues returns the types for scanning values from sql.Rows.
 func (*ServerToken) scanValues(columns []string) ([]any, error) {
 	values := make([]any, len(columns))
 	for i := range columns {
 		switch columns[i] {
-		case servertoken.FieldSealedToken, servertoken.FieldManagedBy:
+		case servertoken.FieldSealedToken, servertoken.FieldManagedBy, servertoken.FieldNotificationSecret:
 			values[i] = new([]byte)
 		case servertoken.FieldID, servertoken.FieldCustomerID, servertoken.FieldWarnedDays:
 			values[i] = new(sql.NullInt64)
-		case servertoken.FieldState, servertoken.FieldOrgName, servertoken.FieldLocationName, servertoken.FieldLocationUID, servertoken.FieldCountryCode, servertoken.FieldDefaultPlatform, servertoken.FieldWebsiteURL, servertoken.FieldMdmID, servertoken.FieldLastErrorCode, servertoken.FieldLastError:
+		case servertoken.FieldState, servertoken.FieldOrgName, servertoken.FieldLocationName, servertoken.FieldLocationUID, servertoken.FieldCountryCode, servertoken.FieldDefaultPlatform, servertoken.FieldWebsiteURL, servertoken.FieldMdmID, servertoken.FieldLastErrorCode, servertoken.FieldLastError, servertoken.FieldNotificationURL, servertoken.FieldAssignmentsVersion:
 			values[i] = new(sql.NullString)
 		case servertoken.FieldCreatedAt, servertoken.FieldUpdatedAt, servertoken.FieldExpiresAt, servertoken.FieldFileExpiresAt, servertoken.FieldLastSyncedAt, servertoken.FieldLastErrorAt, servertoken.FieldWarnedExpiry, servertoken.FieldWarnedAt, servertoken.FieldNextWarnAt:
 			values[i] = new(sql.NullTime)
@@ -287,6 +317,24 @@ func (_m *ServerToken) assignValues(columns []string, values []any) error {
 				_m.NextWarnAt = new(time.Time)
 				*_m.NextWarnAt = value.Time
 			}
+		case servertoken.FieldNotificationSecret:
+			if value, ok := values[i].(*[]byte); !ok {
+				return fmt.Errorf("unexpected type %T for field notification_secret", values[i])
+			} else if value != nil {
+				_m.NotificationSecret = *value
+			}
+		case servertoken.FieldNotificationURL:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field notification_url", values[i])
+			} else if value.Valid {
+				_m.NotificationURL = value.String
+			}
+		case servertoken.FieldAssignmentsVersion:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field assignments_version", values[i])
+			} else if value.Valid {
+				_m.AssignmentsVersion = value.String
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -308,6 +356,16 @@ func (_m *ServerToken) QueryCustomer() *CustomerQuery {
 // QueryApps queries the "apps" edge of the ServerToken entity.
 func (_m *ServerToken) QueryApps() *AppQuery {
 	return NewServerTokenClient(_m.config).QueryApps(_m)
+}
+
+// QueryAssignments queries the "assignments" edge of the ServerToken entity.
+func (_m *ServerToken) QueryAssignments() *LicenceAssignmentQuery {
+	return NewServerTokenClient(_m.config).QueryAssignments(_m)
+}
+
+// QueryLicenceOperations queries the "licence_operations" edge of the ServerToken entity.
+func (_m *ServerToken) QueryLicenceOperations() *LicenceOperationQuery {
+	return NewServerTokenClient(_m.config).QueryLicenceOperations(_m)
 }
 
 // Update returns a builder for updating this ServerToken.
@@ -412,6 +470,14 @@ func (_m *ServerToken) String() string {
 		builder.WriteString("next_warn_at=")
 		builder.WriteString(v.Format(time.ANSIC))
 	}
+	builder.WriteString(", ")
+	builder.WriteString("notification_secret=<sensitive>")
+	builder.WriteString(", ")
+	builder.WriteString("notification_url=")
+	builder.WriteString(_m.NotificationURL)
+	builder.WriteString(", ")
+	builder.WriteString("assignments_version=")
+	builder.WriteString(_m.AssignmentsVersion)
 	builder.WriteByte(')')
 	return builder.String()
 }
@@ -437,6 +503,54 @@ func (_m *ServerToken) appendNamedApps(name string, edges ...*App) {
 		_m.Edges.namedApps[name] = []*App{}
 	} else {
 		_m.Edges.namedApps[name] = append(_m.Edges.namedApps[name], edges...)
+	}
+}
+
+// NamedAssignments returns the Assignments named value or an error if the edge was not
+// loaded in eager-loading with this name.
+func (_m *ServerToken) NamedAssignments(name string) ([]*LicenceAssignment, error) {
+	if _m.Edges.namedAssignments == nil {
+		return nil, &NotLoadedError{edge: name}
+	}
+	nodes, ok := _m.Edges.namedAssignments[name]
+	if !ok {
+		return nil, &NotLoadedError{edge: name}
+	}
+	return nodes, nil
+}
+
+func (_m *ServerToken) appendNamedAssignments(name string, edges ...*LicenceAssignment) {
+	if _m.Edges.namedAssignments == nil {
+		_m.Edges.namedAssignments = make(map[string][]*LicenceAssignment)
+	}
+	if len(edges) == 0 {
+		_m.Edges.namedAssignments[name] = []*LicenceAssignment{}
+	} else {
+		_m.Edges.namedAssignments[name] = append(_m.Edges.namedAssignments[name], edges...)
+	}
+}
+
+// NamedLicenceOperations returns the LicenceOperations named value or an error if the edge was not
+// loaded in eager-loading with this name.
+func (_m *ServerToken) NamedLicenceOperations(name string) ([]*LicenceOperation, error) {
+	if _m.Edges.namedLicenceOperations == nil {
+		return nil, &NotLoadedError{edge: name}
+	}
+	nodes, ok := _m.Edges.namedLicenceOperations[name]
+	if !ok {
+		return nil, &NotLoadedError{edge: name}
+	}
+	return nodes, nil
+}
+
+func (_m *ServerToken) appendNamedLicenceOperations(name string, edges ...*LicenceOperation) {
+	if _m.Edges.namedLicenceOperations == nil {
+		_m.Edges.namedLicenceOperations = make(map[string][]*LicenceOperation)
+	}
+	if len(edges) == 0 {
+		_m.Edges.namedLicenceOperations[name] = []*LicenceOperation{}
+	} else {
+		_m.Edges.namedLicenceOperations[name] = append(_m.Edges.namedLicenceOperations[name], edges...)
 	}
 }
 

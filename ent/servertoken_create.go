@@ -13,6 +13,8 @@ import (
 	"entgo.io/ent/schema/field"
 	"github.com/orchard-msp/orchard/ent/app"
 	"github.com/orchard-msp/orchard/ent/customer"
+	"github.com/orchard-msp/orchard/ent/licenceassignment"
+	"github.com/orchard-msp/orchard/ent/licenceoperation"
 	"github.com/orchard-msp/orchard/ent/schematype"
 	"github.com/orchard-msp/orchard/ent/servertoken"
 )
@@ -283,6 +285,40 @@ func (_c *ServerTokenCreate) SetNillableNextWarnAt(v *time.Time) *ServerTokenCre
 	return _c
 }
 
+// SetNotificationSecret sets the "notification_secret" field.
+func (_c *ServerTokenCreate) SetNotificationSecret(v []byte) *ServerTokenCreate {
+	_c.mutation.SetNotificationSecret(v)
+	return _c
+}
+
+// SetNotificationURL sets the "notification_url" field.
+func (_c *ServerTokenCreate) SetNotificationURL(v string) *ServerTokenCreate {
+	_c.mutation.SetNotificationURL(v)
+	return _c
+}
+
+// SetNillableNotificationURL sets the "notification_url" field if the given value is not nil.
+func (_c *ServerTokenCreate) SetNillableNotificationURL(v *string) *ServerTokenCreate {
+	if v != nil {
+		_c.SetNotificationURL(*v)
+	}
+	return _c
+}
+
+// SetAssignmentsVersion sets the "assignments_version" field.
+func (_c *ServerTokenCreate) SetAssignmentsVersion(v string) *ServerTokenCreate {
+	_c.mutation.SetAssignmentsVersion(v)
+	return _c
+}
+
+// SetNillableAssignmentsVersion sets the "assignments_version" field if the given value is not nil.
+func (_c *ServerTokenCreate) SetNillableAssignmentsVersion(v *string) *ServerTokenCreate {
+	if v != nil {
+		_c.SetAssignmentsVersion(*v)
+	}
+	return _c
+}
+
 // SetCustomer sets the "customer" edge to the Customer entity.
 func (_c *ServerTokenCreate) SetCustomer(v *Customer) *ServerTokenCreate {
 	return _c.SetCustomerID(v.ID)
@@ -301,6 +337,36 @@ func (_c *ServerTokenCreate) AddApps(v ...*App) *ServerTokenCreate {
 		ids[i] = v[i].ID
 	}
 	return _c.AddAppIDs(ids...)
+}
+
+// AddAssignmentIDs adds the "assignments" edge to the LicenceAssignment entity by IDs.
+func (_c *ServerTokenCreate) AddAssignmentIDs(ids ...int) *ServerTokenCreate {
+	_c.mutation.AddAssignmentIDs(ids...)
+	return _c
+}
+
+// AddAssignments adds the "assignments" edges to the LicenceAssignment entity.
+func (_c *ServerTokenCreate) AddAssignments(v ...*LicenceAssignment) *ServerTokenCreate {
+	ids := make([]int, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _c.AddAssignmentIDs(ids...)
+}
+
+// AddLicenceOperationIDs adds the "licence_operations" edge to the LicenceOperation entity by IDs.
+func (_c *ServerTokenCreate) AddLicenceOperationIDs(ids ...int) *ServerTokenCreate {
+	_c.mutation.AddLicenceOperationIDs(ids...)
+	return _c
+}
+
+// AddLicenceOperations adds the "licence_operations" edges to the LicenceOperation entity.
+func (_c *ServerTokenCreate) AddLicenceOperations(v ...*LicenceOperation) *ServerTokenCreate {
+	ids := make([]int, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _c.AddLicenceOperationIDs(ids...)
 }
 
 // Mutation returns the ServerTokenMutation object of the builder.
@@ -382,6 +448,14 @@ func (_c *ServerTokenCreate) defaults() error {
 		v := servertoken.DefaultLastError
 		_c.mutation.SetLastError(v)
 	}
+	if _, ok := _c.mutation.NotificationURL(); !ok {
+		v := servertoken.DefaultNotificationURL
+		_c.mutation.SetNotificationURL(v)
+	}
+	if _, ok := _c.mutation.AssignmentsVersion(); !ok {
+		v := servertoken.DefaultAssignmentsVersion
+		_c.mutation.SetAssignmentsVersion(v)
+	}
 	return nil
 }
 
@@ -439,6 +513,12 @@ func (_c *ServerTokenCreate) check() error {
 	}
 	if _, ok := _c.mutation.LastError(); !ok {
 		return &ValidationError{Name: "last_error", err: errors.New(`ent: missing required field "ServerToken.last_error"`)}
+	}
+	if _, ok := _c.mutation.NotificationURL(); !ok {
+		return &ValidationError{Name: "notification_url", err: errors.New(`ent: missing required field "ServerToken.notification_url"`)}
+	}
+	if _, ok := _c.mutation.AssignmentsVersion(); !ok {
+		return &ValidationError{Name: "assignments_version", err: errors.New(`ent: missing required field "ServerToken.assignments_version"`)}
 	}
 	if len(_c.mutation.CustomerIDs()) == 0 {
 		return &ValidationError{Name: "customer", err: errors.New(`ent: missing required edge "ServerToken.customer"`)}
@@ -558,6 +638,18 @@ func (_c *ServerTokenCreate) createSpec() (*ServerToken, *sqlgraph.CreateSpec) {
 		_spec.SetField(servertoken.FieldNextWarnAt, field.TypeTime, value)
 		_node.NextWarnAt = &value
 	}
+	if value, ok := _c.mutation.NotificationSecret(); ok {
+		_spec.SetField(servertoken.FieldNotificationSecret, field.TypeBytes, value)
+		_node.NotificationSecret = value
+	}
+	if value, ok := _c.mutation.NotificationURL(); ok {
+		_spec.SetField(servertoken.FieldNotificationURL, field.TypeString, value)
+		_node.NotificationURL = value
+	}
+	if value, ok := _c.mutation.AssignmentsVersion(); ok {
+		_spec.SetField(servertoken.FieldAssignmentsVersion, field.TypeString, value)
+		_node.AssignmentsVersion = value
+	}
 	if nodes := _c.mutation.CustomerIDs(); len(nodes) > 0 {
 		edge := &sqlgraph.EdgeSpec{
 			Rel:     sqlgraph.M2O,
@@ -584,6 +676,38 @@ func (_c *ServerTokenCreate) createSpec() (*ServerToken, *sqlgraph.CreateSpec) {
 			Bidi:    false,
 			Target: &sqlgraph.EdgeTarget{
 				IDSpec: sqlgraph.NewFieldSpec(app.FieldID, field.TypeInt),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges = append(_spec.Edges, edge)
+	}
+	if nodes := _c.mutation.AssignmentsIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   servertoken.AssignmentsTable,
+			Columns: []string{servertoken.AssignmentsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(licenceassignment.FieldID, field.TypeInt),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges = append(_spec.Edges, edge)
+	}
+	if nodes := _c.mutation.LicenceOperationsIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   servertoken.LicenceOperationsTable,
+			Columns: []string{servertoken.LicenceOperationsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(licenceoperation.FieldID, field.TypeInt),
 			},
 		}
 		for _, k := range nodes {
@@ -940,6 +1064,48 @@ func (u *ServerTokenUpsert) UpdateNextWarnAt() *ServerTokenUpsert {
 // ClearNextWarnAt clears the value of the "next_warn_at" field.
 func (u *ServerTokenUpsert) ClearNextWarnAt() *ServerTokenUpsert {
 	u.SetNull(servertoken.FieldNextWarnAt)
+	return u
+}
+
+// SetNotificationSecret sets the "notification_secret" field.
+func (u *ServerTokenUpsert) SetNotificationSecret(v []byte) *ServerTokenUpsert {
+	u.Set(servertoken.FieldNotificationSecret, v)
+	return u
+}
+
+// UpdateNotificationSecret sets the "notification_secret" field to the value that was provided on create.
+func (u *ServerTokenUpsert) UpdateNotificationSecret() *ServerTokenUpsert {
+	u.SetExcluded(servertoken.FieldNotificationSecret)
+	return u
+}
+
+// ClearNotificationSecret clears the value of the "notification_secret" field.
+func (u *ServerTokenUpsert) ClearNotificationSecret() *ServerTokenUpsert {
+	u.SetNull(servertoken.FieldNotificationSecret)
+	return u
+}
+
+// SetNotificationURL sets the "notification_url" field.
+func (u *ServerTokenUpsert) SetNotificationURL(v string) *ServerTokenUpsert {
+	u.Set(servertoken.FieldNotificationURL, v)
+	return u
+}
+
+// UpdateNotificationURL sets the "notification_url" field to the value that was provided on create.
+func (u *ServerTokenUpsert) UpdateNotificationURL() *ServerTokenUpsert {
+	u.SetExcluded(servertoken.FieldNotificationURL)
+	return u
+}
+
+// SetAssignmentsVersion sets the "assignments_version" field.
+func (u *ServerTokenUpsert) SetAssignmentsVersion(v string) *ServerTokenUpsert {
+	u.Set(servertoken.FieldAssignmentsVersion, v)
+	return u
+}
+
+// UpdateAssignmentsVersion sets the "assignments_version" field to the value that was provided on create.
+func (u *ServerTokenUpsert) UpdateAssignmentsVersion() *ServerTokenUpsert {
+	u.SetExcluded(servertoken.FieldAssignmentsVersion)
 	return u
 }
 
@@ -1338,6 +1504,55 @@ func (u *ServerTokenUpsertOne) UpdateNextWarnAt() *ServerTokenUpsertOne {
 func (u *ServerTokenUpsertOne) ClearNextWarnAt() *ServerTokenUpsertOne {
 	return u.Update(func(s *ServerTokenUpsert) {
 		s.ClearNextWarnAt()
+	})
+}
+
+// SetNotificationSecret sets the "notification_secret" field.
+func (u *ServerTokenUpsertOne) SetNotificationSecret(v []byte) *ServerTokenUpsertOne {
+	return u.Update(func(s *ServerTokenUpsert) {
+		s.SetNotificationSecret(v)
+	})
+}
+
+// UpdateNotificationSecret sets the "notification_secret" field to the value that was provided on create.
+func (u *ServerTokenUpsertOne) UpdateNotificationSecret() *ServerTokenUpsertOne {
+	return u.Update(func(s *ServerTokenUpsert) {
+		s.UpdateNotificationSecret()
+	})
+}
+
+// ClearNotificationSecret clears the value of the "notification_secret" field.
+func (u *ServerTokenUpsertOne) ClearNotificationSecret() *ServerTokenUpsertOne {
+	return u.Update(func(s *ServerTokenUpsert) {
+		s.ClearNotificationSecret()
+	})
+}
+
+// SetNotificationURL sets the "notification_url" field.
+func (u *ServerTokenUpsertOne) SetNotificationURL(v string) *ServerTokenUpsertOne {
+	return u.Update(func(s *ServerTokenUpsert) {
+		s.SetNotificationURL(v)
+	})
+}
+
+// UpdateNotificationURL sets the "notification_url" field to the value that was provided on create.
+func (u *ServerTokenUpsertOne) UpdateNotificationURL() *ServerTokenUpsertOne {
+	return u.Update(func(s *ServerTokenUpsert) {
+		s.UpdateNotificationURL()
+	})
+}
+
+// SetAssignmentsVersion sets the "assignments_version" field.
+func (u *ServerTokenUpsertOne) SetAssignmentsVersion(v string) *ServerTokenUpsertOne {
+	return u.Update(func(s *ServerTokenUpsert) {
+		s.SetAssignmentsVersion(v)
+	})
+}
+
+// UpdateAssignmentsVersion sets the "assignments_version" field to the value that was provided on create.
+func (u *ServerTokenUpsertOne) UpdateAssignmentsVersion() *ServerTokenUpsertOne {
+	return u.Update(func(s *ServerTokenUpsert) {
+		s.UpdateAssignmentsVersion()
 	})
 }
 
@@ -1902,6 +2117,55 @@ func (u *ServerTokenUpsertBulk) UpdateNextWarnAt() *ServerTokenUpsertBulk {
 func (u *ServerTokenUpsertBulk) ClearNextWarnAt() *ServerTokenUpsertBulk {
 	return u.Update(func(s *ServerTokenUpsert) {
 		s.ClearNextWarnAt()
+	})
+}
+
+// SetNotificationSecret sets the "notification_secret" field.
+func (u *ServerTokenUpsertBulk) SetNotificationSecret(v []byte) *ServerTokenUpsertBulk {
+	return u.Update(func(s *ServerTokenUpsert) {
+		s.SetNotificationSecret(v)
+	})
+}
+
+// UpdateNotificationSecret sets the "notification_secret" field to the value that was provided on create.
+func (u *ServerTokenUpsertBulk) UpdateNotificationSecret() *ServerTokenUpsertBulk {
+	return u.Update(func(s *ServerTokenUpsert) {
+		s.UpdateNotificationSecret()
+	})
+}
+
+// ClearNotificationSecret clears the value of the "notification_secret" field.
+func (u *ServerTokenUpsertBulk) ClearNotificationSecret() *ServerTokenUpsertBulk {
+	return u.Update(func(s *ServerTokenUpsert) {
+		s.ClearNotificationSecret()
+	})
+}
+
+// SetNotificationURL sets the "notification_url" field.
+func (u *ServerTokenUpsertBulk) SetNotificationURL(v string) *ServerTokenUpsertBulk {
+	return u.Update(func(s *ServerTokenUpsert) {
+		s.SetNotificationURL(v)
+	})
+}
+
+// UpdateNotificationURL sets the "notification_url" field to the value that was provided on create.
+func (u *ServerTokenUpsertBulk) UpdateNotificationURL() *ServerTokenUpsertBulk {
+	return u.Update(func(s *ServerTokenUpsert) {
+		s.UpdateNotificationURL()
+	})
+}
+
+// SetAssignmentsVersion sets the "assignments_version" field.
+func (u *ServerTokenUpsertBulk) SetAssignmentsVersion(v string) *ServerTokenUpsertBulk {
+	return u.Update(func(s *ServerTokenUpsert) {
+		s.SetAssignmentsVersion(v)
+	})
+}
+
+// UpdateAssignmentsVersion sets the "assignments_version" field to the value that was provided on create.
+func (u *ServerTokenUpsertBulk) UpdateAssignmentsVersion() *ServerTokenUpsertBulk {
+	return u.Update(func(s *ServerTokenUpsert) {
+		s.UpdateAssignmentsVersion()
 	})
 }
 

@@ -16,6 +16,8 @@ import (
 	"entgo.io/ent/schema/field"
 	"github.com/orchard-msp/orchard/ent/app"
 	"github.com/orchard-msp/orchard/ent/customer"
+	"github.com/orchard-msp/orchard/ent/licenceassignment"
+	"github.com/orchard-msp/orchard/ent/licenceoperation"
 	"github.com/orchard-msp/orchard/ent/predicate"
 	"github.com/orchard-msp/orchard/ent/servertoken"
 )
@@ -23,15 +25,19 @@ import (
 // ServerTokenQuery is the builder for querying ServerToken entities.
 type ServerTokenQuery struct {
 	config
-	ctx           *QueryContext
-	order         []servertoken.OrderOption
-	inters        []Interceptor
-	predicates    []predicate.ServerToken
-	withCustomer  *CustomerQuery
-	withApps      *AppQuery
-	loadTotal     []func(context.Context, []*ServerToken) error
-	modifiers     []func(*sql.Selector)
-	withNamedApps map[string]*AppQuery
+	ctx                        *QueryContext
+	order                      []servertoken.OrderOption
+	inters                     []Interceptor
+	predicates                 []predicate.ServerToken
+	withCustomer               *CustomerQuery
+	withApps                   *AppQuery
+	withAssignments            *LicenceAssignmentQuery
+	withLicenceOperations      *LicenceOperationQuery
+	loadTotal                  []func(context.Context, []*ServerToken) error
+	modifiers                  []func(*sql.Selector)
+	withNamedApps              map[string]*AppQuery
+	withNamedAssignments       map[string]*LicenceAssignmentQuery
+	withNamedLicenceOperations map[string]*LicenceOperationQuery
 	// intermediate query (i.e. traversal path).
 	sql  *sql.Selector
 	path func(context.Context) (*sql.Selector, error)
@@ -105,6 +111,50 @@ func (_q *ServerTokenQuery) QueryApps() *AppQuery {
 			sqlgraph.From(servertoken.Table, servertoken.FieldID, selector),
 			sqlgraph.To(app.Table, app.FieldID),
 			sqlgraph.Edge(sqlgraph.O2M, false, servertoken.AppsTable, servertoken.AppsColumn),
+		)
+		fromU = sqlgraph.SetNeighbors(_q.driver.Dialect(), step)
+		return fromU, nil
+	}
+	return query
+}
+
+// QueryAssignments chains the current query on the "assignments" edge.
+func (_q *ServerTokenQuery) QueryAssignments() *LicenceAssignmentQuery {
+	query := (&LicenceAssignmentClient{config: _q.config}).Query()
+	query.path = func(ctx context.Context) (fromU *sql.Selector, err error) {
+		if err := _q.prepareQuery(ctx); err != nil {
+			return nil, err
+		}
+		selector := _q.sqlQuery(ctx)
+		if err := selector.Err(); err != nil {
+			return nil, err
+		}
+		step := sqlgraph.NewStep(
+			sqlgraph.From(servertoken.Table, servertoken.FieldID, selector),
+			sqlgraph.To(licenceassignment.Table, licenceassignment.FieldID),
+			sqlgraph.Edge(sqlgraph.O2M, false, servertoken.AssignmentsTable, servertoken.AssignmentsColumn),
+		)
+		fromU = sqlgraph.SetNeighbors(_q.driver.Dialect(), step)
+		return fromU, nil
+	}
+	return query
+}
+
+// QueryLicenceOperations chains the current query on the "licence_operations" edge.
+func (_q *ServerTokenQuery) QueryLicenceOperations() *LicenceOperationQuery {
+	query := (&LicenceOperationClient{config: _q.config}).Query()
+	query.path = func(ctx context.Context) (fromU *sql.Selector, err error) {
+		if err := _q.prepareQuery(ctx); err != nil {
+			return nil, err
+		}
+		selector := _q.sqlQuery(ctx)
+		if err := selector.Err(); err != nil {
+			return nil, err
+		}
+		step := sqlgraph.NewStep(
+			sqlgraph.From(servertoken.Table, servertoken.FieldID, selector),
+			sqlgraph.To(licenceoperation.Table, licenceoperation.FieldID),
+			sqlgraph.Edge(sqlgraph.O2M, false, servertoken.LicenceOperationsTable, servertoken.LicenceOperationsColumn),
 		)
 		fromU = sqlgraph.SetNeighbors(_q.driver.Dialect(), step)
 		return fromU, nil
@@ -299,13 +349,15 @@ func (_q *ServerTokenQuery) Clone() *ServerTokenQuery {
 		return nil
 	}
 	return &ServerTokenQuery{
-		config:       _q.config,
-		ctx:          _q.ctx.Clone(),
-		order:        append([]servertoken.OrderOption{}, _q.order...),
-		inters:       append([]Interceptor{}, _q.inters...),
-		predicates:   append([]predicate.ServerToken{}, _q.predicates...),
-		withCustomer: _q.withCustomer.Clone(),
-		withApps:     _q.withApps.Clone(),
+		config:                _q.config,
+		ctx:                   _q.ctx.Clone(),
+		order:                 append([]servertoken.OrderOption{}, _q.order...),
+		inters:                append([]Interceptor{}, _q.inters...),
+		predicates:            append([]predicate.ServerToken{}, _q.predicates...),
+		withCustomer:          _q.withCustomer.Clone(),
+		withApps:              _q.withApps.Clone(),
+		withAssignments:       _q.withAssignments.Clone(),
+		withLicenceOperations: _q.withLicenceOperations.Clone(),
 		// clone intermediate query.
 		sql:  _q.sql.Clone(),
 		path: _q.path,
@@ -331,6 +383,28 @@ func (_q *ServerTokenQuery) WithApps(opts ...func(*AppQuery)) *ServerTokenQuery 
 		opt(query)
 	}
 	_q.withApps = query
+	return _q
+}
+
+// WithAssignments tells the query-builder to eager-load the nodes that are connected to
+// the "assignments" edge. The optional arguments are used to configure the query builder of the edge.
+func (_q *ServerTokenQuery) WithAssignments(opts ...func(*LicenceAssignmentQuery)) *ServerTokenQuery {
+	query := (&LicenceAssignmentClient{config: _q.config}).Query()
+	for _, opt := range opts {
+		opt(query)
+	}
+	_q.withAssignments = query
+	return _q
+}
+
+// WithLicenceOperations tells the query-builder to eager-load the nodes that are connected to
+// the "licence_operations" edge. The optional arguments are used to configure the query builder of the edge.
+func (_q *ServerTokenQuery) WithLicenceOperations(opts ...func(*LicenceOperationQuery)) *ServerTokenQuery {
+	query := (&LicenceOperationClient{config: _q.config}).Query()
+	for _, opt := range opts {
+		opt(query)
+	}
+	_q.withLicenceOperations = query
 	return _q
 }
 
@@ -418,9 +492,11 @@ func (_q *ServerTokenQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*
 	var (
 		nodes       = []*ServerToken{}
 		_spec       = _q.querySpec()
-		loadedTypes = [2]bool{
+		loadedTypes = [4]bool{
 			_q.withCustomer != nil,
 			_q.withApps != nil,
+			_q.withAssignments != nil,
+			_q.withLicenceOperations != nil,
 		}
 	)
 	_spec.ScanValues = func(columns []string) ([]any, error) {
@@ -457,10 +533,40 @@ func (_q *ServerTokenQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*
 			return nil, err
 		}
 	}
+	if query := _q.withAssignments; query != nil {
+		if err := _q.loadAssignments(ctx, query, nodes,
+			func(n *ServerToken) { n.Edges.Assignments = []*LicenceAssignment{} },
+			func(n *ServerToken, e *LicenceAssignment) { n.Edges.Assignments = append(n.Edges.Assignments, e) }); err != nil {
+			return nil, err
+		}
+	}
+	if query := _q.withLicenceOperations; query != nil {
+		if err := _q.loadLicenceOperations(ctx, query, nodes,
+			func(n *ServerToken) { n.Edges.LicenceOperations = []*LicenceOperation{} },
+			func(n *ServerToken, e *LicenceOperation) {
+				n.Edges.LicenceOperations = append(n.Edges.LicenceOperations, e)
+			}); err != nil {
+			return nil, err
+		}
+	}
 	for name, query := range _q.withNamedApps {
 		if err := _q.loadApps(ctx, query, nodes,
 			func(n *ServerToken) { n.appendNamedApps(name) },
 			func(n *ServerToken, e *App) { n.appendNamedApps(name, e) }); err != nil {
+			return nil, err
+		}
+	}
+	for name, query := range _q.withNamedAssignments {
+		if err := _q.loadAssignments(ctx, query, nodes,
+			func(n *ServerToken) { n.appendNamedAssignments(name) },
+			func(n *ServerToken, e *LicenceAssignment) { n.appendNamedAssignments(name, e) }); err != nil {
+			return nil, err
+		}
+	}
+	for name, query := range _q.withNamedLicenceOperations {
+		if err := _q.loadLicenceOperations(ctx, query, nodes,
+			func(n *ServerToken) { n.appendNamedLicenceOperations(name) },
+			func(n *ServerToken, e *LicenceOperation) { n.appendNamedLicenceOperations(name, e) }); err != nil {
 			return nil, err
 		}
 	}
@@ -516,6 +622,66 @@ func (_q *ServerTokenQuery) loadApps(ctx context.Context, query *AppQuery, nodes
 	}
 	query.Where(predicate.App(func(s *sql.Selector) {
 		s.Where(sql.InValues(s.C(servertoken.AppsColumn), fks...))
+	}))
+	neighbors, err := query.All(ctx)
+	if err != nil {
+		return err
+	}
+	for _, n := range neighbors {
+		fk := n.TokenID
+		node, ok := nodeids[fk]
+		if !ok {
+			return fmt.Errorf(`unexpected referenced foreign-key "token_id" returned %v for node %v`, fk, n.ID)
+		}
+		assign(node, n)
+	}
+	return nil
+}
+func (_q *ServerTokenQuery) loadAssignments(ctx context.Context, query *LicenceAssignmentQuery, nodes []*ServerToken, init func(*ServerToken), assign func(*ServerToken, *LicenceAssignment)) error {
+	fks := make([]driver.Value, 0, len(nodes))
+	nodeids := make(map[int]*ServerToken)
+	for i := range nodes {
+		fks = append(fks, nodes[i].ID)
+		nodeids[nodes[i].ID] = nodes[i]
+		if init != nil {
+			init(nodes[i])
+		}
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(licenceassignment.FieldTokenID)
+	}
+	query.Where(predicate.LicenceAssignment(func(s *sql.Selector) {
+		s.Where(sql.InValues(s.C(servertoken.AssignmentsColumn), fks...))
+	}))
+	neighbors, err := query.All(ctx)
+	if err != nil {
+		return err
+	}
+	for _, n := range neighbors {
+		fk := n.TokenID
+		node, ok := nodeids[fk]
+		if !ok {
+			return fmt.Errorf(`unexpected referenced foreign-key "token_id" returned %v for node %v`, fk, n.ID)
+		}
+		assign(node, n)
+	}
+	return nil
+}
+func (_q *ServerTokenQuery) loadLicenceOperations(ctx context.Context, query *LicenceOperationQuery, nodes []*ServerToken, init func(*ServerToken), assign func(*ServerToken, *LicenceOperation)) error {
+	fks := make([]driver.Value, 0, len(nodes))
+	nodeids := make(map[int]*ServerToken)
+	for i := range nodes {
+		fks = append(fks, nodes[i].ID)
+		nodeids[nodes[i].ID] = nodes[i]
+		if init != nil {
+			init(nodes[i])
+		}
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(licenceoperation.FieldTokenID)
+	}
+	query.Where(predicate.LicenceOperation(func(s *sql.Selector) {
+		s.Where(sql.InValues(s.C(servertoken.LicenceOperationsColumn), fks...))
 	}))
 	neighbors, err := query.All(ctx)
 	if err != nil {
@@ -659,6 +825,34 @@ func (_q *ServerTokenQuery) WithNamedApps(name string, opts ...func(*AppQuery)) 
 		_q.withNamedApps = make(map[string]*AppQuery)
 	}
 	_q.withNamedApps[name] = query
+	return _q
+}
+
+// WithNamedAssignments tells the query-builder to eager-load the nodes that are connected to the "assignments"
+// edge with the given name. The optional arguments are used to configure the query builder of the edge.
+func (_q *ServerTokenQuery) WithNamedAssignments(name string, opts ...func(*LicenceAssignmentQuery)) *ServerTokenQuery {
+	query := (&LicenceAssignmentClient{config: _q.config}).Query()
+	for _, opt := range opts {
+		opt(query)
+	}
+	if _q.withNamedAssignments == nil {
+		_q.withNamedAssignments = make(map[string]*LicenceAssignmentQuery)
+	}
+	_q.withNamedAssignments[name] = query
+	return _q
+}
+
+// WithNamedLicenceOperations tells the query-builder to eager-load the nodes that are connected to the "licence_operations"
+// edge with the given name. The optional arguments are used to configure the query builder of the edge.
+func (_q *ServerTokenQuery) WithNamedLicenceOperations(name string, opts ...func(*LicenceOperationQuery)) *ServerTokenQuery {
+	query := (&LicenceOperationClient{config: _q.config}).Query()
+	for _, opt := range opts {
+		opt(query)
+	}
+	if _q.withNamedLicenceOperations == nil {
+		_q.withNamedLicenceOperations = make(map[string]*LicenceOperationQuery)
+	}
+	_q.withNamedLicenceOperations[name] = query
 	return _q
 }
 

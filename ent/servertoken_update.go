@@ -12,6 +12,8 @@ import (
 	"entgo.io/ent/dialect/sql/sqlgraph"
 	"entgo.io/ent/schema/field"
 	"github.com/orchard-msp/orchard/ent/app"
+	"github.com/orchard-msp/orchard/ent/licenceassignment"
+	"github.com/orchard-msp/orchard/ent/licenceoperation"
 	"github.com/orchard-msp/orchard/ent/predicate"
 	"github.com/orchard-msp/orchard/ent/schematype"
 	"github.com/orchard-msp/orchard/ent/servertoken"
@@ -349,6 +351,46 @@ func (_u *ServerTokenUpdate) ClearNextWarnAt() *ServerTokenUpdate {
 	return _u
 }
 
+// SetNotificationSecret sets the "notification_secret" field.
+func (_u *ServerTokenUpdate) SetNotificationSecret(v []byte) *ServerTokenUpdate {
+	_u.mutation.SetNotificationSecret(v)
+	return _u
+}
+
+// ClearNotificationSecret clears the value of the "notification_secret" field.
+func (_u *ServerTokenUpdate) ClearNotificationSecret() *ServerTokenUpdate {
+	_u.mutation.ClearNotificationSecret()
+	return _u
+}
+
+// SetNotificationURL sets the "notification_url" field.
+func (_u *ServerTokenUpdate) SetNotificationURL(v string) *ServerTokenUpdate {
+	_u.mutation.SetNotificationURL(v)
+	return _u
+}
+
+// SetNillableNotificationURL sets the "notification_url" field if the given value is not nil.
+func (_u *ServerTokenUpdate) SetNillableNotificationURL(v *string) *ServerTokenUpdate {
+	if v != nil {
+		_u.SetNotificationURL(*v)
+	}
+	return _u
+}
+
+// SetAssignmentsVersion sets the "assignments_version" field.
+func (_u *ServerTokenUpdate) SetAssignmentsVersion(v string) *ServerTokenUpdate {
+	_u.mutation.SetAssignmentsVersion(v)
+	return _u
+}
+
+// SetNillableAssignmentsVersion sets the "assignments_version" field if the given value is not nil.
+func (_u *ServerTokenUpdate) SetNillableAssignmentsVersion(v *string) *ServerTokenUpdate {
+	if v != nil {
+		_u.SetAssignmentsVersion(*v)
+	}
+	return _u
+}
+
 // AddAppIDs adds the "apps" edge to the App entity by IDs.
 func (_u *ServerTokenUpdate) AddAppIDs(ids ...int) *ServerTokenUpdate {
 	_u.mutation.AddAppIDs(ids...)
@@ -362,6 +404,36 @@ func (_u *ServerTokenUpdate) AddApps(v ...*App) *ServerTokenUpdate {
 		ids[i] = v[i].ID
 	}
 	return _u.AddAppIDs(ids...)
+}
+
+// AddAssignmentIDs adds the "assignments" edge to the LicenceAssignment entity by IDs.
+func (_u *ServerTokenUpdate) AddAssignmentIDs(ids ...int) *ServerTokenUpdate {
+	_u.mutation.AddAssignmentIDs(ids...)
+	return _u
+}
+
+// AddAssignments adds the "assignments" edges to the LicenceAssignment entity.
+func (_u *ServerTokenUpdate) AddAssignments(v ...*LicenceAssignment) *ServerTokenUpdate {
+	ids := make([]int, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.AddAssignmentIDs(ids...)
+}
+
+// AddLicenceOperationIDs adds the "licence_operations" edge to the LicenceOperation entity by IDs.
+func (_u *ServerTokenUpdate) AddLicenceOperationIDs(ids ...int) *ServerTokenUpdate {
+	_u.mutation.AddLicenceOperationIDs(ids...)
+	return _u
+}
+
+// AddLicenceOperations adds the "licence_operations" edges to the LicenceOperation entity.
+func (_u *ServerTokenUpdate) AddLicenceOperations(v ...*LicenceOperation) *ServerTokenUpdate {
+	ids := make([]int, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.AddLicenceOperationIDs(ids...)
 }
 
 // Mutation returns the ServerTokenMutation object of the builder.
@@ -388,6 +460,48 @@ func (_u *ServerTokenUpdate) RemoveApps(v ...*App) *ServerTokenUpdate {
 		ids[i] = v[i].ID
 	}
 	return _u.RemoveAppIDs(ids...)
+}
+
+// ClearAssignments clears all "assignments" edges to the LicenceAssignment entity.
+func (_u *ServerTokenUpdate) ClearAssignments() *ServerTokenUpdate {
+	_u.mutation.ClearAssignments()
+	return _u
+}
+
+// RemoveAssignmentIDs removes the "assignments" edge to LicenceAssignment entities by IDs.
+func (_u *ServerTokenUpdate) RemoveAssignmentIDs(ids ...int) *ServerTokenUpdate {
+	_u.mutation.RemoveAssignmentIDs(ids...)
+	return _u
+}
+
+// RemoveAssignments removes "assignments" edges to LicenceAssignment entities.
+func (_u *ServerTokenUpdate) RemoveAssignments(v ...*LicenceAssignment) *ServerTokenUpdate {
+	ids := make([]int, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.RemoveAssignmentIDs(ids...)
+}
+
+// ClearLicenceOperations clears all "licence_operations" edges to the LicenceOperation entity.
+func (_u *ServerTokenUpdate) ClearLicenceOperations() *ServerTokenUpdate {
+	_u.mutation.ClearLicenceOperations()
+	return _u
+}
+
+// RemoveLicenceOperationIDs removes the "licence_operations" edge to LicenceOperation entities by IDs.
+func (_u *ServerTokenUpdate) RemoveLicenceOperationIDs(ids ...int) *ServerTokenUpdate {
+	_u.mutation.RemoveLicenceOperationIDs(ids...)
+	return _u
+}
+
+// RemoveLicenceOperations removes "licence_operations" edges to LicenceOperation entities.
+func (_u *ServerTokenUpdate) RemoveLicenceOperations(v ...*LicenceOperation) *ServerTokenUpdate {
+	ids := make([]int, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.RemoveLicenceOperationIDs(ids...)
 }
 
 // Save executes the query and returns the number of nodes affected by the update operation.
@@ -544,6 +658,18 @@ func (_u *ServerTokenUpdate) sqlSave(ctx context.Context) (_node int, err error)
 	if _u.mutation.NextWarnAtCleared() {
 		_spec.ClearField(servertoken.FieldNextWarnAt, field.TypeTime)
 	}
+	if value, ok := _u.mutation.NotificationSecret(); ok {
+		_spec.SetField(servertoken.FieldNotificationSecret, field.TypeBytes, value)
+	}
+	if _u.mutation.NotificationSecretCleared() {
+		_spec.ClearField(servertoken.FieldNotificationSecret, field.TypeBytes)
+	}
+	if value, ok := _u.mutation.NotificationURL(); ok {
+		_spec.SetField(servertoken.FieldNotificationURL, field.TypeString, value)
+	}
+	if value, ok := _u.mutation.AssignmentsVersion(); ok {
+		_spec.SetField(servertoken.FieldAssignmentsVersion, field.TypeString, value)
+	}
 	if _u.mutation.AppsCleared() {
 		edge := &sqlgraph.EdgeSpec{
 			Rel:     sqlgraph.O2M,
@@ -582,6 +708,96 @@ func (_u *ServerTokenUpdate) sqlSave(ctx context.Context) (_node int, err error)
 			Bidi:    false,
 			Target: &sqlgraph.EdgeTarget{
 				IDSpec: sqlgraph.NewFieldSpec(app.FieldID, field.TypeInt),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Add = append(_spec.Edges.Add, edge)
+	}
+	if _u.mutation.AssignmentsCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   servertoken.AssignmentsTable,
+			Columns: []string{servertoken.AssignmentsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(licenceassignment.FieldID, field.TypeInt),
+			},
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.RemovedAssignmentsIDs(); len(nodes) > 0 && !_u.mutation.AssignmentsCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   servertoken.AssignmentsTable,
+			Columns: []string{servertoken.AssignmentsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(licenceassignment.FieldID, field.TypeInt),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.AssignmentsIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   servertoken.AssignmentsTable,
+			Columns: []string{servertoken.AssignmentsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(licenceassignment.FieldID, field.TypeInt),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Add = append(_spec.Edges.Add, edge)
+	}
+	if _u.mutation.LicenceOperationsCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   servertoken.LicenceOperationsTable,
+			Columns: []string{servertoken.LicenceOperationsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(licenceoperation.FieldID, field.TypeInt),
+			},
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.RemovedLicenceOperationsIDs(); len(nodes) > 0 && !_u.mutation.LicenceOperationsCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   servertoken.LicenceOperationsTable,
+			Columns: []string{servertoken.LicenceOperationsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(licenceoperation.FieldID, field.TypeInt),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.LicenceOperationsIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   servertoken.LicenceOperationsTable,
+			Columns: []string{servertoken.LicenceOperationsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(licenceoperation.FieldID, field.TypeInt),
 			},
 		}
 		for _, k := range nodes {
@@ -928,6 +1144,46 @@ func (_u *ServerTokenUpdateOne) ClearNextWarnAt() *ServerTokenUpdateOne {
 	return _u
 }
 
+// SetNotificationSecret sets the "notification_secret" field.
+func (_u *ServerTokenUpdateOne) SetNotificationSecret(v []byte) *ServerTokenUpdateOne {
+	_u.mutation.SetNotificationSecret(v)
+	return _u
+}
+
+// ClearNotificationSecret clears the value of the "notification_secret" field.
+func (_u *ServerTokenUpdateOne) ClearNotificationSecret() *ServerTokenUpdateOne {
+	_u.mutation.ClearNotificationSecret()
+	return _u
+}
+
+// SetNotificationURL sets the "notification_url" field.
+func (_u *ServerTokenUpdateOne) SetNotificationURL(v string) *ServerTokenUpdateOne {
+	_u.mutation.SetNotificationURL(v)
+	return _u
+}
+
+// SetNillableNotificationURL sets the "notification_url" field if the given value is not nil.
+func (_u *ServerTokenUpdateOne) SetNillableNotificationURL(v *string) *ServerTokenUpdateOne {
+	if v != nil {
+		_u.SetNotificationURL(*v)
+	}
+	return _u
+}
+
+// SetAssignmentsVersion sets the "assignments_version" field.
+func (_u *ServerTokenUpdateOne) SetAssignmentsVersion(v string) *ServerTokenUpdateOne {
+	_u.mutation.SetAssignmentsVersion(v)
+	return _u
+}
+
+// SetNillableAssignmentsVersion sets the "assignments_version" field if the given value is not nil.
+func (_u *ServerTokenUpdateOne) SetNillableAssignmentsVersion(v *string) *ServerTokenUpdateOne {
+	if v != nil {
+		_u.SetAssignmentsVersion(*v)
+	}
+	return _u
+}
+
 // AddAppIDs adds the "apps" edge to the App entity by IDs.
 func (_u *ServerTokenUpdateOne) AddAppIDs(ids ...int) *ServerTokenUpdateOne {
 	_u.mutation.AddAppIDs(ids...)
@@ -941,6 +1197,36 @@ func (_u *ServerTokenUpdateOne) AddApps(v ...*App) *ServerTokenUpdateOne {
 		ids[i] = v[i].ID
 	}
 	return _u.AddAppIDs(ids...)
+}
+
+// AddAssignmentIDs adds the "assignments" edge to the LicenceAssignment entity by IDs.
+func (_u *ServerTokenUpdateOne) AddAssignmentIDs(ids ...int) *ServerTokenUpdateOne {
+	_u.mutation.AddAssignmentIDs(ids...)
+	return _u
+}
+
+// AddAssignments adds the "assignments" edges to the LicenceAssignment entity.
+func (_u *ServerTokenUpdateOne) AddAssignments(v ...*LicenceAssignment) *ServerTokenUpdateOne {
+	ids := make([]int, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.AddAssignmentIDs(ids...)
+}
+
+// AddLicenceOperationIDs adds the "licence_operations" edge to the LicenceOperation entity by IDs.
+func (_u *ServerTokenUpdateOne) AddLicenceOperationIDs(ids ...int) *ServerTokenUpdateOne {
+	_u.mutation.AddLicenceOperationIDs(ids...)
+	return _u
+}
+
+// AddLicenceOperations adds the "licence_operations" edges to the LicenceOperation entity.
+func (_u *ServerTokenUpdateOne) AddLicenceOperations(v ...*LicenceOperation) *ServerTokenUpdateOne {
+	ids := make([]int, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.AddLicenceOperationIDs(ids...)
 }
 
 // Mutation returns the ServerTokenMutation object of the builder.
@@ -967,6 +1253,48 @@ func (_u *ServerTokenUpdateOne) RemoveApps(v ...*App) *ServerTokenUpdateOne {
 		ids[i] = v[i].ID
 	}
 	return _u.RemoveAppIDs(ids...)
+}
+
+// ClearAssignments clears all "assignments" edges to the LicenceAssignment entity.
+func (_u *ServerTokenUpdateOne) ClearAssignments() *ServerTokenUpdateOne {
+	_u.mutation.ClearAssignments()
+	return _u
+}
+
+// RemoveAssignmentIDs removes the "assignments" edge to LicenceAssignment entities by IDs.
+func (_u *ServerTokenUpdateOne) RemoveAssignmentIDs(ids ...int) *ServerTokenUpdateOne {
+	_u.mutation.RemoveAssignmentIDs(ids...)
+	return _u
+}
+
+// RemoveAssignments removes "assignments" edges to LicenceAssignment entities.
+func (_u *ServerTokenUpdateOne) RemoveAssignments(v ...*LicenceAssignment) *ServerTokenUpdateOne {
+	ids := make([]int, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.RemoveAssignmentIDs(ids...)
+}
+
+// ClearLicenceOperations clears all "licence_operations" edges to the LicenceOperation entity.
+func (_u *ServerTokenUpdateOne) ClearLicenceOperations() *ServerTokenUpdateOne {
+	_u.mutation.ClearLicenceOperations()
+	return _u
+}
+
+// RemoveLicenceOperationIDs removes the "licence_operations" edge to LicenceOperation entities by IDs.
+func (_u *ServerTokenUpdateOne) RemoveLicenceOperationIDs(ids ...int) *ServerTokenUpdateOne {
+	_u.mutation.RemoveLicenceOperationIDs(ids...)
+	return _u
+}
+
+// RemoveLicenceOperations removes "licence_operations" edges to LicenceOperation entities.
+func (_u *ServerTokenUpdateOne) RemoveLicenceOperations(v ...*LicenceOperation) *ServerTokenUpdateOne {
+	ids := make([]int, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.RemoveLicenceOperationIDs(ids...)
 }
 
 // Where appends a list predicates to the ServerTokenUpdate builder.
@@ -1153,6 +1481,18 @@ func (_u *ServerTokenUpdateOne) sqlSave(ctx context.Context) (_node *ServerToken
 	if _u.mutation.NextWarnAtCleared() {
 		_spec.ClearField(servertoken.FieldNextWarnAt, field.TypeTime)
 	}
+	if value, ok := _u.mutation.NotificationSecret(); ok {
+		_spec.SetField(servertoken.FieldNotificationSecret, field.TypeBytes, value)
+	}
+	if _u.mutation.NotificationSecretCleared() {
+		_spec.ClearField(servertoken.FieldNotificationSecret, field.TypeBytes)
+	}
+	if value, ok := _u.mutation.NotificationURL(); ok {
+		_spec.SetField(servertoken.FieldNotificationURL, field.TypeString, value)
+	}
+	if value, ok := _u.mutation.AssignmentsVersion(); ok {
+		_spec.SetField(servertoken.FieldAssignmentsVersion, field.TypeString, value)
+	}
 	if _u.mutation.AppsCleared() {
 		edge := &sqlgraph.EdgeSpec{
 			Rel:     sqlgraph.O2M,
@@ -1191,6 +1531,96 @@ func (_u *ServerTokenUpdateOne) sqlSave(ctx context.Context) (_node *ServerToken
 			Bidi:    false,
 			Target: &sqlgraph.EdgeTarget{
 				IDSpec: sqlgraph.NewFieldSpec(app.FieldID, field.TypeInt),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Add = append(_spec.Edges.Add, edge)
+	}
+	if _u.mutation.AssignmentsCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   servertoken.AssignmentsTable,
+			Columns: []string{servertoken.AssignmentsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(licenceassignment.FieldID, field.TypeInt),
+			},
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.RemovedAssignmentsIDs(); len(nodes) > 0 && !_u.mutation.AssignmentsCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   servertoken.AssignmentsTable,
+			Columns: []string{servertoken.AssignmentsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(licenceassignment.FieldID, field.TypeInt),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.AssignmentsIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   servertoken.AssignmentsTable,
+			Columns: []string{servertoken.AssignmentsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(licenceassignment.FieldID, field.TypeInt),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Add = append(_spec.Edges.Add, edge)
+	}
+	if _u.mutation.LicenceOperationsCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   servertoken.LicenceOperationsTable,
+			Columns: []string{servertoken.LicenceOperationsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(licenceoperation.FieldID, field.TypeInt),
+			},
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.RemovedLicenceOperationsIDs(); len(nodes) > 0 && !_u.mutation.LicenceOperationsCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   servertoken.LicenceOperationsTable,
+			Columns: []string{servertoken.LicenceOperationsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(licenceoperation.FieldID, field.TypeInt),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.LicenceOperationsIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   servertoken.LicenceOperationsTable,
+			Columns: []string{servertoken.LicenceOperationsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(licenceoperation.FieldID, field.TypeInt),
 			},
 		}
 		for _, k := range nodes {

@@ -18,10 +18,18 @@ type Tx struct {
 	APIKey *APIKeyClient
 	// App is the client for interacting with the App builders.
 	App *AppClient
+	// AppleNotification is the client for interacting with the AppleNotification builders.
+	AppleNotification *AppleNotificationClient
 	// AuditEvent is the client for interacting with the AuditEvent builders.
 	AuditEvent *AuditEventClient
 	// Customer is the client for interacting with the Customer builders.
 	Customer *CustomerClient
+	// LicenceAssignment is the client for interacting with the LicenceAssignment builders.
+	LicenceAssignment *LicenceAssignmentClient
+	// LicenceEvent is the client for interacting with the LicenceEvent builders.
+	LicenceEvent *LicenceEventClient
+	// LicenceOperation is the client for interacting with the LicenceOperation builders.
+	LicenceOperation *LicenceOperationClient
 	// ServerToken is the client for interacting with the ServerToken builders.
 	ServerToken *ServerTokenClient
 	// WebhookDelivery is the client for interacting with the WebhookDelivery builders.
@@ -159,8 +167,12 @@ func (tx *Tx) Client() *Client {
 func (tx *Tx) init() {
 	tx.APIKey = NewAPIKeyClient(tx.config)
 	tx.App = NewAppClient(tx.config)
+	tx.AppleNotification = NewAppleNotificationClient(tx.config)
 	tx.AuditEvent = NewAuditEventClient(tx.config)
 	tx.Customer = NewCustomerClient(tx.config)
+	tx.LicenceAssignment = NewLicenceAssignmentClient(tx.config)
+	tx.LicenceEvent = NewLicenceEventClient(tx.config)
+	tx.LicenceOperation = NewLicenceOperationClient(tx.config)
 	tx.ServerToken = NewServerTokenClient(tx.config)
 	tx.WebhookDelivery = NewWebhookDeliveryClient(tx.config)
 }

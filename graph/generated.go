@@ -18,6 +18,7 @@ import (
 	"github.com/99designs/gqlgen/graphql/introspection"
 	"github.com/orchard-msp/orchard/ent"
 	"github.com/orchard-msp/orchard/ent/app"
+	"github.com/orchard-msp/orchard/ent/licenceoperation"
 	"github.com/orchard-msp/orchard/ent/schematype"
 	"github.com/orchard-msp/orchard/ent/servertoken"
 	"github.com/orchard-msp/orchard/graph/domain"
@@ -52,22 +53,23 @@ type DirectiveRoot struct {
 
 type ComplexityRoot struct {
 	App struct {
-		AdamID             func(childComplexity int) int
-		AssignedCount      func(childComplexity int) int
-		AvailableCount     func(childComplexity int) int
-		BundleID           func(childComplexity int) int
-		CreatedAt          func(childComplexity int) int
-		ID                 func(childComplexity int) int
-		IconURL            func(childComplexity int) int
-		Name               func(childComplexity int) int
-		PricingParam       func(childComplexity int) int
-		ProductType        func(childComplexity int) int
-		RetiredCount       func(childComplexity int) int
-		SupportedPlatforms func(childComplexity int) int
-		Token              func(childComplexity int) int
-		TotalCount         func(childComplexity int) int
-		Unlimited          func(childComplexity int) int
-		UpdatedAt          func(childComplexity int) int
+		AdamID              func(childComplexity int) int
+		AssignedCount       func(childComplexity int) int
+		AvailableCount      func(childComplexity int) int
+		BundleID            func(childComplexity int) int
+		CreatedAt           func(childComplexity int) int
+		ID                  func(childComplexity int) int
+		IconURL             func(childComplexity int) int
+		LowLicenceThreshold func(childComplexity int) int
+		Name                func(childComplexity int) int
+		PricingParam        func(childComplexity int) int
+		ProductType         func(childComplexity int) int
+		RetiredCount        func(childComplexity int) int
+		SupportedPlatforms  func(childComplexity int) int
+		Token               func(childComplexity int) int
+		TotalCount          func(childComplexity int) int
+		Unlimited           func(childComplexity int) int
+		UpdatedAt           func(childComplexity int) int
 	}
 
 	AppConnection struct {
@@ -130,12 +132,78 @@ type ComplexityRoot struct {
 		DeletedID func(childComplexity int) int
 	}
 
+	LicenceAssignment struct {
+		AdamID       func(childComplexity int) int
+		App          func(childComplexity int) int
+		ClientUserID func(childComplexity int) int
+		ID           func(childComplexity int) int
+		PricingParam func(childComplexity int) int
+		SerialNumber func(childComplexity int) int
+		Token        func(childComplexity int) int
+	}
+
+	LicenceAssignmentConnection struct {
+		Edges      func(childComplexity int) int
+		PageInfo   func(childComplexity int) int
+		TotalCount func(childComplexity int) int
+	}
+
+	LicenceAssignmentEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
+	LicenceFailure struct {
+		AdamID       func(childComplexity int) int
+		ClientUserID func(childComplexity int) int
+		Code         func(childComplexity int) int
+		Message      func(childComplexity int) int
+		PricingParam func(childComplexity int) int
+		SerialNumber func(childComplexity int) int
+	}
+
+	LicenceOperation struct {
+		Completed   func(childComplexity int) int
+		CompletedAt func(childComplexity int) int
+		CreatedAt   func(childComplexity int) int
+		Failures    func(childComplexity int) int
+		ID          func(childComplexity int) int
+		Kind        func(childComplexity int) int
+		Requested   func(childComplexity int) int
+		Status      func(childComplexity int) int
+		Token       func(childComplexity int) int
+	}
+
+	LicenceOperationConnection struct {
+		Edges      func(childComplexity int) int
+		PageInfo   func(childComplexity int) int
+		TotalCount func(childComplexity int) int
+	}
+
+	LicenceOperationEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
+	LicenceOperationPayload struct {
+		Operation func(childComplexity int) int
+	}
+
 	LicenceTotals struct {
 		Assigned       func(childComplexity int) int
 		Available      func(childComplexity int) int
 		Retired        func(childComplexity int) int
 		Total          func(childComplexity int) int
 		UnlimitedCount func(childComplexity int) int
+	}
+
+	LicenceWarning struct {
+		App            func(childComplexity int) int
+		AvailableCount func(childComplexity int) int
+		IssuedAt       func(childComplexity int) int
+		Level          func(childComplexity int) int
+		Threshold      func(childComplexity int) int
+		Token          func(childComplexity int) int
 	}
 
 	MDMInfo struct {
@@ -145,13 +213,17 @@ type ComplexityRoot struct {
 	}
 
 	Mutation struct {
+		AssignLicences     func(childComplexity int, input model.LicenceInput) int
 		CancelServerToken  func(childComplexity int, input model.ServerTokenActionInput) int
 		ClaimServerToken   func(childComplexity int, input model.ServerTokenActionInput) int
 		ConfirmServerToken func(childComplexity int, input model.ServerTokenActionInput) int
 		CreateCustomer     func(childComplexity int, input ent.CreateCustomerInput) int
 		DeleteCustomer     func(childComplexity int, id int) int
 		DeleteServerToken  func(childComplexity int, input model.ServerTokenActionInput) int
+		RevokeLicences     func(childComplexity int, input model.RevokeLicencesInput) int
 		SyncServerToken    func(childComplexity int, input model.ServerTokenActionInput) int
+		UnassignLicences   func(childComplexity int, input model.LicenceInput) int
+		UpdateApp          func(childComplexity int, id int, input model.UpdateAppInput) int
 		UpdateCustomer     func(childComplexity int, id int, input ent.UpdateCustomerInput) int
 		UploadServerToken  func(childComplexity int, input model.UploadServerTokenInput) int
 	}
@@ -174,28 +246,30 @@ type ComplexityRoot struct {
 	}
 
 	ServerToken struct {
-		AppCount        func(childComplexity int) int
-		Apps            func(childComplexity int, after *entgql.Cursor[int], first *int, before *entgql.Cursor[int], last *int, orderBy *ent.AppOrder, where *ent.AppWhereInput) int
-		CountryCode     func(childComplexity int) int
-		CreatedAt       func(childComplexity int) int
-		Customer        func(childComplexity int) int
-		DaysUntilExpiry func(childComplexity int) int
-		DefaultPlatform func(childComplexity int) int
-		ExpiresAt       func(childComplexity int) int
-		ExpiryStatus    func(childComplexity int) int
-		ID              func(childComplexity int) int
-		LastError       func(childComplexity int) int
-		LastErrorAt     func(childComplexity int) int
-		LastErrorCode   func(childComplexity int) int
-		LastSyncedAt    func(childComplexity int) int
-		Licences        func(childComplexity int) int
-		LocationName    func(childComplexity int) int
-		LocationUID     func(childComplexity int) int
-		ManagedBy       func(childComplexity int) int
-		OrgName         func(childComplexity int) int
-		State           func(childComplexity int) int
-		UpdatedAt       func(childComplexity int) int
-		WebsiteURL      func(childComplexity int) int
+		AppCount          func(childComplexity int) int
+		Apps              func(childComplexity int, after *entgql.Cursor[int], first *int, before *entgql.Cursor[int], last *int, orderBy *ent.AppOrder, where *ent.AppWhereInput) int
+		Assignments       func(childComplexity int, after *entgql.Cursor[int], first *int, before *entgql.Cursor[int], last *int, orderBy *ent.LicenceAssignmentOrder, where *ent.LicenceAssignmentWhereInput) int
+		CountryCode       func(childComplexity int) int
+		CreatedAt         func(childComplexity int) int
+		Customer          func(childComplexity int) int
+		DaysUntilExpiry   func(childComplexity int) int
+		DefaultPlatform   func(childComplexity int) int
+		ExpiresAt         func(childComplexity int) int
+		ExpiryStatus      func(childComplexity int) int
+		ID                func(childComplexity int) int
+		LastError         func(childComplexity int) int
+		LastErrorAt       func(childComplexity int) int
+		LastErrorCode     func(childComplexity int) int
+		LastSyncedAt      func(childComplexity int) int
+		LicenceOperations func(childComplexity int, after *entgql.Cursor[int], first *int, before *entgql.Cursor[int], last *int, orderBy *ent.LicenceOperationOrder, where *ent.LicenceOperationWhereInput) int
+		Licences          func(childComplexity int) int
+		LocationName      func(childComplexity int) int
+		LocationUID       func(childComplexity int) int
+		ManagedBy         func(childComplexity int) int
+		OrgName           func(childComplexity int) int
+		State             func(childComplexity int) int
+		UpdatedAt         func(childComplexity int) int
+		WebsiteURL        func(childComplexity int) int
 	}
 
 	ServerTokenConnection struct {
@@ -214,7 +288,9 @@ type ComplexityRoot struct {
 	}
 
 	Subscription struct {
-		TokenExpiryWarnings func(childComplexity int, customerID *int) int
+		LicenceOperationUpdates func(childComplexity int, customerID *int) int
+		LicenceWarnings         func(childComplexity int, customerID *int) int
+		TokenExpiryWarnings     func(childComplexity int, customerID *int) int
 	}
 
 	TokenExpiryWarning struct {
@@ -254,6 +330,10 @@ type MutationResolver interface {
 	CancelServerToken(ctx context.Context, input model.ServerTokenActionInput) (*model.ServerTokenPayload, error)
 	DeleteServerToken(ctx context.Context, input model.ServerTokenActionInput) (*model.DeleteServerTokenPayload, error)
 	SyncServerToken(ctx context.Context, input model.ServerTokenActionInput) (*model.ServerTokenPayload, error)
+	AssignLicences(ctx context.Context, input model.LicenceInput) (*model.LicenceOperationPayload, error)
+	UnassignLicences(ctx context.Context, input model.LicenceInput) (*model.LicenceOperationPayload, error)
+	RevokeLicences(ctx context.Context, input model.RevokeLicencesInput) (*model.LicenceOperationPayload, error)
+	UpdateApp(ctx context.Context, id int, input model.UpdateAppInput) (*ent.App, error)
 }
 type QueryResolver interface {
 	Node(ctx context.Context, id int) (ent.Noder, error)
@@ -272,6 +352,8 @@ type ServerTokenResolver interface {
 }
 type SubscriptionResolver interface {
 	TokenExpiryWarnings(ctx context.Context, customerID *int) (<-chan *domain.Warning, error)
+	LicenceOperationUpdates(ctx context.Context, customerID *int) (<-chan *ent.LicenceOperation, error)
+	LicenceWarnings(ctx context.Context, customerID *int) (<-chan *domain.LicenceWarning, error)
 }
 
 type AppWhereInputResolver interface {
@@ -345,6 +427,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.App.IconURL(childComplexity), true
+	case "App.lowLicenceThreshold":
+		if e.ComplexityRoot.App.LowLicenceThreshold == nil {
+			break
+		}
+
+		return e.ComplexityRoot.App.LowLicenceThreshold(childComplexity), true
 	case "App.name":
 		if e.ComplexityRoot.App.Name == nil {
 			break
@@ -595,6 +683,212 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.DeleteServerTokenPayload.DeletedID(childComplexity), true
 
+	case "LicenceAssignment.adamID":
+		if e.ComplexityRoot.LicenceAssignment.AdamID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceAssignment.AdamID(childComplexity), true
+	case "LicenceAssignment.app":
+		if e.ComplexityRoot.LicenceAssignment.App == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceAssignment.App(childComplexity), true
+	case "LicenceAssignment.clientUserID":
+		if e.ComplexityRoot.LicenceAssignment.ClientUserID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceAssignment.ClientUserID(childComplexity), true
+	case "LicenceAssignment.id":
+		if e.ComplexityRoot.LicenceAssignment.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceAssignment.ID(childComplexity), true
+	case "LicenceAssignment.pricingParam":
+		if e.ComplexityRoot.LicenceAssignment.PricingParam == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceAssignment.PricingParam(childComplexity), true
+	case "LicenceAssignment.serialNumber":
+		if e.ComplexityRoot.LicenceAssignment.SerialNumber == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceAssignment.SerialNumber(childComplexity), true
+	case "LicenceAssignment.token":
+		if e.ComplexityRoot.LicenceAssignment.Token == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceAssignment.Token(childComplexity), true
+
+	case "LicenceAssignmentConnection.edges":
+		if e.ComplexityRoot.LicenceAssignmentConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceAssignmentConnection.Edges(childComplexity), true
+	case "LicenceAssignmentConnection.pageInfo":
+		if e.ComplexityRoot.LicenceAssignmentConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceAssignmentConnection.PageInfo(childComplexity), true
+	case "LicenceAssignmentConnection.totalCount":
+		if e.ComplexityRoot.LicenceAssignmentConnection.TotalCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceAssignmentConnection.TotalCount(childComplexity), true
+
+	case "LicenceAssignmentEdge.cursor":
+		if e.ComplexityRoot.LicenceAssignmentEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceAssignmentEdge.Cursor(childComplexity), true
+	case "LicenceAssignmentEdge.node":
+		if e.ComplexityRoot.LicenceAssignmentEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceAssignmentEdge.Node(childComplexity), true
+
+	case "LicenceFailure.adamID":
+		if e.ComplexityRoot.LicenceFailure.AdamID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceFailure.AdamID(childComplexity), true
+	case "LicenceFailure.clientUserID":
+		if e.ComplexityRoot.LicenceFailure.ClientUserID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceFailure.ClientUserID(childComplexity), true
+	case "LicenceFailure.code":
+		if e.ComplexityRoot.LicenceFailure.Code == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceFailure.Code(childComplexity), true
+	case "LicenceFailure.message":
+		if e.ComplexityRoot.LicenceFailure.Message == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceFailure.Message(childComplexity), true
+	case "LicenceFailure.pricingParam":
+		if e.ComplexityRoot.LicenceFailure.PricingParam == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceFailure.PricingParam(childComplexity), true
+	case "LicenceFailure.serialNumber":
+		if e.ComplexityRoot.LicenceFailure.SerialNumber == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceFailure.SerialNumber(childComplexity), true
+
+	case "LicenceOperation.completed":
+		if e.ComplexityRoot.LicenceOperation.Completed == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceOperation.Completed(childComplexity), true
+	case "LicenceOperation.completedAt":
+		if e.ComplexityRoot.LicenceOperation.CompletedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceOperation.CompletedAt(childComplexity), true
+	case "LicenceOperation.createdAt":
+		if e.ComplexityRoot.LicenceOperation.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceOperation.CreatedAt(childComplexity), true
+	case "LicenceOperation.failures":
+		if e.ComplexityRoot.LicenceOperation.Failures == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceOperation.Failures(childComplexity), true
+	case "LicenceOperation.id":
+		if e.ComplexityRoot.LicenceOperation.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceOperation.ID(childComplexity), true
+	case "LicenceOperation.kind":
+		if e.ComplexityRoot.LicenceOperation.Kind == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceOperation.Kind(childComplexity), true
+	case "LicenceOperation.requested":
+		if e.ComplexityRoot.LicenceOperation.Requested == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceOperation.Requested(childComplexity), true
+	case "LicenceOperation.status":
+		if e.ComplexityRoot.LicenceOperation.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceOperation.Status(childComplexity), true
+	case "LicenceOperation.token":
+		if e.ComplexityRoot.LicenceOperation.Token == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceOperation.Token(childComplexity), true
+
+	case "LicenceOperationConnection.edges":
+		if e.ComplexityRoot.LicenceOperationConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceOperationConnection.Edges(childComplexity), true
+	case "LicenceOperationConnection.pageInfo":
+		if e.ComplexityRoot.LicenceOperationConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceOperationConnection.PageInfo(childComplexity), true
+	case "LicenceOperationConnection.totalCount":
+		if e.ComplexityRoot.LicenceOperationConnection.TotalCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceOperationConnection.TotalCount(childComplexity), true
+
+	case "LicenceOperationEdge.cursor":
+		if e.ComplexityRoot.LicenceOperationEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceOperationEdge.Cursor(childComplexity), true
+	case "LicenceOperationEdge.node":
+		if e.ComplexityRoot.LicenceOperationEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceOperationEdge.Node(childComplexity), true
+
+	case "LicenceOperationPayload.operation":
+		if e.ComplexityRoot.LicenceOperationPayload.Operation == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceOperationPayload.Operation(childComplexity), true
+
 	case "LicenceTotals.assigned":
 		if e.ComplexityRoot.LicenceTotals.Assigned == nil {
 			break
@@ -626,6 +920,43 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.LicenceTotals.UnlimitedCount(childComplexity), true
 
+	case "LicenceWarning.app":
+		if e.ComplexityRoot.LicenceWarning.App == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceWarning.App(childComplexity), true
+	case "LicenceWarning.availableCount":
+		if e.ComplexityRoot.LicenceWarning.AvailableCount == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceWarning.AvailableCount(childComplexity), true
+	case "LicenceWarning.issuedAt":
+		if e.ComplexityRoot.LicenceWarning.IssuedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceWarning.IssuedAt(childComplexity), true
+	case "LicenceWarning.level":
+		if e.ComplexityRoot.LicenceWarning.Level == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceWarning.Level(childComplexity), true
+	case "LicenceWarning.threshold":
+		if e.ComplexityRoot.LicenceWarning.Threshold == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceWarning.Threshold(childComplexity), true
+	case "LicenceWarning.token":
+		if e.ComplexityRoot.LicenceWarning.Token == nil {
+			break
+		}
+
+		return e.ComplexityRoot.LicenceWarning.Token(childComplexity), true
+
 	case "MDMInfo.id":
 		if e.ComplexityRoot.MDMInfo.ID == nil {
 			break
@@ -645,6 +976,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.MDMInfo.Name(childComplexity), true
 
+	case "Mutation.assignLicences":
+		if e.ComplexityRoot.Mutation.AssignLicences == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_assignLicences_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.AssignLicences(childComplexity, args["input"].(model.LicenceInput)), true
 	case "Mutation.cancelServerToken":
 		if e.ComplexityRoot.Mutation.CancelServerToken == nil {
 			break
@@ -711,6 +1053,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.DeleteServerToken(childComplexity, args["input"].(model.ServerTokenActionInput)), true
+	case "Mutation.revokeLicences":
+		if e.ComplexityRoot.Mutation.RevokeLicences == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_revokeLicences_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RevokeLicences(childComplexity, args["input"].(model.RevokeLicencesInput)), true
 	case "Mutation.syncServerToken":
 		if e.ComplexityRoot.Mutation.SyncServerToken == nil {
 			break
@@ -722,6 +1075,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.SyncServerToken(childComplexity, args["input"].(model.ServerTokenActionInput)), true
+	case "Mutation.unassignLicences":
+		if e.ComplexityRoot.Mutation.UnassignLicences == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_unassignLicences_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.UnassignLicences(childComplexity, args["input"].(model.LicenceInput)), true
+	case "Mutation.updateApp":
+		if e.ComplexityRoot.Mutation.UpdateApp == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_updateApp_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.UpdateApp(childComplexity, args["id"].(int), args["input"].(model.UpdateAppInput)), true
 	case "Mutation.updateCustomer":
 		if e.ComplexityRoot.Mutation.UpdateCustomer == nil {
 			break
@@ -861,6 +1236,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.ServerToken.Apps(childComplexity, args["after"].(*entgql.Cursor[int]), args["first"].(*int), args["before"].(*entgql.Cursor[int]), args["last"].(*int), args["orderBy"].(*ent.AppOrder), args["where"].(*ent.AppWhereInput)), true
+	case "ServerToken.assignments":
+		if e.ComplexityRoot.ServerToken.Assignments == nil {
+			break
+		}
+
+		args, err := ec.field_ServerToken_assignments_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.ServerToken.Assignments(childComplexity, args["after"].(*entgql.Cursor[int]), args["first"].(*int), args["before"].(*entgql.Cursor[int]), args["last"].(*int), args["orderBy"].(*ent.LicenceAssignmentOrder), args["where"].(*ent.LicenceAssignmentWhereInput)), true
 	case "ServerToken.countryCode":
 		if e.ComplexityRoot.ServerToken.CountryCode == nil {
 			break
@@ -933,6 +1319,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.ServerToken.LastSyncedAt(childComplexity), true
+	case "ServerToken.licenceOperations":
+		if e.ComplexityRoot.ServerToken.LicenceOperations == nil {
+			break
+		}
+
+		args, err := ec.field_ServerToken_licenceOperations_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.ServerToken.LicenceOperations(childComplexity, args["after"].(*entgql.Cursor[int]), args["first"].(*int), args["before"].(*entgql.Cursor[int]), args["last"].(*int), args["orderBy"].(*ent.LicenceOperationOrder), args["where"].(*ent.LicenceOperationWhereInput)), true
 	case "ServerToken.licences":
 		if e.ComplexityRoot.ServerToken.Licences == nil {
 			break
@@ -1021,6 +1418,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.ServerTokenPayload.Token(childComplexity), true
 
+	case "Subscription.licenceOperationUpdates":
+		if e.ComplexityRoot.Subscription.LicenceOperationUpdates == nil {
+			break
+		}
+
+		args, err := ec.field_Subscription_licenceOperationUpdates_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Subscription.LicenceOperationUpdates(childComplexity, args["customerID"].(*int)), true
+	case "Subscription.licenceWarnings":
+		if e.ComplexityRoot.Subscription.LicenceWarnings == nil {
+			break
+		}
+
+		args, err := ec.field_Subscription_licenceWarnings_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Subscription.LicenceWarnings(childComplexity, args["customerID"].(*int)), true
 	case "Subscription.tokenExpiryWarnings":
 		if e.ComplexityRoot.Subscription.TokenExpiryWarnings == nil {
 			break
@@ -1107,14 +1526,22 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 		return graphql.NewInputUnmarshalerIndex(
 			graphql.NewInputUnmarshaler("AppOrder", ec.unmarshalInputAppOrder),
 			graphql.NewInputUnmarshaler("AppWhereInput", ec.unmarshalInputAppWhereInput),
+			graphql.NewInputUnmarshaler("AssetInput", ec.unmarshalInputAssetInput),
 			graphql.NewInputUnmarshaler("AuditEventOrder", ec.unmarshalInputAuditEventOrder),
 			graphql.NewInputUnmarshaler("AuditEventWhereInput", ec.unmarshalInputAuditEventWhereInput),
 			graphql.NewInputUnmarshaler("CreateCustomerInput", ec.unmarshalInputCreateCustomerInput),
 			graphql.NewInputUnmarshaler("CustomerOrder", ec.unmarshalInputCustomerOrder),
 			graphql.NewInputUnmarshaler("CustomerWhereInput", ec.unmarshalInputCustomerWhereInput),
+			graphql.NewInputUnmarshaler("LicenceAssignmentOrder", ec.unmarshalInputLicenceAssignmentOrder),
+			graphql.NewInputUnmarshaler("LicenceAssignmentWhereInput", ec.unmarshalInputLicenceAssignmentWhereInput),
+			graphql.NewInputUnmarshaler("LicenceInput", ec.unmarshalInputLicenceInput),
+			graphql.NewInputUnmarshaler("LicenceOperationOrder", ec.unmarshalInputLicenceOperationOrder),
+			graphql.NewInputUnmarshaler("LicenceOperationWhereInput", ec.unmarshalInputLicenceOperationWhereInput),
+			graphql.NewInputUnmarshaler("RevokeLicencesInput", ec.unmarshalInputRevokeLicencesInput),
 			graphql.NewInputUnmarshaler("ServerTokenActionInput", ec.unmarshalInputServerTokenActionInput),
 			graphql.NewInputUnmarshaler("ServerTokenOrder", ec.unmarshalInputServerTokenOrder),
 			graphql.NewInputUnmarshaler("ServerTokenWhereInput", ec.unmarshalInputServerTokenWhereInput),
+			graphql.NewInputUnmarshaler("UpdateAppInput", ec.unmarshalInputUpdateAppInput),
 			graphql.NewInputUnmarshaler("UpdateCustomerInput", ec.unmarshalInputUpdateCustomerInput),
 			graphql.NewInputUnmarshaler("UploadServerTokenInput", ec.unmarshalInputUploadServerTokenInput),
 		)
@@ -1209,7 +1636,7 @@ func newExecutionContext(
 	}
 }
 
-//go:embed "console.graphqls" "ent.graphqls" "orchard.graphqls"
+//go:embed "console.graphqls" "ent.graphqls" "licences.graphqls" "orchard.graphqls"
 var sourcesFS embed.FS
 
 func sourceData(filename string) string {
@@ -1223,6 +1650,7 @@ func sourceData(filename string) string {
 var sources = []*ast.Source{
 	{Name: "console.graphqls", Input: sourceData("console.graphqls"), BuiltIn: false},
 	{Name: "ent.graphqls", Input: sourceData("ent.graphqls"), BuiltIn: false},
+	{Name: "licences.graphqls", Input: sourceData("licences.graphqls"), BuiltIn: false},
 	{Name: "orchard.graphqls", Input: sourceData("orchard.graphqls"), BuiltIn: false},
 }
 var parsedSchema = gqlparser.MustLoadSchema(sources...)
@@ -1263,6 +1691,8 @@ func (ec *executionContext) childFields_App(ctx context.Context, field graphql.C
 		return ec.fieldContext_App_unlimited(ctx, field)
 	case "supportedPlatforms":
 		return ec.fieldContext_App_supportedPlatforms(ctx, field)
+	case "lowLicenceThreshold":
+		return ec.fieldContext_App_lowLicenceThreshold(ctx, field)
 	case "token":
 		return ec.fieldContext_App_token(ctx, field)
 	}
@@ -1389,6 +1819,120 @@ func (ec *executionContext) childFields_DeleteServerTokenPayload(ctx context.Con
 	return nil, fmt.Errorf("no field named %q was found under type DeleteServerTokenPayload", field.Name)
 }
 
+func (ec *executionContext) childFields_LicenceAssignment(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_LicenceAssignment_id(ctx, field)
+	case "adamID":
+		return ec.fieldContext_LicenceAssignment_adamID(ctx, field)
+	case "pricingParam":
+		return ec.fieldContext_LicenceAssignment_pricingParam(ctx, field)
+	case "serialNumber":
+		return ec.fieldContext_LicenceAssignment_serialNumber(ctx, field)
+	case "clientUserID":
+		return ec.fieldContext_LicenceAssignment_clientUserID(ctx, field)
+	case "token":
+		return ec.fieldContext_LicenceAssignment_token(ctx, field)
+	case "app":
+		return ec.fieldContext_LicenceAssignment_app(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type LicenceAssignment", field.Name)
+}
+
+func (ec *executionContext) childFields_LicenceAssignmentConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_LicenceAssignmentConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_LicenceAssignmentConnection_pageInfo(ctx, field)
+	case "totalCount":
+		return ec.fieldContext_LicenceAssignmentConnection_totalCount(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type LicenceAssignmentConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_LicenceAssignmentEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "node":
+		return ec.fieldContext_LicenceAssignmentEdge_node(ctx, field)
+	case "cursor":
+		return ec.fieldContext_LicenceAssignmentEdge_cursor(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type LicenceAssignmentEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_LicenceFailure(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "adamID":
+		return ec.fieldContext_LicenceFailure_adamID(ctx, field)
+	case "pricingParam":
+		return ec.fieldContext_LicenceFailure_pricingParam(ctx, field)
+	case "serialNumber":
+		return ec.fieldContext_LicenceFailure_serialNumber(ctx, field)
+	case "clientUserID":
+		return ec.fieldContext_LicenceFailure_clientUserID(ctx, field)
+	case "code":
+		return ec.fieldContext_LicenceFailure_code(ctx, field)
+	case "message":
+		return ec.fieldContext_LicenceFailure_message(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type LicenceFailure", field.Name)
+}
+
+func (ec *executionContext) childFields_LicenceOperation(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_LicenceOperation_id(ctx, field)
+	case "kind":
+		return ec.fieldContext_LicenceOperation_kind(ctx, field)
+	case "status":
+		return ec.fieldContext_LicenceOperation_status(ctx, field)
+	case "requested":
+		return ec.fieldContext_LicenceOperation_requested(ctx, field)
+	case "completed":
+		return ec.fieldContext_LicenceOperation_completed(ctx, field)
+	case "failures":
+		return ec.fieldContext_LicenceOperation_failures(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_LicenceOperation_createdAt(ctx, field)
+	case "completedAt":
+		return ec.fieldContext_LicenceOperation_completedAt(ctx, field)
+	case "token":
+		return ec.fieldContext_LicenceOperation_token(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type LicenceOperation", field.Name)
+}
+
+func (ec *executionContext) childFields_LicenceOperationConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_LicenceOperationConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_LicenceOperationConnection_pageInfo(ctx, field)
+	case "totalCount":
+		return ec.fieldContext_LicenceOperationConnection_totalCount(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type LicenceOperationConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_LicenceOperationEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "node":
+		return ec.fieldContext_LicenceOperationEdge_node(ctx, field)
+	case "cursor":
+		return ec.fieldContext_LicenceOperationEdge_cursor(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type LicenceOperationEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_LicenceOperationPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "operation":
+		return ec.fieldContext_LicenceOperationPayload_operation(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type LicenceOperationPayload", field.Name)
+}
+
 func (ec *executionContext) childFields_LicenceTotals(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "total":
@@ -1403,6 +1947,24 @@ func (ec *executionContext) childFields_LicenceTotals(ctx context.Context, field
 		return ec.fieldContext_LicenceTotals_unlimitedCount(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type LicenceTotals", field.Name)
+}
+
+func (ec *executionContext) childFields_LicenceWarning(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "app":
+		return ec.fieldContext_LicenceWarning_app(ctx, field)
+	case "token":
+		return ec.fieldContext_LicenceWarning_token(ctx, field)
+	case "availableCount":
+		return ec.fieldContext_LicenceWarning_availableCount(ctx, field)
+	case "threshold":
+		return ec.fieldContext_LicenceWarning_threshold(ctx, field)
+	case "level":
+		return ec.fieldContext_LicenceWarning_level(ctx, field)
+	case "issuedAt":
+		return ec.fieldContext_LicenceWarning_issuedAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type LicenceWarning", field.Name)
 }
 
 func (ec *executionContext) childFields_MDMInfo(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1469,6 +2031,10 @@ func (ec *executionContext) childFields_ServerToken(ctx context.Context, field g
 		return ec.fieldContext_ServerToken_customer(ctx, field)
 	case "apps":
 		return ec.fieldContext_ServerToken_apps(ctx, field)
+	case "assignments":
+		return ec.fieldContext_ServerToken_assignments(ctx, field)
+	case "licenceOperations":
+		return ec.fieldContext_ServerToken_licenceOperations(ctx, field)
 	case "daysUntilExpiry":
 		return ec.fieldContext_ServerToken_daysUntilExpiry(ctx, field)
 	case "expiryStatus":
@@ -1719,6 +2285,20 @@ func (ec *executionContext) field_Customer_tokens_args(ctx context.Context, rawA
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_assignLicences_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.LicenceInput, error) {
+			return ec.unmarshalNLicenceInput2githubᚗcomᚋorchardᚑmspᚋorchardᚋgraphᚋmodelᚐLicenceInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_cancelServerToken_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -1803,6 +2383,20 @@ func (ec *executionContext) field_Mutation_deleteServerToken_args(ctx context.Co
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_revokeLicences_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.RevokeLicencesInput, error) {
+			return ec.unmarshalNRevokeLicencesInput2githubᚗcomᚋorchardᚑmspᚋorchardᚋgraphᚋmodelᚐRevokeLicencesInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_syncServerToken_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -1814,6 +2408,42 @@ func (ec *executionContext) field_Mutation_syncServerToken_args(ctx context.Cont
 		return nil, err
 	}
 	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_unassignLicences_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.LicenceInput, error) {
+			return ec.unmarshalNLicenceInput2githubᚗcomᚋorchardᚑmspᚋorchardᚋgraphᚋmodelᚐLicenceInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_updateApp_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (int, error) {
+			return ec.unmarshalNID2int(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.UpdateAppInput, error) {
+			return ec.unmarshalNUpdateAppInput2githubᚗcomᚋorchardᚑmspᚋorchardᚋgraphᚋmodelᚐUpdateAppInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg1
 	return args, nil
 }
 
@@ -2162,6 +2792,142 @@ func (ec *executionContext) field_ServerToken_apps_args(ctx context.Context, raw
 		return nil, err
 	}
 	args["where"] = arg5
+	return args, nil
+}
+
+func (ec *executionContext) field_ServerToken_assignments_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*entgql.Cursor[int], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "before",
+		func(ctx context.Context, v any) (*entgql.Cursor[int], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["before"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "last",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["last"] = arg3
+	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "orderBy",
+		func(ctx context.Context, v any) (*ent.LicenceAssignmentOrder, error) {
+			return ec.unmarshalOLicenceAssignmentOrder2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceAssignmentOrder(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["orderBy"] = arg4
+	arg5, err := graphql.ProcessArgField(ctx, rawArgs, "where",
+		func(ctx context.Context, v any) (*ent.LicenceAssignmentWhereInput, error) {
+			return ec.unmarshalOLicenceAssignmentWhereInput2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceAssignmentWhereInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["where"] = arg5
+	return args, nil
+}
+
+func (ec *executionContext) field_ServerToken_licenceOperations_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*entgql.Cursor[int], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "before",
+		func(ctx context.Context, v any) (*entgql.Cursor[int], error) {
+			return ec.unmarshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["before"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "last",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["last"] = arg3
+	arg4, err := graphql.ProcessArgField(ctx, rawArgs, "orderBy",
+		func(ctx context.Context, v any) (*ent.LicenceOperationOrder, error) {
+			return ec.unmarshalOLicenceOperationOrder2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceOperationOrder(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["orderBy"] = arg4
+	arg5, err := graphql.ProcessArgField(ctx, rawArgs, "where",
+		func(ctx context.Context, v any) (*ent.LicenceOperationWhereInput, error) {
+			return ec.unmarshalOLicenceOperationWhereInput2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceOperationWhereInput(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["where"] = arg5
+	return args, nil
+}
+
+func (ec *executionContext) field_Subscription_licenceOperationUpdates_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "customerID",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOID2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["customerID"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Subscription_licenceWarnings_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "customerID",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOID2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["customerID"] = arg0
 	return args, nil
 }
 
@@ -2596,6 +3362,29 @@ func (ec *executionContext) _App_supportedPlatforms(ctx context.Context, field g
 }
 func (ec *executionContext) fieldContext_App_supportedPlatforms(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("App", field, false, false, "String")
+}
+
+func (ec *executionContext) _App_lowLicenceThreshold(ctx context.Context, field graphql.CollectedField, obj *ent.App) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_App_lowLicenceThreshold(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LowLicenceThreshold, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int) graphql.Marshaler {
+			return ec.marshalOInt2ᚖint(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_App_lowLicenceThreshold(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("App", field, false, false, "Int")
 }
 
 func (ec *executionContext) _App_token(ctx context.Context, field graphql.CollectedField, obj *ent.App) (ret graphql.Marshaler) {
@@ -3431,6 +4220,864 @@ func (ec *executionContext) fieldContext_DeleteServerTokenPayload_deletedID(_ co
 	return graphql.NewScalarFieldContext("DeleteServerTokenPayload", field, false, false, "ID")
 }
 
+func (ec *executionContext) _LicenceAssignment_id(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceAssignment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceAssignment_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNID2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceAssignment_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LicenceAssignment", field, false, false, "ID")
+}
+
+func (ec *executionContext) _LicenceAssignment_adamID(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceAssignment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceAssignment_adamID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AdamID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceAssignment_adamID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LicenceAssignment", field, false, false, "String")
+}
+
+func (ec *executionContext) _LicenceAssignment_pricingParam(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceAssignment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceAssignment_pricingParam(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PricingParam, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceAssignment_pricingParam(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LicenceAssignment", field, false, false, "String")
+}
+
+func (ec *executionContext) _LicenceAssignment_serialNumber(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceAssignment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceAssignment_serialNumber(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SerialNumber, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceAssignment_serialNumber(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LicenceAssignment", field, false, false, "String")
+}
+
+func (ec *executionContext) _LicenceAssignment_clientUserID(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceAssignment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceAssignment_clientUserID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ClientUserID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceAssignment_clientUserID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LicenceAssignment", field, false, false, "String")
+}
+
+func (ec *executionContext) _LicenceAssignment_token(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceAssignment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceAssignment_token(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Token(ctx)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.ServerToken) graphql.Marshaler {
+			return ec.marshalNServerToken2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐServerToken(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceAssignment_token(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "LicenceAssignment",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ServerToken(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _LicenceAssignment_app(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceAssignment) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceAssignment_app(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.App(ctx)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.App) graphql.Marshaler {
+			return ec.marshalOApp2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐApp(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceAssignment_app(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "LicenceAssignment",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_App(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _LicenceAssignmentConnection_edges(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceAssignmentConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceAssignmentConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*ent.LicenceAssignmentEdge) graphql.Marshaler {
+			return ec.marshalOLicenceAssignmentEdge2ᚕᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceAssignmentEdge(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceAssignmentConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "LicenceAssignmentConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_LicenceAssignmentEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _LicenceAssignmentConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceAssignmentConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceAssignmentConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.PageInfo[int]) graphql.Marshaler {
+			return ec.marshalNPageInfo2entgoᚗioᚋcontribᚋentgqlᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceAssignmentConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "LicenceAssignmentConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _LicenceAssignmentConnection_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceAssignmentConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceAssignmentConnection_totalCount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TotalCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceAssignmentConnection_totalCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LicenceAssignmentConnection", field, false, false, "Int")
+}
+
+func (ec *executionContext) _LicenceAssignmentEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceAssignmentEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceAssignmentEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.LicenceAssignment) graphql.Marshaler {
+			return ec.marshalOLicenceAssignment2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceAssignment(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceAssignmentEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "LicenceAssignmentEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_LicenceAssignment(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _LicenceAssignmentEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceAssignmentEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceAssignmentEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.Cursor[int]) graphql.Marshaler {
+			return ec.marshalNCursor2entgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceAssignmentEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LicenceAssignmentEdge", field, false, false, "Cursor")
+}
+
+func (ec *executionContext) _LicenceFailure_adamID(ctx context.Context, field graphql.CollectedField, obj *schematype.LicenceFailure) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceFailure_adamID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AdamID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceFailure_adamID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LicenceFailure", field, false, false, "String")
+}
+
+func (ec *executionContext) _LicenceFailure_pricingParam(ctx context.Context, field graphql.CollectedField, obj *schematype.LicenceFailure) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceFailure_pricingParam(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PricingParam, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceFailure_pricingParam(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LicenceFailure", field, false, false, "String")
+}
+
+func (ec *executionContext) _LicenceFailure_serialNumber(ctx context.Context, field graphql.CollectedField, obj *schematype.LicenceFailure) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceFailure_serialNumber(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.SerialNumber, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceFailure_serialNumber(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LicenceFailure", field, false, false, "String")
+}
+
+func (ec *executionContext) _LicenceFailure_clientUserID(ctx context.Context, field graphql.CollectedField, obj *schematype.LicenceFailure) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceFailure_clientUserID(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ClientUserID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceFailure_clientUserID(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LicenceFailure", field, false, false, "String")
+}
+
+func (ec *executionContext) _LicenceFailure_code(ctx context.Context, field graphql.CollectedField, obj *schematype.LicenceFailure) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceFailure_code(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Code, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceFailure_code(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LicenceFailure", field, false, false, "String")
+}
+
+func (ec *executionContext) _LicenceFailure_message(ctx context.Context, field graphql.CollectedField, obj *schematype.LicenceFailure) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceFailure_message(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Message, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceFailure_message(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LicenceFailure", field, false, false, "String")
+}
+
+func (ec *executionContext) _LicenceOperation_id(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceOperation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceOperation_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNID2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceOperation_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LicenceOperation", field, false, false, "ID")
+}
+
+func (ec *executionContext) _LicenceOperation_kind(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceOperation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceOperation_kind(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Kind, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v licenceoperation.Kind) graphql.Marshaler {
+			return ec.marshalNLicenceOperationKind2githubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋlicenceoperationᚐKind(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceOperation_kind(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LicenceOperation", field, false, false, "LicenceOperationKind")
+}
+
+func (ec *executionContext) _LicenceOperation_status(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceOperation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceOperation_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v licenceoperation.Status) graphql.Marshaler {
+			return ec.marshalNLicenceOperationStatus2githubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋlicenceoperationᚐStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceOperation_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LicenceOperation", field, false, false, "LicenceOperationStatus")
+}
+
+func (ec *executionContext) _LicenceOperation_requested(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceOperation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceOperation_requested(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Requested, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceOperation_requested(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LicenceOperation", field, false, false, "Int")
+}
+
+func (ec *executionContext) _LicenceOperation_completed(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceOperation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceOperation_completed(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Completed, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceOperation_completed(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LicenceOperation", field, false, false, "Int")
+}
+
+func (ec *executionContext) _LicenceOperation_failures(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceOperation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceOperation_failures(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Failures, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []schematype.LicenceFailure) graphql.Marshaler {
+			return ec.marshalNLicenceFailure2ᚕgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋschematypeᚐLicenceFailureᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceOperation_failures(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "LicenceOperation",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_LicenceFailure(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _LicenceOperation_createdAt(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceOperation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceOperation_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceOperation_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LicenceOperation", field, false, false, "Time")
+}
+
+func (ec *executionContext) _LicenceOperation_completedAt(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceOperation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceOperation_completedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CompletedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceOperation_completedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LicenceOperation", field, false, false, "Time")
+}
+
+func (ec *executionContext) _LicenceOperation_token(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceOperation) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceOperation_token(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Token(ctx)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.ServerToken) graphql.Marshaler {
+			return ec.marshalNServerToken2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐServerToken(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceOperation_token(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "LicenceOperation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ServerToken(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _LicenceOperationConnection_edges(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceOperationConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceOperationConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*ent.LicenceOperationEdge) graphql.Marshaler {
+			return ec.marshalOLicenceOperationEdge2ᚕᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceOperationEdge(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceOperationConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "LicenceOperationConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_LicenceOperationEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _LicenceOperationConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceOperationConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceOperationConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.PageInfo[int]) graphql.Marshaler {
+			return ec.marshalNPageInfo2entgoᚗioᚋcontribᚋentgqlᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceOperationConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "LicenceOperationConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _LicenceOperationConnection_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceOperationConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceOperationConnection_totalCount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.TotalCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceOperationConnection_totalCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LicenceOperationConnection", field, false, false, "Int")
+}
+
+func (ec *executionContext) _LicenceOperationEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceOperationEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceOperationEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.LicenceOperation) graphql.Marshaler {
+			return ec.marshalOLicenceOperation2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceOperation(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceOperationEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "LicenceOperationEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_LicenceOperation(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _LicenceOperationEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceOperationEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceOperationEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v entgql.Cursor[int]) graphql.Marshaler {
+			return ec.marshalNCursor2entgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceOperationEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LicenceOperationEdge", field, false, false, "Cursor")
+}
+
+func (ec *executionContext) _LicenceOperationPayload_operation(ctx context.Context, field graphql.CollectedField, obj *model.LicenceOperationPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceOperationPayload_operation(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Operation, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.LicenceOperation) graphql.Marshaler {
+			return ec.marshalNLicenceOperation2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceOperation(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceOperationPayload_operation(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "LicenceOperationPayload",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_LicenceOperation(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _LicenceTotals_total(ctx context.Context, field graphql.CollectedField, obj *domain.LicenceTotals) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -3544,6 +5191,162 @@ func (ec *executionContext) _LicenceTotals_unlimitedCount(ctx context.Context, f
 }
 func (ec *executionContext) fieldContext_LicenceTotals_unlimitedCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("LicenceTotals", field, false, false, "Int")
+}
+
+func (ec *executionContext) _LicenceWarning_app(ctx context.Context, field graphql.CollectedField, obj *domain.LicenceWarning) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceWarning_app(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.App, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.App) graphql.Marshaler {
+			return ec.marshalNApp2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐApp(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceWarning_app(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "LicenceWarning",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_App(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _LicenceWarning_token(ctx context.Context, field graphql.CollectedField, obj *domain.LicenceWarning) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceWarning_token(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Token, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.ServerToken) graphql.Marshaler {
+			return ec.marshalNServerToken2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐServerToken(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceWarning_token(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "LicenceWarning",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_ServerToken(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _LicenceWarning_availableCount(ctx context.Context, field graphql.CollectedField, obj *domain.LicenceWarning) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceWarning_availableCount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AvailableCount, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceWarning_availableCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LicenceWarning", field, false, false, "Int")
+}
+
+func (ec *executionContext) _LicenceWarning_threshold(ctx context.Context, field graphql.CollectedField, obj *domain.LicenceWarning) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceWarning_threshold(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Threshold, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceWarning_threshold(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LicenceWarning", field, false, false, "Int")
+}
+
+func (ec *executionContext) _LicenceWarning_level(ctx context.Context, field graphql.CollectedField, obj *domain.LicenceWarning) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceWarning_level(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Level, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v domain.LicenceWarningLevel) graphql.Marshaler {
+			return ec.marshalNLicenceWarningLevel2githubᚗcomᚋorchardᚑmspᚋorchardᚋgraphᚋdomainᚐLicenceWarningLevel(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceWarning_level(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LicenceWarning", field, false, false, "LicenceWarningLevel")
+}
+
+func (ec *executionContext) _LicenceWarning_issuedAt(ctx context.Context, field graphql.CollectedField, obj *domain.LicenceWarning) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_LicenceWarning_issuedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.IssuedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_LicenceWarning_issuedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("LicenceWarning", field, false, false, "Time")
 }
 
 func (ec *executionContext) _MDMInfo_id(ctx context.Context, field graphql.CollectedField, obj *schematype.MDMInfo) (ret graphql.Marshaler) {
@@ -4005,6 +5808,182 @@ func (ec *executionContext) fieldContext_Mutation_syncServerToken(ctx context.Co
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Mutation_syncServerToken_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_assignLicences(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_assignLicences(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().AssignLicences(ctx, fc.Args["input"].(model.LicenceInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.LicenceOperationPayload) graphql.Marshaler {
+			return ec.marshalNLicenceOperationPayload2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋgraphᚋmodelᚐLicenceOperationPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_assignLicences(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_LicenceOperationPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_assignLicences_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_unassignLicences(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_unassignLicences(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().UnassignLicences(ctx, fc.Args["input"].(model.LicenceInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.LicenceOperationPayload) graphql.Marshaler {
+			return ec.marshalNLicenceOperationPayload2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋgraphᚋmodelᚐLicenceOperationPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_unassignLicences(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_LicenceOperationPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_unassignLicences_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_revokeLicences(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_revokeLicences(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().RevokeLicences(ctx, fc.Args["input"].(model.RevokeLicencesInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.LicenceOperationPayload) graphql.Marshaler {
+			return ec.marshalNLicenceOperationPayload2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋgraphᚋmodelᚐLicenceOperationPayload(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_revokeLicences(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_LicenceOperationPayload(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_revokeLicences_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_updateApp(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_updateApp(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().UpdateApp(ctx, fc.Args["id"].(int), fc.Args["input"].(model.UpdateAppInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.App) graphql.Marshaler {
+			return ec.marshalNApp2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐApp(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_updateApp(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_App(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_updateApp_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -4928,6 +6907,94 @@ func (ec *executionContext) fieldContext_ServerToken_apps(ctx context.Context, f
 	return fc, nil
 }
 
+func (ec *executionContext) _ServerToken_assignments(ctx context.Context, field graphql.CollectedField, obj *ent.ServerToken) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ServerToken_assignments(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return obj.Assignments(ctx, fc.Args["after"].(*entgql.Cursor[int]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[int]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.LicenceAssignmentOrder), fc.Args["where"].(*ent.LicenceAssignmentWhereInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.LicenceAssignmentConnection) graphql.Marshaler {
+			return ec.marshalNLicenceAssignmentConnection2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceAssignmentConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ServerToken_assignments(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ServerToken",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_LicenceAssignmentConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_ServerToken_assignments_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _ServerToken_licenceOperations(ctx context.Context, field graphql.CollectedField, obj *ent.ServerToken) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_ServerToken_licenceOperations(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return obj.LicenceOperations(ctx, fc.Args["after"].(*entgql.Cursor[int]), fc.Args["first"].(*int), fc.Args["before"].(*entgql.Cursor[int]), fc.Args["last"].(*int), fc.Args["orderBy"].(*ent.LicenceOperationOrder), fc.Args["where"].(*ent.LicenceOperationWhereInput))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.LicenceOperationConnection) graphql.Marshaler {
+			return ec.marshalNLicenceOperationConnection2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceOperationConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_ServerToken_licenceOperations(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "ServerToken",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_LicenceOperationConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_ServerToken_licenceOperations_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _ServerToken_daysUntilExpiry(ctx context.Context, field graphql.CollectedField, obj *ent.ServerToken) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -5241,6 +7308,94 @@ func (ec *executionContext) fieldContext_Subscription_tokenExpiryWarnings(ctx co
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Subscription_tokenExpiryWarnings_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Subscription_licenceOperationUpdates(ctx context.Context, field graphql.CollectedField) (ret func(ctx context.Context) graphql.Marshaler) {
+	return graphql.ResolveFieldStream(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Subscription_licenceOperationUpdates(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Subscription().LicenceOperationUpdates(ctx, fc.Args["customerID"].(*int))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.LicenceOperation) graphql.Marshaler {
+			return ec.marshalNLicenceOperation2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceOperation(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Subscription_licenceOperationUpdates(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Subscription",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_LicenceOperation(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Subscription_licenceOperationUpdates_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Subscription_licenceWarnings(ctx context.Context, field graphql.CollectedField) (ret func(ctx context.Context) graphql.Marshaler) {
+	return graphql.ResolveFieldStream(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Subscription_licenceWarnings(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Subscription().LicenceWarnings(ctx, fc.Args["customerID"].(*int))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *domain.LicenceWarning) graphql.Marshaler {
+			return ec.marshalNLicenceWarning2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋgraphᚋdomainᚐLicenceWarning(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Subscription_licenceWarnings(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Subscription",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_LicenceWarning(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Subscription_licenceWarnings_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -7488,6 +9643,59 @@ func UnmarshalAppWhereInput(ctx context.Context, raw any) (ent.AppWhereInput, er
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputAssetInput(ctx context.Context, obj any) (model.AssetInput, error) {
+	var it model.AssetInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	if _, present := asMap["pricingParam"]; !present {
+		asMap["pricingParam"] = "STDQ"
+	}
+
+	fieldsInOrder := [...]string{"adamID", "pricingParam"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "adamID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("adamID"))
+			data, err := ec.unmarshalNString2string(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AdamID = data
+		case "pricingParam":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("pricingParam"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PricingParam = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalAssetInput unmarshals raw into the AssetInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalAssetInput(ctx context.Context, raw any) (model.AssetInput, error) {
+	var out model.AssetInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "AssetInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputAuditEventOrder(ctx context.Context, obj any) (ent.AuditEventOrder, error) {
 	var it ent.AuditEventOrder
 	if obj == nil {
@@ -8359,6 +10567,1183 @@ func UnmarshalCustomerWhereInput(ctx context.Context, raw any) (ent.CustomerWher
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputLicenceAssignmentOrder(ctx context.Context, obj any) (ent.LicenceAssignmentOrder, error) {
+	var it ent.LicenceAssignmentOrder
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	if _, present := asMap["direction"]; !present {
+		asMap["direction"] = "ASC"
+	}
+
+	fieldsInOrder := [...]string{"direction", "field"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "direction":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("direction"))
+			data, err := ec.unmarshalNOrderDirection2entgoᚗioᚋcontribᚋentgqlᚐOrderDirection(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Direction = data
+		case "field":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("field"))
+			data, err := ec.unmarshalNLicenceAssignmentOrderField2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceAssignmentOrderField(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Field = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalLicenceAssignmentOrder unmarshals raw into the LicenceAssignmentOrder input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalLicenceAssignmentOrder(ctx context.Context, raw any) (ent.LicenceAssignmentOrder, error) {
+	var out ent.LicenceAssignmentOrder
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "LicenceAssignmentOrder", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputLicenceAssignmentWhereInput(ctx context.Context, obj any) (ent.LicenceAssignmentWhereInput, error) {
+	var it ent.LicenceAssignmentWhereInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "adamID", "adamIDNEQ", "adamIDIn", "adamIDNotIn", "adamIDGT", "adamIDGTE", "adamIDLT", "adamIDLTE", "adamIDContains", "adamIDHasPrefix", "adamIDHasSuffix", "adamIDEqualFold", "adamIDContainsFold", "pricingParam", "pricingParamNEQ", "pricingParamIn", "pricingParamNotIn", "pricingParamGT", "pricingParamGTE", "pricingParamLT", "pricingParamLTE", "pricingParamContains", "pricingParamHasPrefix", "pricingParamHasSuffix", "pricingParamEqualFold", "pricingParamContainsFold", "serialNumber", "serialNumberNEQ", "serialNumberIn", "serialNumberNotIn", "serialNumberGT", "serialNumberGTE", "serialNumberLT", "serialNumberLTE", "serialNumberContains", "serialNumberHasPrefix", "serialNumberHasSuffix", "serialNumberIsNil", "serialNumberNotNil", "serialNumberEqualFold", "serialNumberContainsFold", "clientUserID", "clientUserIDNEQ", "clientUserIDIn", "clientUserIDNotIn", "clientUserIDGT", "clientUserIDGTE", "clientUserIDLT", "clientUserIDLTE", "clientUserIDContains", "clientUserIDHasPrefix", "clientUserIDHasSuffix", "clientUserIDIsNil", "clientUserIDNotNil", "clientUserIDEqualFold", "clientUserIDContainsFold", "hasToken", "hasTokenWith", "hasApp", "hasAppWith"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "not":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("not"))
+			data, err := ec.unmarshalOLicenceAssignmentWhereInput2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceAssignmentWhereInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Not = data
+		case "and":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("and"))
+			data, err := ec.unmarshalOLicenceAssignmentWhereInput2ᚕᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceAssignmentWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.And = data
+		case "or":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("or"))
+			data, err := ec.unmarshalOLicenceAssignmentWhereInput2ᚕᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceAssignmentWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Or = data
+		case "id":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("id"))
+			data, err := ec.unmarshalOID2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ID = data
+		case "idNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idNEQ"))
+			data, err := ec.unmarshalOID2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDNEQ = data
+		case "idIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idIn"))
+			data, err := ec.unmarshalOID2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDIn = data
+		case "idNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idNotIn"))
+			data, err := ec.unmarshalOID2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDNotIn = data
+		case "idGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idGT"))
+			data, err := ec.unmarshalOID2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDGT = data
+		case "idGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idGTE"))
+			data, err := ec.unmarshalOID2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDGTE = data
+		case "idLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idLT"))
+			data, err := ec.unmarshalOID2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDLT = data
+		case "idLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idLTE"))
+			data, err := ec.unmarshalOID2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDLTE = data
+		case "adamID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("adamID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AdamID = data
+		case "adamIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("adamIDNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AdamIDNEQ = data
+		case "adamIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("adamIDIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AdamIDIn = data
+		case "adamIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("adamIDNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AdamIDNotIn = data
+		case "adamIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("adamIDGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AdamIDGT = data
+		case "adamIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("adamIDGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AdamIDGTE = data
+		case "adamIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("adamIDLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AdamIDLT = data
+		case "adamIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("adamIDLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AdamIDLTE = data
+		case "adamIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("adamIDContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AdamIDContains = data
+		case "adamIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("adamIDHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AdamIDHasPrefix = data
+		case "adamIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("adamIDHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AdamIDHasSuffix = data
+		case "adamIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("adamIDEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AdamIDEqualFold = data
+		case "adamIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("adamIDContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.AdamIDContainsFold = data
+		case "pricingParam":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("pricingParam"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PricingParam = data
+		case "pricingParamNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("pricingParamNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PricingParamNEQ = data
+		case "pricingParamIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("pricingParamIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PricingParamIn = data
+		case "pricingParamNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("pricingParamNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PricingParamNotIn = data
+		case "pricingParamGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("pricingParamGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PricingParamGT = data
+		case "pricingParamGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("pricingParamGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PricingParamGTE = data
+		case "pricingParamLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("pricingParamLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PricingParamLT = data
+		case "pricingParamLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("pricingParamLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PricingParamLTE = data
+		case "pricingParamContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("pricingParamContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PricingParamContains = data
+		case "pricingParamHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("pricingParamHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PricingParamHasPrefix = data
+		case "pricingParamHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("pricingParamHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PricingParamHasSuffix = data
+		case "pricingParamEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("pricingParamEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PricingParamEqualFold = data
+		case "pricingParamContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("pricingParamContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.PricingParamContainsFold = data
+		case "serialNumber":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("serialNumber"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SerialNumber = data
+		case "serialNumberNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("serialNumberNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SerialNumberNEQ = data
+		case "serialNumberIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("serialNumberIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SerialNumberIn = data
+		case "serialNumberNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("serialNumberNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SerialNumberNotIn = data
+		case "serialNumberGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("serialNumberGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SerialNumberGT = data
+		case "serialNumberGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("serialNumberGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SerialNumberGTE = data
+		case "serialNumberLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("serialNumberLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SerialNumberLT = data
+		case "serialNumberLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("serialNumberLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SerialNumberLTE = data
+		case "serialNumberContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("serialNumberContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SerialNumberContains = data
+		case "serialNumberHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("serialNumberHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SerialNumberHasPrefix = data
+		case "serialNumberHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("serialNumberHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SerialNumberHasSuffix = data
+		case "serialNumberIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("serialNumberIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SerialNumberIsNil = data
+		case "serialNumberNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("serialNumberNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SerialNumberNotNil = data
+		case "serialNumberEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("serialNumberEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SerialNumberEqualFold = data
+		case "serialNumberContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("serialNumberContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SerialNumberContainsFold = data
+		case "clientUserID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("clientUserID"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ClientUserID = data
+		case "clientUserIDNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("clientUserIDNEQ"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ClientUserIDNEQ = data
+		case "clientUserIDIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("clientUserIDIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ClientUserIDIn = data
+		case "clientUserIDNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("clientUserIDNotIn"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ClientUserIDNotIn = data
+		case "clientUserIDGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("clientUserIDGT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ClientUserIDGT = data
+		case "clientUserIDGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("clientUserIDGTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ClientUserIDGTE = data
+		case "clientUserIDLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("clientUserIDLT"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ClientUserIDLT = data
+		case "clientUserIDLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("clientUserIDLTE"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ClientUserIDLTE = data
+		case "clientUserIDContains":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("clientUserIDContains"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ClientUserIDContains = data
+		case "clientUserIDHasPrefix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("clientUserIDHasPrefix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ClientUserIDHasPrefix = data
+		case "clientUserIDHasSuffix":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("clientUserIDHasSuffix"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ClientUserIDHasSuffix = data
+		case "clientUserIDIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("clientUserIDIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ClientUserIDIsNil = data
+		case "clientUserIDNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("clientUserIDNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ClientUserIDNotNil = data
+		case "clientUserIDEqualFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("clientUserIDEqualFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ClientUserIDEqualFold = data
+		case "clientUserIDContainsFold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("clientUserIDContainsFold"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ClientUserIDContainsFold = data
+		case "hasToken":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasToken"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HasToken = data
+		case "hasTokenWith":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasTokenWith"))
+			data, err := ec.unmarshalOServerTokenWhereInput2ᚕᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐServerTokenWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HasTokenWith = data
+		case "hasApp":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasApp"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HasApp = data
+		case "hasAppWith":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasAppWith"))
+			data, err := ec.unmarshalOAppWhereInput2ᚕᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐAppWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HasAppWith = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalLicenceAssignmentWhereInput unmarshals raw into the LicenceAssignmentWhereInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalLicenceAssignmentWhereInput(ctx context.Context, raw any) (ent.LicenceAssignmentWhereInput, error) {
+	var out ent.LicenceAssignmentWhereInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "LicenceAssignmentWhereInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputLicenceInput(ctx context.Context, obj any) (model.LicenceInput, error) {
+	var it model.LicenceInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"tokenID", "assets", "serialNumbers", "clientUserIDs"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "tokenID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("tokenID"))
+			data, err := ec.unmarshalNID2int(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.TokenID = data
+		case "assets":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("assets"))
+			data, err := ec.unmarshalNAssetInput2ᚕᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋgraphᚋmodelᚐAssetInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Assets = data
+		case "serialNumbers":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("serialNumbers"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SerialNumbers = data
+		case "clientUserIDs":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("clientUserIDs"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ClientUserIDs = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalLicenceInput unmarshals raw into the LicenceInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalLicenceInput(ctx context.Context, raw any) (model.LicenceInput, error) {
+	var out model.LicenceInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "LicenceInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputLicenceOperationOrder(ctx context.Context, obj any) (ent.LicenceOperationOrder, error) {
+	var it ent.LicenceOperationOrder
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	if _, present := asMap["direction"]; !present {
+		asMap["direction"] = "ASC"
+	}
+
+	fieldsInOrder := [...]string{"direction", "field"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "direction":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("direction"))
+			data, err := ec.unmarshalNOrderDirection2entgoᚗioᚋcontribᚋentgqlᚐOrderDirection(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Direction = data
+		case "field":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("field"))
+			data, err := ec.unmarshalNLicenceOperationOrderField2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceOperationOrderField(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Field = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalLicenceOperationOrder unmarshals raw into the LicenceOperationOrder input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalLicenceOperationOrder(ctx context.Context, raw any) (ent.LicenceOperationOrder, error) {
+	var out ent.LicenceOperationOrder
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "LicenceOperationOrder", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputLicenceOperationWhereInput(ctx context.Context, obj any) (ent.LicenceOperationWhereInput, error) {
+	var it ent.LicenceOperationWhereInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "kind", "kindNEQ", "kindIn", "kindNotIn", "status", "statusNEQ", "statusIn", "statusNotIn", "requested", "requestedNEQ", "requestedIn", "requestedNotIn", "requestedGT", "requestedGTE", "requestedLT", "requestedLTE", "completed", "completedNEQ", "completedIn", "completedNotIn", "completedGT", "completedGTE", "completedLT", "completedLTE", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "completedAt", "completedAtNEQ", "completedAtIn", "completedAtNotIn", "completedAtGT", "completedAtGTE", "completedAtLT", "completedAtLTE", "completedAtIsNil", "completedAtNotNil", "hasToken", "hasTokenWith"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "not":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("not"))
+			data, err := ec.unmarshalOLicenceOperationWhereInput2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceOperationWhereInput(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Not = data
+		case "and":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("and"))
+			data, err := ec.unmarshalOLicenceOperationWhereInput2ᚕᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceOperationWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.And = data
+		case "or":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("or"))
+			data, err := ec.unmarshalOLicenceOperationWhereInput2ᚕᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceOperationWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Or = data
+		case "id":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("id"))
+			data, err := ec.unmarshalOID2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ID = data
+		case "idNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idNEQ"))
+			data, err := ec.unmarshalOID2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDNEQ = data
+		case "idIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idIn"))
+			data, err := ec.unmarshalOID2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDIn = data
+		case "idNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idNotIn"))
+			data, err := ec.unmarshalOID2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDNotIn = data
+		case "idGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idGT"))
+			data, err := ec.unmarshalOID2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDGT = data
+		case "idGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idGTE"))
+			data, err := ec.unmarshalOID2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDGTE = data
+		case "idLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idLT"))
+			data, err := ec.unmarshalOID2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDLT = data
+		case "idLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("idLTE"))
+			data, err := ec.unmarshalOID2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.IDLTE = data
+		case "kind":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("kind"))
+			data, err := ec.unmarshalOLicenceOperationKind2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋlicenceoperationᚐKind(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Kind = data
+		case "kindNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("kindNEQ"))
+			data, err := ec.unmarshalOLicenceOperationKind2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋlicenceoperationᚐKind(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.KindNEQ = data
+		case "kindIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("kindIn"))
+			data, err := ec.unmarshalOLicenceOperationKind2ᚕgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋlicenceoperationᚐKindᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.KindIn = data
+		case "kindNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("kindNotIn"))
+			data, err := ec.unmarshalOLicenceOperationKind2ᚕgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋlicenceoperationᚐKindᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.KindNotIn = data
+		case "status":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("status"))
+			data, err := ec.unmarshalOLicenceOperationStatus2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋlicenceoperationᚐStatus(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Status = data
+		case "statusNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("statusNEQ"))
+			data, err := ec.unmarshalOLicenceOperationStatus2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋlicenceoperationᚐStatus(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StatusNEQ = data
+		case "statusIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("statusIn"))
+			data, err := ec.unmarshalOLicenceOperationStatus2ᚕgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋlicenceoperationᚐStatusᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StatusIn = data
+		case "statusNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("statusNotIn"))
+			data, err := ec.unmarshalOLicenceOperationStatus2ᚕgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋlicenceoperationᚐStatusᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StatusNotIn = data
+		case "requested":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requested"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Requested = data
+		case "requestedNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestedNEQ"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RequestedNEQ = data
+		case "requestedIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestedIn"))
+			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RequestedIn = data
+		case "requestedNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestedNotIn"))
+			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RequestedNotIn = data
+		case "requestedGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestedGT"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RequestedGT = data
+		case "requestedGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestedGTE"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RequestedGTE = data
+		case "requestedLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestedLT"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RequestedLT = data
+		case "requestedLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("requestedLTE"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.RequestedLTE = data
+		case "completed":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("completed"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Completed = data
+		case "completedNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("completedNEQ"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CompletedNEQ = data
+		case "completedIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("completedIn"))
+			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CompletedIn = data
+		case "completedNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("completedNotIn"))
+			data, err := ec.unmarshalOInt2ᚕintᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CompletedNotIn = data
+		case "completedGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("completedGT"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CompletedGT = data
+		case "completedGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("completedGTE"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CompletedGTE = data
+		case "completedLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("completedLT"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CompletedLT = data
+		case "completedLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("completedLTE"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CompletedLTE = data
+		case "createdAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAt = data
+		case "createdAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtNEQ = data
+		case "createdAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtIn = data
+		case "createdAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtNotIn = data
+		case "createdAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtGT = data
+		case "createdAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtGTE = data
+		case "createdAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtLT = data
+		case "createdAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("createdAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CreatedAtLTE = data
+		case "completedAt":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("completedAt"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CompletedAt = data
+		case "completedAtNEQ":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("completedAtNEQ"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CompletedAtNEQ = data
+		case "completedAtIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("completedAtIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CompletedAtIn = data
+		case "completedAtNotIn":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("completedAtNotIn"))
+			data, err := ec.unmarshalOTime2ᚕtimeᚐTimeᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CompletedAtNotIn = data
+		case "completedAtGT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("completedAtGT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CompletedAtGT = data
+		case "completedAtGTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("completedAtGTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CompletedAtGTE = data
+		case "completedAtLT":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("completedAtLT"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CompletedAtLT = data
+		case "completedAtLTE":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("completedAtLTE"))
+			data, err := ec.unmarshalOTime2ᚖtimeᚐTime(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CompletedAtLTE = data
+		case "completedAtIsNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("completedAtIsNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CompletedAtIsNil = data
+		case "completedAtNotNil":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("completedAtNotNil"))
+			data, err := ec.unmarshalOBoolean2bool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.CompletedAtNotNil = data
+		case "hasToken":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasToken"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HasToken = data
+		case "hasTokenWith":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasTokenWith"))
+			data, err := ec.unmarshalOServerTokenWhereInput2ᚕᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐServerTokenWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HasTokenWith = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalLicenceOperationWhereInput unmarshals raw into the LicenceOperationWhereInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalLicenceOperationWhereInput(ctx context.Context, raw any) (ent.LicenceOperationWhereInput, error) {
+	var out ent.LicenceOperationWhereInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "LicenceOperationWhereInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputRevokeLicencesInput(ctx context.Context, obj any) (model.RevokeLicencesInput, error) {
+	var it model.RevokeLicencesInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"tokenID", "serialNumbers", "clientUserIDs"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "tokenID":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("tokenID"))
+			data, err := ec.unmarshalNID2int(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.TokenID = data
+		case "serialNumbers":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("serialNumbers"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.SerialNumbers = data
+		case "clientUserIDs":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("clientUserIDs"))
+			data, err := ec.unmarshalOString2ᚕstringᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.ClientUserIDs = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalRevokeLicencesInput unmarshals raw into the RevokeLicencesInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalRevokeLicencesInput(ctx context.Context, raw any) (model.RevokeLicencesInput, error) {
+	var out model.RevokeLicencesInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "RevokeLicencesInput", raw, &out)
+	return out, err
+}
+
 func (ec *executionContext) unmarshalInputServerTokenActionInput(ctx context.Context, obj any) (model.ServerTokenActionInput, error) {
 	var it model.ServerTokenActionInput
 	if obj == nil {
@@ -8465,7 +11850,7 @@ func (ec *executionContext) unmarshalInputServerTokenWhereInput(ctx context.Cont
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "state", "stateNEQ", "stateIn", "stateNotIn", "orgName", "orgNameNEQ", "orgNameIn", "orgNameNotIn", "orgNameGT", "orgNameGTE", "orgNameLT", "orgNameLTE", "orgNameContains", "orgNameHasPrefix", "orgNameHasSuffix", "orgNameEqualFold", "orgNameContainsFold", "locationName", "locationNameNEQ", "locationNameIn", "locationNameNotIn", "locationNameGT", "locationNameGTE", "locationNameLT", "locationNameLTE", "locationNameContains", "locationNameHasPrefix", "locationNameHasSuffix", "locationNameEqualFold", "locationNameContainsFold", "locationUID", "locationUIDNEQ", "locationUIDIn", "locationUIDNotIn", "locationUIDGT", "locationUIDGTE", "locationUIDLT", "locationUIDLTE", "locationUIDContains", "locationUIDHasPrefix", "locationUIDHasSuffix", "locationUIDEqualFold", "locationUIDContainsFold", "countryCode", "countryCodeNEQ", "countryCodeIn", "countryCodeNotIn", "countryCodeGT", "countryCodeGTE", "countryCodeLT", "countryCodeLTE", "countryCodeContains", "countryCodeHasPrefix", "countryCodeHasSuffix", "countryCodeEqualFold", "countryCodeContainsFold", "expiresAt", "expiresAtNEQ", "expiresAtIn", "expiresAtNotIn", "expiresAtGT", "expiresAtGTE", "expiresAtLT", "expiresAtLTE", "lastSyncedAt", "lastSyncedAtNEQ", "lastSyncedAtIn", "lastSyncedAtNotIn", "lastSyncedAtGT", "lastSyncedAtGTE", "lastSyncedAtLT", "lastSyncedAtLTE", "lastSyncedAtIsNil", "lastSyncedAtNotNil", "lastErrorCode", "lastErrorCodeNEQ", "lastErrorCodeIn", "lastErrorCodeNotIn", "lastErrorCodeGT", "lastErrorCodeGTE", "lastErrorCodeLT", "lastErrorCodeLTE", "lastErrorCodeContains", "lastErrorCodeHasPrefix", "lastErrorCodeHasSuffix", "lastErrorCodeEqualFold", "lastErrorCodeContainsFold", "hasCustomer", "hasCustomerWith", "hasApps", "hasAppsWith", "expiresWithinDays", "expiryStatus"}
+	fieldsInOrder := [...]string{"not", "and", "or", "id", "idNEQ", "idIn", "idNotIn", "idGT", "idGTE", "idLT", "idLTE", "createdAt", "createdAtNEQ", "createdAtIn", "createdAtNotIn", "createdAtGT", "createdAtGTE", "createdAtLT", "createdAtLTE", "state", "stateNEQ", "stateIn", "stateNotIn", "orgName", "orgNameNEQ", "orgNameIn", "orgNameNotIn", "orgNameGT", "orgNameGTE", "orgNameLT", "orgNameLTE", "orgNameContains", "orgNameHasPrefix", "orgNameHasSuffix", "orgNameEqualFold", "orgNameContainsFold", "locationName", "locationNameNEQ", "locationNameIn", "locationNameNotIn", "locationNameGT", "locationNameGTE", "locationNameLT", "locationNameLTE", "locationNameContains", "locationNameHasPrefix", "locationNameHasSuffix", "locationNameEqualFold", "locationNameContainsFold", "locationUID", "locationUIDNEQ", "locationUIDIn", "locationUIDNotIn", "locationUIDGT", "locationUIDGTE", "locationUIDLT", "locationUIDLTE", "locationUIDContains", "locationUIDHasPrefix", "locationUIDHasSuffix", "locationUIDEqualFold", "locationUIDContainsFold", "countryCode", "countryCodeNEQ", "countryCodeIn", "countryCodeNotIn", "countryCodeGT", "countryCodeGTE", "countryCodeLT", "countryCodeLTE", "countryCodeContains", "countryCodeHasPrefix", "countryCodeHasSuffix", "countryCodeEqualFold", "countryCodeContainsFold", "expiresAt", "expiresAtNEQ", "expiresAtIn", "expiresAtNotIn", "expiresAtGT", "expiresAtGTE", "expiresAtLT", "expiresAtLTE", "lastSyncedAt", "lastSyncedAtNEQ", "lastSyncedAtIn", "lastSyncedAtNotIn", "lastSyncedAtGT", "lastSyncedAtGTE", "lastSyncedAtLT", "lastSyncedAtLTE", "lastSyncedAtIsNil", "lastSyncedAtNotNil", "lastErrorCode", "lastErrorCodeNEQ", "lastErrorCodeIn", "lastErrorCodeNotIn", "lastErrorCodeGT", "lastErrorCodeGTE", "lastErrorCodeLT", "lastErrorCodeLTE", "lastErrorCodeContains", "lastErrorCodeHasPrefix", "lastErrorCodeHasSuffix", "lastErrorCodeEqualFold", "lastErrorCodeContainsFold", "hasCustomer", "hasCustomerWith", "hasApps", "hasAppsWith", "hasAssignments", "hasAssignmentsWith", "hasLicenceOperations", "hasLicenceOperationsWith", "expiresWithinDays", "expiryStatus"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -9242,6 +12627,34 @@ func (ec *executionContext) unmarshalInputServerTokenWhereInput(ctx context.Cont
 				return it, err
 			}
 			it.HasAppsWith = data
+		case "hasAssignments":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasAssignments"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HasAssignments = data
+		case "hasAssignmentsWith":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasAssignmentsWith"))
+			data, err := ec.unmarshalOLicenceAssignmentWhereInput2ᚕᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceAssignmentWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HasAssignmentsWith = data
+		case "hasLicenceOperations":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasLicenceOperations"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HasLicenceOperations = data
+		case "hasLicenceOperationsWith":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("hasLicenceOperationsWith"))
+			data, err := ec.unmarshalOLicenceOperationWhereInput2ᚕᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceOperationWhereInputᚄ(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.HasLicenceOperationsWith = data
 		case "expiresWithinDays":
 			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("expiresWithinDays"))
 			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
@@ -9274,6 +12687,48 @@ func (ec *executionContext) unmarshalInputServerTokenWhereInput(ctx context.Cont
 func UnmarshalServerTokenWhereInput(ctx context.Context, raw any) (ent.ServerTokenWhereInput, error) {
 	var out ent.ServerTokenWhereInput
 	err := graphql.UnmarshalNamedInputFromContext(ctx, "ServerTokenWhereInput", raw, &out)
+	return out, err
+}
+
+func (ec *executionContext) unmarshalInputUpdateAppInput(ctx context.Context, obj any) (model.UpdateAppInput, error) {
+	var it model.UpdateAppInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"lowLicenceThreshold"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "lowLicenceThreshold":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("lowLicenceThreshold"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.LowLicenceThreshold = graphql.OmittableOf(data)
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalUpdateAppInput unmarshals raw into the UpdateAppInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalUpdateAppInput(ctx context.Context, raw any) (model.UpdateAppInput, error) {
+	var out model.UpdateAppInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "UpdateAppInput", raw, &out)
 	return out, err
 }
 
@@ -9381,6 +12836,16 @@ func (ec *executionContext) _Node(ctx context.Context, sel ast.SelectionSet, obj
 			return graphql.Null
 		}
 		return ec._ServerToken(ctx, sel, obj)
+	case *ent.LicenceOperation:
+		if obj == nil {
+			return graphql.Null
+		}
+		return ec._LicenceOperation(ctx, sel, obj)
+	case *ent.LicenceAssignment:
+		if obj == nil {
+			return graphql.Null
+		}
+		return ec._LicenceAssignment(ctx, sel, obj)
 	case *ent.Customer:
 		if obj == nil {
 			return graphql.Null
@@ -9493,6 +12958,11 @@ func (ec *executionContext) _App(ctx context.Context, sel ast.SelectionSet, obj 
 		case "supportedPlatforms":
 			out.Values[i] = ec._App_supportedPlatforms(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "lowLicenceThreshold":
+			out.Values[i] = ec._App_lowLicenceThreshold(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "token":
@@ -9950,6 +13420,398 @@ func (ec *executionContext) _DeleteServerTokenPayload(ctx context.Context, sel a
 	return out
 }
 
+var licenceAssignmentImplementors = []string{"LicenceAssignment", "Node"}
+
+func (ec *executionContext) _LicenceAssignment(ctx context.Context, sel ast.SelectionSet, obj *ent.LicenceAssignment) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, licenceAssignmentImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("LicenceAssignment")
+		case "id":
+			out.Values[i] = ec._LicenceAssignment_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "adamID":
+			out.Values[i] = ec._LicenceAssignment_adamID(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "pricingParam":
+			out.Values[i] = ec._LicenceAssignment_pricingParam(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "serialNumber":
+			out.Values[i] = ec._LicenceAssignment_serialNumber(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "clientUserID":
+			out.Values[i] = ec._LicenceAssignment_clientUserID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "token":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._LicenceAssignment_token(ctx, field, obj)
+				})
+		case "app":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._LicenceAssignment_app(ctx, field, obj)
+				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var licenceAssignmentConnectionImplementors = []string{"LicenceAssignmentConnection"}
+
+func (ec *executionContext) _LicenceAssignmentConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.LicenceAssignmentConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, licenceAssignmentConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("LicenceAssignmentConnection")
+		case "edges":
+			out.Values[i] = ec._LicenceAssignmentConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._LicenceAssignmentConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "totalCount":
+			out.Values[i] = ec._LicenceAssignmentConnection_totalCount(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var licenceAssignmentEdgeImplementors = []string{"LicenceAssignmentEdge"}
+
+func (ec *executionContext) _LicenceAssignmentEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.LicenceAssignmentEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, licenceAssignmentEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("LicenceAssignmentEdge")
+		case "node":
+			out.Values[i] = ec._LicenceAssignmentEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "cursor":
+			out.Values[i] = ec._LicenceAssignmentEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var licenceFailureImplementors = []string{"LicenceFailure"}
+
+func (ec *executionContext) _LicenceFailure(ctx context.Context, sel ast.SelectionSet, obj *schematype.LicenceFailure) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, licenceFailureImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("LicenceFailure")
+		case "adamID":
+			out.Values[i] = ec._LicenceFailure_adamID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "pricingParam":
+			out.Values[i] = ec._LicenceFailure_pricingParam(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "serialNumber":
+			out.Values[i] = ec._LicenceFailure_serialNumber(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "clientUserID":
+			out.Values[i] = ec._LicenceFailure_clientUserID(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "code":
+			out.Values[i] = ec._LicenceFailure_code(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "message":
+			out.Values[i] = ec._LicenceFailure_message(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var licenceOperationImplementors = []string{"LicenceOperation", "Node"}
+
+func (ec *executionContext) _LicenceOperation(ctx context.Context, sel ast.SelectionSet, obj *ent.LicenceOperation) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, licenceOperationImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("LicenceOperation")
+		case "id":
+			out.Values[i] = ec._LicenceOperation_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "kind":
+			out.Values[i] = ec._LicenceOperation_kind(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "status":
+			out.Values[i] = ec._LicenceOperation_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "requested":
+			out.Values[i] = ec._LicenceOperation_requested(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "completed":
+			out.Values[i] = ec._LicenceOperation_completed(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "failures":
+			out.Values[i] = ec._LicenceOperation_failures(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "createdAt":
+			out.Values[i] = ec._LicenceOperation_createdAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "completedAt":
+			out.Values[i] = ec._LicenceOperation_completedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "token":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._LicenceOperation_token(ctx, field, obj)
+				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var licenceOperationConnectionImplementors = []string{"LicenceOperationConnection"}
+
+func (ec *executionContext) _LicenceOperationConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.LicenceOperationConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, licenceOperationConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("LicenceOperationConnection")
+		case "edges":
+			out.Values[i] = ec._LicenceOperationConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._LicenceOperationConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "totalCount":
+			out.Values[i] = ec._LicenceOperationConnection_totalCount(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var licenceOperationEdgeImplementors = []string{"LicenceOperationEdge"}
+
+func (ec *executionContext) _LicenceOperationEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.LicenceOperationEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, licenceOperationEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("LicenceOperationEdge")
+		case "node":
+			out.Values[i] = ec._LicenceOperationEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "cursor":
+			out.Values[i] = ec._LicenceOperationEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var licenceOperationPayloadImplementors = []string{"LicenceOperationPayload"}
+
+func (ec *executionContext) _LicenceOperationPayload(ctx context.Context, sel ast.SelectionSet, obj *model.LicenceOperationPayload) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, licenceOperationPayloadImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("LicenceOperationPayload")
+		case "operation":
+			out.Values[i] = ec._LicenceOperationPayload_operation(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var licenceTotalsImplementors = []string{"LicenceTotals"}
 
 func (ec *executionContext) _LicenceTotals(ctx context.Context, sel ast.SelectionSet, obj *domain.LicenceTotals) graphql.Marshaler {
@@ -9983,6 +13845,64 @@ func (ec *executionContext) _LicenceTotals(ctx context.Context, sel ast.Selectio
 			}
 		case "unlimitedCount":
 			out.Values[i] = ec._LicenceTotals_unlimitedCount(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var licenceWarningImplementors = []string{"LicenceWarning"}
+
+func (ec *executionContext) _LicenceWarning(ctx context.Context, sel ast.SelectionSet, obj *domain.LicenceWarning) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, licenceWarningImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("LicenceWarning")
+		case "app":
+			out.Values[i] = ec._LicenceWarning_app(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "token":
+			out.Values[i] = ec._LicenceWarning_token(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "availableCount":
+			out.Values[i] = ec._LicenceWarning_availableCount(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "threshold":
+			out.Values[i] = ec._LicenceWarning_threshold(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "level":
+			out.Values[i] = ec._LicenceWarning_level(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "issuedAt":
+			out.Values[i] = ec._LicenceWarning_issuedAt(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -10124,6 +14044,34 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 		case "syncServerToken":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_syncServerToken(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "assignLicences":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_assignLicences(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "unassignLicences":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_unassignLicences(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "revokeLicences":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_revokeLicences(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "updateApp":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_updateApp(ctx, field)
 			})
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
@@ -10388,6 +14336,18 @@ func (ec *executionContext) _ServerToken(ctx context.Context, sel ast.SelectionS
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._ServerToken_apps(ctx, field, obj)
 				})
+		case "assignments":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._ServerToken_assignments(ctx, field, obj)
+				})
+		case "licenceOperations":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._ServerToken_licenceOperations(ctx, field, obj)
+				})
 		case "daysUntilExpiry":
 			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
 				true, true,
@@ -10558,6 +14518,10 @@ func (ec *executionContext) _Subscription(ctx context.Context, sel ast.Selection
 	switch fields[0].Name {
 	case "tokenExpiryWarnings":
 		return ec._Subscription_tokenExpiryWarnings(ctx, fields[0])
+	case "licenceOperationUpdates":
+		return ec._Subscription_licenceOperationUpdates(ctx, fields[0])
+	case "licenceWarnings":
+		return ec._Subscription_licenceWarnings(ctx, fields[0])
 	default:
 		panic("unknown field " + strconv.Quote(fields[0].Name))
 	}
@@ -11059,6 +15023,14 @@ func (ec *executionContext) ___Type(ctx context.Context, sel ast.SelectionSet, o
 
 // region    ***************************** type.gotpl *****************************
 
+func (ec *executionContext) marshalNApp2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐApp(ctx context.Context, sel ast.SelectionSet, v *ent.App) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "App!")
+		return graphql.Null
+	}
+	return ec._App(ctx, sel, v)
+}
+
 func (ec *executionContext) marshalNAppConnection2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐAppConnection(ctx context.Context, sel ast.SelectionSet, v *ent.AppConnection) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "AppConnection!")
@@ -11083,6 +15055,25 @@ func (ec *executionContext) marshalNAppOrderField2ᚖgithubᚗcomᚋorchardᚑms
 
 func (ec *executionContext) unmarshalNAppWhereInput2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐAppWhereInput(ctx context.Context, v any) (*ent.AppWhereInput, error) {
 	res, err := ec.unmarshalInputAppWhereInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalNAssetInput2ᚕᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋgraphᚋmodelᚐAssetInputᚄ(ctx context.Context, v any) ([]*model.AssetInput, error) {
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]*model.AssetInput, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNAssetInput2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋgraphᚋmodelᚐAssetInput(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) unmarshalNAssetInput2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋgraphᚋmodelᚐAssetInput(ctx context.Context, v any) (*model.AssetInput, error) {
+	res, err := ec.unmarshalInputAssetInput(ctx, v)
 	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
@@ -11270,12 +15261,145 @@ func (ec *executionContext) marshalNInt2int(ctx context.Context, sel ast.Selecti
 	return res
 }
 
+func (ec *executionContext) marshalNLicenceAssignmentConnection2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceAssignmentConnection(ctx context.Context, sel ast.SelectionSet, v *ent.LicenceAssignmentConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "LicenceAssignmentConnection!")
+		return graphql.Null
+	}
+	return ec._LicenceAssignmentConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNLicenceAssignmentOrderField2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceAssignmentOrderField(ctx context.Context, v any) (*ent.LicenceAssignmentOrderField, error) {
+	var res = new(ent.LicenceAssignmentOrderField)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNLicenceAssignmentOrderField2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceAssignmentOrderField(ctx context.Context, sel ast.SelectionSet, v *ent.LicenceAssignmentOrderField) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "LicenceAssignmentOrderField!")
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalNLicenceAssignmentWhereInput2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceAssignmentWhereInput(ctx context.Context, v any) (*ent.LicenceAssignmentWhereInput, error) {
+	res, err := ec.unmarshalInputLicenceAssignmentWhereInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNLicenceFailure2githubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋschematypeᚐLicenceFailure(ctx context.Context, sel ast.SelectionSet, v schematype.LicenceFailure) graphql.Marshaler {
+	return ec._LicenceFailure(ctx, sel, &v)
+}
+
+func (ec *executionContext) marshalNLicenceFailure2ᚕgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋschematypeᚐLicenceFailureᚄ(ctx context.Context, sel ast.SelectionSet, v []schematype.LicenceFailure) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNLicenceFailure2githubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋschematypeᚐLicenceFailure(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalNLicenceInput2githubᚗcomᚋorchardᚑmspᚋorchardᚋgraphᚋmodelᚐLicenceInput(ctx context.Context, v any) (model.LicenceInput, error) {
+	res, err := ec.unmarshalInputLicenceInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNLicenceOperation2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceOperation(ctx context.Context, sel ast.SelectionSet, v *ent.LicenceOperation) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "LicenceOperation!")
+		return graphql.Null
+	}
+	return ec._LicenceOperation(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNLicenceOperationConnection2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceOperationConnection(ctx context.Context, sel ast.SelectionSet, v *ent.LicenceOperationConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "LicenceOperationConnection!")
+		return graphql.Null
+	}
+	return ec._LicenceOperationConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNLicenceOperationKind2githubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋlicenceoperationᚐKind(ctx context.Context, v any) (licenceoperation.Kind, error) {
+	var res licenceoperation.Kind
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNLicenceOperationKind2githubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋlicenceoperationᚐKind(ctx context.Context, sel ast.SelectionSet, v licenceoperation.Kind) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) unmarshalNLicenceOperationOrderField2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceOperationOrderField(ctx context.Context, v any) (*ent.LicenceOperationOrderField, error) {
+	var res = new(ent.LicenceOperationOrderField)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNLicenceOperationOrderField2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceOperationOrderField(ctx context.Context, sel ast.SelectionSet, v *ent.LicenceOperationOrderField) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "LicenceOperationOrderField!")
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) marshalNLicenceOperationPayload2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋgraphᚋmodelᚐLicenceOperationPayload(ctx context.Context, sel ast.SelectionSet, v *model.LicenceOperationPayload) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "LicenceOperationPayload!")
+		return graphql.Null
+	}
+	return ec._LicenceOperationPayload(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNLicenceOperationStatus2githubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋlicenceoperationᚐStatus(ctx context.Context, v any) (licenceoperation.Status, error) {
+	var res licenceoperation.Status
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNLicenceOperationStatus2githubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋlicenceoperationᚐStatus(ctx context.Context, sel ast.SelectionSet, v licenceoperation.Status) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) unmarshalNLicenceOperationWhereInput2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceOperationWhereInput(ctx context.Context, v any) (*ent.LicenceOperationWhereInput, error) {
+	res, err := ec.unmarshalInputLicenceOperationWhereInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
 func (ec *executionContext) marshalNLicenceTotals2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋgraphᚋdomainᚐLicenceTotals(ctx context.Context, sel ast.SelectionSet, v *domain.LicenceTotals) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "LicenceTotals!")
 		return graphql.Null
 	}
 	return ec._LicenceTotals(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNLicenceWarning2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋgraphᚋdomainᚐLicenceWarning(ctx context.Context, sel ast.SelectionSet, v *domain.LicenceWarning) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "LicenceWarning!")
+		return graphql.Null
+	}
+	return ec._LicenceWarning(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNLicenceWarningLevel2githubᚗcomᚋorchardᚑmspᚋorchardᚋgraphᚋdomainᚐLicenceWarningLevel(ctx context.Context, v any) (domain.LicenceWarningLevel, error) {
+	var res domain.LicenceWarningLevel
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNLicenceWarningLevel2githubᚗcomᚋorchardᚑmspᚋorchardᚋgraphᚋdomainᚐLicenceWarningLevel(ctx context.Context, sel ast.SelectionSet, v domain.LicenceWarningLevel) graphql.Marshaler {
+	return v
 }
 
 func (ec *executionContext) marshalNNode2ᚕgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐNoder(ctx context.Context, sel ast.SelectionSet, v []ent.Noder) graphql.Marshaler {
@@ -11310,6 +15434,11 @@ func (ec *executionContext) unmarshalNProductType2githubᚗcomᚋorchardᚑmsp�
 
 func (ec *executionContext) marshalNProductType2githubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋappᚐProductType(ctx context.Context, sel ast.SelectionSet, v app.ProductType) graphql.Marshaler {
 	return v
+}
+
+func (ec *executionContext) unmarshalNRevokeLicencesInput2githubᚗcomᚋorchardᚑmspᚋorchardᚋgraphᚋmodelᚐRevokeLicencesInput(ctx context.Context, v any) (model.RevokeLicencesInput, error) {
+	res, err := ec.unmarshalInputRevokeLicencesInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) unmarshalNRole2githubᚗcomᚋorchardᚑmspᚋorchardᚋgraphᚋmodelᚐRole(ctx context.Context, v any) (model.Role, error) {
@@ -11443,6 +15572,11 @@ func (ec *executionContext) marshalNTokenExpiryWarning2ᚖgithubᚗcomᚋorchard
 		return graphql.Null
 	}
 	return ec._TokenExpiryWarning(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNUpdateAppInput2githubᚗcomᚋorchardᚑmspᚋorchardᚋgraphᚋmodelᚐUpdateAppInput(ctx context.Context, v any) (model.UpdateAppInput, error) {
+	res, err := ec.unmarshalInputUpdateAppInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) unmarshalNUpdateCustomerInput2githubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐUpdateCustomerInput(ctx context.Context, v any) (ent.UpdateCustomerInput, error) {
@@ -11973,6 +16107,230 @@ func (ec *executionContext) marshalOInt2ᚖint(ctx context.Context, sel ast.Sele
 	_ = ctx
 	res := graphql.MarshalInt(*v)
 	return res
+}
+
+func (ec *executionContext) marshalOLicenceAssignment2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceAssignment(ctx context.Context, sel ast.SelectionSet, v *ent.LicenceAssignment) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._LicenceAssignment(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOLicenceAssignmentEdge2ᚕᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceAssignmentEdge(ctx context.Context, sel ast.SelectionSet, v []*ent.LicenceAssignmentEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalOLicenceAssignmentEdge2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceAssignmentEdge(ctx, sel, v[i])
+	})
+
+	return ret
+}
+
+func (ec *executionContext) marshalOLicenceAssignmentEdge2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceAssignmentEdge(ctx context.Context, sel ast.SelectionSet, v *ent.LicenceAssignmentEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._LicenceAssignmentEdge(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOLicenceAssignmentOrder2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceAssignmentOrder(ctx context.Context, v any) (*ent.LicenceAssignmentOrder, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputLicenceAssignmentOrder(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalOLicenceAssignmentWhereInput2ᚕᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceAssignmentWhereInputᚄ(ctx context.Context, v any) ([]*ent.LicenceAssignmentWhereInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]*ent.LicenceAssignmentWhereInput, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNLicenceAssignmentWhereInput2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceAssignmentWhereInput(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) unmarshalOLicenceAssignmentWhereInput2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceAssignmentWhereInput(ctx context.Context, v any) (*ent.LicenceAssignmentWhereInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputLicenceAssignmentWhereInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOLicenceOperation2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceOperation(ctx context.Context, sel ast.SelectionSet, v *ent.LicenceOperation) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._LicenceOperation(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOLicenceOperationEdge2ᚕᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceOperationEdge(ctx context.Context, sel ast.SelectionSet, v []*ent.LicenceOperationEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalOLicenceOperationEdge2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceOperationEdge(ctx, sel, v[i])
+	})
+
+	return ret
+}
+
+func (ec *executionContext) marshalOLicenceOperationEdge2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceOperationEdge(ctx context.Context, sel ast.SelectionSet, v *ent.LicenceOperationEdge) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._LicenceOperationEdge(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOLicenceOperationKind2ᚕgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋlicenceoperationᚐKindᚄ(ctx context.Context, v any) ([]licenceoperation.Kind, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]licenceoperation.Kind, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNLicenceOperationKind2githubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋlicenceoperationᚐKind(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalOLicenceOperationKind2ᚕgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋlicenceoperationᚐKindᚄ(ctx context.Context, sel ast.SelectionSet, v []licenceoperation.Kind) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNLicenceOperationKind2githubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋlicenceoperationᚐKind(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalOLicenceOperationKind2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋlicenceoperationᚐKind(ctx context.Context, v any) (*licenceoperation.Kind, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(licenceoperation.Kind)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOLicenceOperationKind2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋlicenceoperationᚐKind(ctx context.Context, sel ast.SelectionSet, v *licenceoperation.Kind) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalOLicenceOperationOrder2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceOperationOrder(ctx context.Context, v any) (*ent.LicenceOperationOrder, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputLicenceOperationOrder(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) unmarshalOLicenceOperationStatus2ᚕgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋlicenceoperationᚐStatusᚄ(ctx context.Context, v any) ([]licenceoperation.Status, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]licenceoperation.Status, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNLicenceOperationStatus2githubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋlicenceoperationᚐStatus(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalOLicenceOperationStatus2ᚕgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋlicenceoperationᚐStatusᚄ(ctx context.Context, sel ast.SelectionSet, v []licenceoperation.Status) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNLicenceOperationStatus2githubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋlicenceoperationᚐStatus(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) unmarshalOLicenceOperationStatus2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋlicenceoperationᚐStatus(ctx context.Context, v any) (*licenceoperation.Status, error) {
+	if v == nil {
+		return nil, nil
+	}
+	var res = new(licenceoperation.Status)
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOLicenceOperationStatus2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋlicenceoperationᚐStatus(ctx context.Context, sel ast.SelectionSet, v *licenceoperation.Status) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return v
+}
+
+func (ec *executionContext) unmarshalOLicenceOperationWhereInput2ᚕᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceOperationWhereInputᚄ(ctx context.Context, v any) ([]*ent.LicenceOperationWhereInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]*ent.LicenceOperationWhereInput, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNLicenceOperationWhereInput2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceOperationWhereInput(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) unmarshalOLicenceOperationWhereInput2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceOperationWhereInput(ctx context.Context, v any) (*ent.LicenceOperationWhereInput, error) {
+	if v == nil {
+		return nil, nil
+	}
+	res, err := ec.unmarshalInputLicenceOperationWhereInput(ctx, v)
+	return &res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) marshalOMDMInfo2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋschematypeᚐMDMInfo(ctx context.Context, sel ast.SelectionSet, v *schematype.MDMInfo) graphql.Marshaler {

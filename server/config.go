@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"net/url"
 	"path/filepath"
@@ -48,6 +49,12 @@ type Config struct {
 	AppleInteractiveBudget time.Duration
 	// TrustedProxies are the peers whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
+
+	// Licences (contract.md, "Licences").
+	PublicURL            string
+	AppleEventPoll       time.Duration
+	AppleNotifyWait      time.Duration
+	LicenceWarnAvailable int
 }
 
 // setting is one configuration value: its variable, flag, default and help.
@@ -117,6 +124,38 @@ var settings = []setting{
 		c.MetricsToken = v
 		return nil
 	}},
+	{"ORCHARD_PUBLIC_URL", "public-url", "", "URL at which Apple reaches this installation (https; http only for a loopback host); set: tokens subscribe to Apple's notifications at URL/apple/notifications", setPublicURL},
+	{"ORCHARD_APPLE_EVENT_POLL", "apple-event-poll", "30s", "least time between status checks of a licence operation Apple has not reported finished", durationSetter(func(c *Config) *time.Duration { return &c.AppleEventPoll })},
+	{"ORCHARD_APPLE_NOTIFY_WAIT", "apple-notify-wait", "5m", "with notifications registered, how long Apple's notification is awaited before Orchard checks the status itself", durationSetter(func(c *Config) *time.Duration { return &c.AppleNotifyWait })},
+	{"ORCHARD_LICENCE_WARN_AVAILABLE", "licence-warn-available", "5", "a licence warning is raised when an app's available licences fall to this number or below (0: only when none are left); updateApp overrides it per app", func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 1000000 {
+			return fmt.Errorf("must be a whole number of licences, 0 or more")
+		}
+		c.LicenceWarnAvailable = n
+		return nil
+	}},
+}
+
+// setPublicURL accepts what Apple accepts as a notification URL: HTTPS,
+// and plain HTTP only to a loopback host, for tests and local demos.
+func setPublicURL(c *Config, v string) error {
+	c.PublicURL = ""
+	if v == "" {
+		return nil
+	}
+	u, err := url.Parse(v)
+	if err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("must be a URL like https://orchard.example.com, with no query or fragment")
+	}
+	host := u.Hostname()
+	ip := net.ParseIP(host)
+	loopback := host == "localhost" || ip != nil && ip.IsLoopback()
+	if u.Scheme != "https" && !(u.Scheme == "http" && loopback) {
+		return fmt.Errorf("must use https (Apple requires it); http is accepted only for localhost, 127.0.0.0/8 or ::1")
+	}
+	c.PublicURL = strings.TrimRight(v, "/")
+	return nil
 }
 
 func durationSetter(field func(*Config) *time.Duration) func(*Config, string) error {

@@ -90,6 +90,7 @@ func newHandler(d serverDeps) http.Handler {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	mux.Handle("GET /metrics", d.metrics.handler(d))
+	mux.Handle("POST /apple/notifications", d.limits.middleware(appleNotifications(d)))
 	pg := playground.Handler()
 	mux.Handle("GET /playground", pg)
 	mux.Handle("GET /playground/", pg)

@@ -19,10 +19,35 @@ type jobs struct {
 	wg      sync.WaitGroup
 	syncNow chan int
 	outbox  chan struct{}
+	// licences asks the licence job to run now.
+	licences chan struct{}
 }
 
 func newJobs(svc *domain.Service, cfg *Config, log *slog.Logger) *jobs {
-	return &jobs{svc: svc, cfg: cfg, log: log, syncNow: make(chan int, 64), outbox: make(chan struct{}, 1)}
+	j := &jobs{svc: svc, cfg: cfg, log: log, syncNow: make(chan int, 64), outbox: make(chan struct{}, 1), licences: make(chan struct{}, 1)}
+	// The licence settings travel with the jobs that use them, so the
+	// service knows them before the first request.
+	svc.SetLicenceConfig(domain.LicenceConfig{
+		PublicURL:     cfg.PublicURL,
+		EventPoll:     cfg.AppleEventPoll,
+		NotifyWait:    cfg.AppleNotifyWait,
+		WarnAvailable: cfg.LicenceWarnAvailable,
+	}, j.kickLicences)
+	return j
+}
+
+// kickLicences asks the licence job to look at due events now; it never blocks.
+func (j *jobs) kickLicences() {
+	select {
+	case j.licences <- struct{}{}:
+	default:
+	}
+}
+
+// licenceInterval is how often the licence job looks for due events: well
+// under the poll interval, so no check comes late by more than a fraction of it.
+func licenceInterval(poll time.Duration) time.Duration {
+	return min(max(poll/4, 50*time.Millisecond), 5*time.Second)
 }
 
 // requestSync asks for a token's first sync after it became ACTIVE; it
@@ -81,6 +106,30 @@ func (j *jobs) leaderJobs(ctx context.Context, wg *sync.WaitGroup) {
 			j.log.Info("app sync round", "synced", synced, "failed", failed)
 		}
 	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		// Licence operations: send what no one sent, check and resend
+		// Apple's events, across restarts and instances.
+		t := time.NewTicker(licenceInterval(j.cfg.AppleEventPoll))
+		defer t.Stop()
+		for {
+			func() {
+				defer func() {
+					if v := recover(); v != nil {
+						j.log.Error("background job panicked", "job", "licence operations", "panic", v)
+					}
+				}()
+				j.svc.RunLicenceEvents(ctx)
+			}()
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			case <-j.licences:
+			}
+		}
+	}()
 	j.loop(ctx, wg, "pending cleanup", min(j.cfg.PendingTTL/4, time.Hour), func(ctx context.Context) {
 		if n, err := j.svc.CleanupPending(ctx); err != nil {
 			j.log.Error("cleanup failed", "err", err)

@@ -52,8 +52,14 @@ const (
 	FieldSupportedPlatforms = "supported_platforms"
 	// FieldMetadataAt holds the string denoting the metadata_at field in the database.
 	FieldMetadataAt = "metadata_at"
+	// FieldLowLicenceThreshold holds the string denoting the low_licence_threshold field in the database.
+	FieldLowLicenceThreshold = "low_licence_threshold"
+	// FieldLicenceWarned holds the string denoting the licence_warned field in the database.
+	FieldLicenceWarned = "licence_warned"
 	// EdgeToken holds the string denoting the token edge name in mutations.
 	EdgeToken = "token"
+	// EdgeAssignments holds the string denoting the assignments edge name in mutations.
+	EdgeAssignments = "assignments"
 	// Table holds the table name of the app in the database.
 	Table = "apps"
 	// TokenTable is the table that holds the token relation/edge.
@@ -63,6 +69,13 @@ const (
 	TokenInverseTable = "server_tokens"
 	// TokenColumn is the table column denoting the token relation/edge.
 	TokenColumn = "token_id"
+	// AssignmentsTable is the table that holds the assignments relation/edge.
+	AssignmentsTable = "licence_assignments"
+	// AssignmentsInverseTable is the table name for the LicenceAssignment entity.
+	// It exists in this package in order to avoid circular dependency with the "licenceassignment" package.
+	AssignmentsInverseTable = "licence_assignments"
+	// AssignmentsColumn is the table column denoting the assignments relation/edge.
+	AssignmentsColumn = "app_id"
 )
 
 // Columns holds all SQL columns for app fields.
@@ -85,6 +98,8 @@ var Columns = []string{
 	FieldUnlimited,
 	FieldSupportedPlatforms,
 	FieldMetadataAt,
+	FieldLowLicenceThreshold,
+	FieldLicenceWarned,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -123,6 +138,8 @@ var (
 	DefaultUnlimited bool
 	// DefaultSupportedPlatforms holds the default value on creation for the "supported_platforms" field.
 	DefaultSupportedPlatforms []string
+	// DefaultLicenceWarned holds the default value on creation for the "licence_warned" field.
+	DefaultLicenceWarned []string
 )
 
 // ProductType defines the type for the "product_type" enum field.
@@ -236,10 +253,29 @@ func ByMetadataAt(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldMetadataAt, opts...).ToFunc()
 }
 
+// ByLowLicenceThreshold orders the results by the low_licence_threshold field.
+func ByLowLicenceThreshold(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldLowLicenceThreshold, opts...).ToFunc()
+}
+
 // ByTokenField orders the results by token field.
 func ByTokenField(field string, opts ...sql.OrderTermOption) OrderOption {
 	return func(s *sql.Selector) {
 		sqlgraph.OrderByNeighborTerms(s, newTokenStep(), sql.OrderByField(field, opts...))
+	}
+}
+
+// ByAssignmentsCount orders the results by assignments count.
+func ByAssignmentsCount(opts ...sql.OrderTermOption) OrderOption {
+	return func(s *sql.Selector) {
+		sqlgraph.OrderByNeighborsCount(s, newAssignmentsStep(), opts...)
+	}
+}
+
+// ByAssignments orders the results by assignments terms.
+func ByAssignments(term sql.OrderTerm, terms ...sql.OrderTerm) OrderOption {
+	return func(s *sql.Selector) {
+		sqlgraph.OrderByNeighborTerms(s, newAssignmentsStep(), append([]sql.OrderTerm{term}, terms...)...)
 	}
 }
 func newTokenStep() *sqlgraph.Step {
@@ -247,6 +283,13 @@ func newTokenStep() *sqlgraph.Step {
 		sqlgraph.From(Table, FieldID),
 		sqlgraph.To(TokenInverseTable, FieldID),
 		sqlgraph.Edge(sqlgraph.M2O, true, TokenTable, TokenColumn),
+	)
+}
+func newAssignmentsStep() *sqlgraph.Step {
+	return sqlgraph.NewStep(
+		sqlgraph.From(Table, FieldID),
+		sqlgraph.To(AssignmentsInverseTable, FieldID),
+		sqlgraph.Edge(sqlgraph.O2M, false, AssignmentsTable, AssignmentsColumn),
 	)
 }
 

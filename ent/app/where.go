@@ -130,6 +130,11 @@ func MetadataAt(v time.Time) predicate.App {
 	return predicate.App(sql.FieldEQ(FieldMetadataAt, v))
 }
 
+// LowLicenceThreshold applies equality check predicate on the "low_licence_threshold" field. It's identical to LowLicenceThresholdEQ.
+func LowLicenceThreshold(v int) predicate.App {
+	return predicate.App(sql.FieldEQ(FieldLowLicenceThreshold, v))
+}
+
 // CreatedAtEQ applies the EQ predicate on the "created_at" field.
 func CreatedAtEQ(v time.Time) predicate.App {
 	return predicate.App(sql.FieldEQ(FieldCreatedAt, v))
@@ -865,6 +870,56 @@ func MetadataAtNotNil() predicate.App {
 	return predicate.App(sql.FieldNotNull(FieldMetadataAt))
 }
 
+// LowLicenceThresholdEQ applies the EQ predicate on the "low_licence_threshold" field.
+func LowLicenceThresholdEQ(v int) predicate.App {
+	return predicate.App(sql.FieldEQ(FieldLowLicenceThreshold, v))
+}
+
+// LowLicenceThresholdNEQ applies the NEQ predicate on the "low_licence_threshold" field.
+func LowLicenceThresholdNEQ(v int) predicate.App {
+	return predicate.App(sql.FieldNEQ(FieldLowLicenceThreshold, v))
+}
+
+// LowLicenceThresholdIn applies the In predicate on the "low_licence_threshold" field.
+func LowLicenceThresholdIn(vs ...int) predicate.App {
+	return predicate.App(sql.FieldIn(FieldLowLicenceThreshold, vs...))
+}
+
+// LowLicenceThresholdNotIn applies the NotIn predicate on the "low_licence_threshold" field.
+func LowLicenceThresholdNotIn(vs ...int) predicate.App {
+	return predicate.App(sql.FieldNotIn(FieldLowLicenceThreshold, vs...))
+}
+
+// LowLicenceThresholdGT applies the GT predicate on the "low_licence_threshold" field.
+func LowLicenceThresholdGT(v int) predicate.App {
+	return predicate.App(sql.FieldGT(FieldLowLicenceThreshold, v))
+}
+
+// LowLicenceThresholdGTE applies the GTE predicate on the "low_licence_threshold" field.
+func LowLicenceThresholdGTE(v int) predicate.App {
+	return predicate.App(sql.FieldGTE(FieldLowLicenceThreshold, v))
+}
+
+// LowLicenceThresholdLT applies the LT predicate on the "low_licence_threshold" field.
+func LowLicenceThresholdLT(v int) predicate.App {
+	return predicate.App(sql.FieldLT(FieldLowLicenceThreshold, v))
+}
+
+// LowLicenceThresholdLTE applies the LTE predicate on the "low_licence_threshold" field.
+func LowLicenceThresholdLTE(v int) predicate.App {
+	return predicate.App(sql.FieldLTE(FieldLowLicenceThreshold, v))
+}
+
+// LowLicenceThresholdIsNil applies the IsNil predicate on the "low_licence_threshold" field.
+func LowLicenceThresholdIsNil() predicate.App {
+	return predicate.App(sql.FieldIsNull(FieldLowLicenceThreshold))
+}
+
+// LowLicenceThresholdNotNil applies the NotNil predicate on the "low_licence_threshold" field.
+func LowLicenceThresholdNotNil() predicate.App {
+	return predicate.App(sql.FieldNotNull(FieldLowLicenceThreshold))
+}
+
 // HasToken applies the HasEdge predicate on the "token" edge.
 func HasToken() predicate.App {
 	return predicate.App(func(s *sql.Selector) {
@@ -880,6 +935,29 @@ func HasToken() predicate.App {
 func HasTokenWith(preds ...predicate.ServerToken) predicate.App {
 	return predicate.App(func(s *sql.Selector) {
 		step := newTokenStep()
+		sqlgraph.HasNeighborsWith(s, step, func(s *sql.Selector) {
+			for _, p := range preds {
+				p(s)
+			}
+		})
+	})
+}
+
+// HasAssignments applies the HasEdge predicate on the "assignments" edge.
+func HasAssignments() predicate.App {
+	return predicate.App(func(s *sql.Selector) {
+		step := sqlgraph.NewStep(
+			sqlgraph.From(Table, FieldID),
+			sqlgraph.Edge(sqlgraph.O2M, false, AssignmentsTable, AssignmentsColumn),
+		)
+		sqlgraph.HasNeighbors(s, step)
+	})
+}
+
+// HasAssignmentsWith applies the HasEdge predicate on the "assignments" edge with a given conditions (other predicates).
+func HasAssignmentsWith(preds ...predicate.LicenceAssignment) predicate.App {
+	return predicate.App(func(s *sql.Selector) {
+		step := newAssignmentsStep()
 		sqlgraph.HasNeighborsWith(s, step, func(s *sql.Selector) {
 			for _, p := range preds {
 				p(s)

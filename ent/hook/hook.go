@@ -33,6 +33,18 @@ func (f AppFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) 
 	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.AppMutation", m)
 }
 
+// The AppleNotificationFunc type is an adapter to allow the use of ordinary
+// function as AppleNotification mutator.
+type AppleNotificationFunc func(context.Context, *ent.AppleNotificationMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f AppleNotificationFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.AppleNotificationMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.AppleNotificationMutation", m)
+}
+
 // The AuditEventFunc type is an adapter to allow the use of ordinary
 // function as AuditEvent mutator.
 type AuditEventFunc func(context.Context, *ent.AuditEventMutation) (ent.Value, error)
@@ -55,6 +67,42 @@ func (f CustomerFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, er
 		return f(ctx, mv)
 	}
 	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.CustomerMutation", m)
+}
+
+// The LicenceAssignmentFunc type is an adapter to allow the use of ordinary
+// function as LicenceAssignment mutator.
+type LicenceAssignmentFunc func(context.Context, *ent.LicenceAssignmentMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f LicenceAssignmentFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.LicenceAssignmentMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.LicenceAssignmentMutation", m)
+}
+
+// The LicenceEventFunc type is an adapter to allow the use of ordinary
+// function as LicenceEvent mutator.
+type LicenceEventFunc func(context.Context, *ent.LicenceEventMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f LicenceEventFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.LicenceEventMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.LicenceEventMutation", m)
+}
+
+// The LicenceOperationFunc type is an adapter to allow the use of ordinary
+// function as LicenceOperation mutator.
+type LicenceOperationFunc func(context.Context, *ent.LicenceOperationMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f LicenceOperationFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.LicenceOperationMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.LicenceOperationMutation", m)
 }
 
 // The ServerTokenFunc type is an adapter to allow the use of ordinary

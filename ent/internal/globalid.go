@@ -2,4 +2,4 @@
 
 package internal
 
-const IncrementStarts = "{\"api_keys\":0,\"apps\":4294967296,\"audit_events\":8589934592,\"customers\":12884901888,\"server_tokens\":17179869184,\"webhook_deliveries\":21474836480}"
+const IncrementStarts = "{\"api_keys\":0,\"apple_notifications\":25769803776,\"apps\":4294967296,\"audit_events\":8589934592,\"customers\":12884901888,\"licence_assignments\":30064771072,\"licence_events\":34359738368,\"licence_operations\":38654705664,\"server_tokens\":17179869184,\"webhook_deliveries\":21474836480}"

@@ -48,6 +48,8 @@ var (
 		{Name: "unlimited", Type: field.TypeBool, Default: false},
 		{Name: "supported_platforms", Type: field.TypeJSON},
 		{Name: "metadata_at", Type: field.TypeTime, Nullable: true},
+		{Name: "low_licence_threshold", Type: field.TypeInt, Nullable: true},
+		{Name: "licence_warned", Type: field.TypeJSON, Default: "[]"},
 		{Name: "token_id", Type: field.TypeInt},
 	}
 	// AppsTable holds the schema information for the "apps" table.
@@ -58,7 +60,7 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "apps_server_tokens_apps",
-				Columns:    []*schema.Column{AppsColumns[17]},
+				Columns:    []*schema.Column{AppsColumns[19]},
 				RefColumns: []*schema.Column{ServerTokensColumns[0]},
 				OnDelete:   schema.Cascade,
 			},
@@ -67,12 +69,33 @@ var (
 			{
 				Name:    "app_token_id_adam_id_pricing_param",
 				Unique:  true,
-				Columns: []*schema.Column{AppsColumns[17], AppsColumns[4], AppsColumns[5]},
+				Columns: []*schema.Column{AppsColumns[19], AppsColumns[4], AppsColumns[5]},
 			},
 			{
 				Name:    "app_customer_id",
 				Unique:  false,
 				Columns: []*schema.Column{AppsColumns[3]},
+			},
+		},
+	}
+	// AppleNotificationsColumns holds the columns for the "apple_notifications" table.
+	AppleNotificationsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeInt, Increment: true},
+		{Name: "notification_id", Type: field.TypeString, Unique: true},
+		{Name: "type", Type: field.TypeString},
+		{Name: "token_id", Type: field.TypeInt, Nullable: true},
+		{Name: "received_at", Type: field.TypeTime},
+	}
+	// AppleNotificationsTable holds the schema information for the "apple_notifications" table.
+	AppleNotificationsTable = &schema.Table{
+		Name:       "apple_notifications",
+		Columns:    AppleNotificationsColumns,
+		PrimaryKey: []*schema.Column{AppleNotificationsColumns[0]},
+		Indexes: []*schema.Index{
+			{
+				Name:    "applenotification_received_at",
+				Unique:  false,
+				Columns: []*schema.Column{AppleNotificationsColumns[4]},
 			},
 		},
 	}
@@ -115,6 +138,156 @@ var (
 		Columns:    CustomersColumns,
 		PrimaryKey: []*schema.Column{CustomersColumns[0]},
 	}
+	// LicenceAssignmentsColumns holds the columns for the "licence_assignments" table.
+	LicenceAssignmentsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeInt, Increment: true},
+		{Name: "customer_id", Type: field.TypeInt},
+		{Name: "adam_id", Type: field.TypeString},
+		{Name: "pricing_param", Type: field.TypeString},
+		{Name: "serial_number", Type: field.TypeString, Nullable: true},
+		{Name: "client_user_id", Type: field.TypeString, Nullable: true},
+		{Name: "target", Type: field.TypeString},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "app_id", Type: field.TypeInt, Nullable: true},
+		{Name: "token_id", Type: field.TypeInt},
+	}
+	// LicenceAssignmentsTable holds the schema information for the "licence_assignments" table.
+	LicenceAssignmentsTable = &schema.Table{
+		Name:       "licence_assignments",
+		Columns:    LicenceAssignmentsColumns,
+		PrimaryKey: []*schema.Column{LicenceAssignmentsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "licence_assignments_apps_assignments",
+				Columns:    []*schema.Column{LicenceAssignmentsColumns[8]},
+				RefColumns: []*schema.Column{AppsColumns[0]},
+				OnDelete:   schema.SetNull,
+			},
+			{
+				Symbol:     "licence_assignments_server_tokens_assignments",
+				Columns:    []*schema.Column{LicenceAssignmentsColumns[9]},
+				RefColumns: []*schema.Column{ServerTokensColumns[0]},
+				OnDelete:   schema.Cascade,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "licenceassignment_token_id_adam_id_pricing_param_target",
+				Unique:  true,
+				Columns: []*schema.Column{LicenceAssignmentsColumns[9], LicenceAssignmentsColumns[2], LicenceAssignmentsColumns[3], LicenceAssignmentsColumns[6]},
+			},
+			{
+				Name:    "licenceassignment_token_id_serial_number",
+				Unique:  false,
+				Columns: []*schema.Column{LicenceAssignmentsColumns[9], LicenceAssignmentsColumns[4]},
+			},
+			{
+				Name:    "licenceassignment_token_id_client_user_id",
+				Unique:  false,
+				Columns: []*schema.Column{LicenceAssignmentsColumns[9], LicenceAssignmentsColumns[5]},
+			},
+			{
+				Name:    "licenceassignment_customer_id",
+				Unique:  false,
+				Columns: []*schema.Column{LicenceAssignmentsColumns[1]},
+			},
+		},
+	}
+	// LicenceEventsColumns holds the columns for the "licence_events" table.
+	LicenceEventsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeInt, Increment: true},
+		{Name: "token_id", Type: field.TypeInt},
+		{Name: "customer_id", Type: field.TypeInt},
+		{Name: "assets", Type: field.TypeJSON},
+		{Name: "serial_numbers", Type: field.TypeJSON},
+		{Name: "client_user_ids", Type: field.TypeJSON},
+		{Name: "requested", Type: field.TypeInt},
+		{Name: "state", Type: field.TypeEnum, Enums: []string{"UNSENT", "PENDING", "COMPLETE", "FAILED"}, Default: "UNSENT"},
+		{Name: "event_id", Type: field.TypeString, Default: ""},
+		{Name: "completed", Type: field.TypeInt, Default: 0},
+		{Name: "results", Type: field.TypeJSON},
+		{Name: "failures", Type: field.TypeJSON},
+		{Name: "sent_at", Type: field.TypeTime, Nullable: true},
+		{Name: "next_check_at", Type: field.TypeTime},
+		{Name: "checks", Type: field.TypeInt, Default: 0},
+		{Name: "resends", Type: field.TypeInt, Default: 0},
+		{Name: "send_failures", Type: field.TypeInt, Default: 0},
+		{Name: "notified_at", Type: field.TypeTime, Nullable: true},
+		{Name: "operation_id", Type: field.TypeInt},
+	}
+	// LicenceEventsTable holds the schema information for the "licence_events" table.
+	LicenceEventsTable = &schema.Table{
+		Name:       "licence_events",
+		Columns:    LicenceEventsColumns,
+		PrimaryKey: []*schema.Column{LicenceEventsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "licence_events_licence_operations_events",
+				Columns:    []*schema.Column{LicenceEventsColumns[18]},
+				RefColumns: []*schema.Column{LicenceOperationsColumns[0]},
+				OnDelete:   schema.Cascade,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "licenceevent_state_next_check_at",
+				Unique:  false,
+				Columns: []*schema.Column{LicenceEventsColumns[7], LicenceEventsColumns[13]},
+			},
+			{
+				Name:    "licenceevent_event_id",
+				Unique:  false,
+				Columns: []*schema.Column{LicenceEventsColumns[8]},
+			},
+			{
+				Name:    "licenceevent_operation_id",
+				Unique:  false,
+				Columns: []*schema.Column{LicenceEventsColumns[18]},
+			},
+		},
+	}
+	// LicenceOperationsColumns holds the columns for the "licence_operations" table.
+	LicenceOperationsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeInt, Increment: true},
+		{Name: "customer_id", Type: field.TypeInt},
+		{Name: "kind", Type: field.TypeEnum, Enums: []string{"ASSIGN", "UNASSIGN", "REVOKE"}},
+		{Name: "status", Type: field.TypeEnum, Enums: []string{"PENDING", "COMPLETE", "PARTIAL", "FAILED"}, Default: "PENDING"},
+		{Name: "requested", Type: field.TypeInt},
+		{Name: "completed", Type: field.TypeInt, Default: 0},
+		{Name: "failures", Type: field.TypeJSON},
+		{Name: "assets", Type: field.TypeJSON},
+		{Name: "serial_numbers", Type: field.TypeJSON},
+		{Name: "client_user_ids", Type: field.TypeJSON},
+		{Name: "created_at", Type: field.TypeTime},
+		{Name: "completed_at", Type: field.TypeTime, Nullable: true},
+		{Name: "token_id", Type: field.TypeInt},
+	}
+	// LicenceOperationsTable holds the schema information for the "licence_operations" table.
+	LicenceOperationsTable = &schema.Table{
+		Name:       "licence_operations",
+		Columns:    LicenceOperationsColumns,
+		PrimaryKey: []*schema.Column{LicenceOperationsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "licence_operations_server_tokens_licence_operations",
+				Columns:    []*schema.Column{LicenceOperationsColumns[12]},
+				RefColumns: []*schema.Column{ServerTokensColumns[0]},
+				OnDelete:   schema.Cascade,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "licenceoperation_token_id_created_at",
+				Unique:  false,
+				Columns: []*schema.Column{LicenceOperationsColumns[12], LicenceOperationsColumns[10]},
+			},
+			{
+				Name:    "licenceoperation_customer_id",
+				Unique:  false,
+				Columns: []*schema.Column{LicenceOperationsColumns[1]},
+			},
+		},
+	}
 	// ServerTokensColumns holds the columns for the "server_tokens" table.
 	ServerTokensColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeInt, Increment: true},
@@ -140,6 +313,9 @@ var (
 		{Name: "warned_expiry", Type: field.TypeTime, Nullable: true},
 		{Name: "warned_at", Type: field.TypeTime, Nullable: true},
 		{Name: "next_warn_at", Type: field.TypeTime, Nullable: true},
+		{Name: "notification_secret", Type: field.TypeBytes, Nullable: true},
+		{Name: "notification_url", Type: field.TypeString, Default: ""},
+		{Name: "assignments_version", Type: field.TypeString, Default: ""},
 		{Name: "customer_id", Type: field.TypeInt},
 	}
 	// ServerTokensTable holds the schema information for the "server_tokens" table.
@@ -150,7 +326,7 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "server_tokens_customers_tokens",
-				Columns:    []*schema.Column{ServerTokensColumns[23]},
+				Columns:    []*schema.Column{ServerTokensColumns[26]},
 				RefColumns: []*schema.Column{CustomersColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
@@ -182,7 +358,7 @@ var (
 			{
 				Name:    "servertoken_customer_id_expires_at",
 				Unique:  false,
-				Columns: []*schema.Column{ServerTokensColumns[23], ServerTokensColumns[10]},
+				Columns: []*schema.Column{ServerTokensColumns[26], ServerTokensColumns[10]},
 			},
 		},
 	}
@@ -217,8 +393,12 @@ var (
 	Tables = []*schema.Table{
 		APIKeysTable,
 		AppsTable,
+		AppleNotificationsTable,
 		AuditEventsTable,
 		CustomersTable,
+		LicenceAssignmentsTable,
+		LicenceEventsTable,
+		LicenceOperationsTable,
 		ServerTokensTable,
 		WebhookDeliveriesTable,
 	}
@@ -232,11 +412,27 @@ func init() {
 	AppsTable.Annotation = &entsql.Annotation{
 		IncrementStart: func(i int) *int { return &i }(4294967296),
 	}
+	AppleNotificationsTable.Annotation = &entsql.Annotation{
+		IncrementStart: func(i int) *int { return &i }(25769803776),
+	}
 	AuditEventsTable.Annotation = &entsql.Annotation{
 		IncrementStart: func(i int) *int { return &i }(8589934592),
 	}
 	CustomersTable.Annotation = &entsql.Annotation{
 		IncrementStart: func(i int) *int { return &i }(12884901888),
+	}
+	LicenceAssignmentsTable.ForeignKeys[0].RefTable = AppsTable
+	LicenceAssignmentsTable.ForeignKeys[1].RefTable = ServerTokensTable
+	LicenceAssignmentsTable.Annotation = &entsql.Annotation{
+		IncrementStart: func(i int) *int { return &i }(30064771072),
+	}
+	LicenceEventsTable.ForeignKeys[0].RefTable = LicenceOperationsTable
+	LicenceEventsTable.Annotation = &entsql.Annotation{
+		IncrementStart: func(i int) *int { return &i }(34359738368),
+	}
+	LicenceOperationsTable.ForeignKeys[0].RefTable = ServerTokensTable
+	LicenceOperationsTable.Annotation = &entsql.Annotation{
+		IncrementStart: func(i int) *int { return &i }(38654705664),
 	}
 	ServerTokensTable.ForeignKeys[0].RefTable = CustomersTable
 	ServerTokensTable.Annotation = &entsql.Annotation{

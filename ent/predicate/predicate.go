@@ -12,11 +12,23 @@ type APIKey func(*sql.Selector)
 // App is the predicate function for app builders.
 type App func(*sql.Selector)
 
+// AppleNotification is the predicate function for applenotification builders.
+type AppleNotification func(*sql.Selector)
+
 // AuditEvent is the predicate function for auditevent builders.
 type AuditEvent func(*sql.Selector)
 
 // Customer is the predicate function for customer builders.
 type Customer func(*sql.Selector)
+
+// LicenceAssignment is the predicate function for licenceassignment builders.
+type LicenceAssignment func(*sql.Selector)
+
+// LicenceEvent is the predicate function for licenceevent builders.
+type LicenceEvent func(*sql.Selector)
+
+// LicenceOperation is the predicate function for licenceoperation builders.
+type LicenceOperation func(*sql.Selector)
 
 // ServerToken is the predicate function for servertoken builders.
 type ServerToken func(*sql.Selector)

@@ -159,6 +159,30 @@ func (f AppMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) e
 	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.AppMutation", m)
 }
 
+// The AppleNotificationQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type AppleNotificationQueryRuleFunc func(context.Context, *ent.AppleNotificationQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f AppleNotificationQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.AppleNotificationQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.AppleNotificationQuery", q)
+}
+
+// The AppleNotificationMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type AppleNotificationMutationRuleFunc func(context.Context, *ent.AppleNotificationMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f AppleNotificationMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.AppleNotificationMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.AppleNotificationMutation", m)
+}
+
 // The AuditEventQueryRuleFunc type is an adapter to allow the use of ordinary
 // functions as a query rule.
 type AuditEventQueryRuleFunc func(context.Context, *ent.AuditEventQuery) error
@@ -205,6 +229,78 @@ func (f CustomerMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutati
 		return f(ctx, m)
 	}
 	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.CustomerMutation", m)
+}
+
+// The LicenceAssignmentQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type LicenceAssignmentQueryRuleFunc func(context.Context, *ent.LicenceAssignmentQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f LicenceAssignmentQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.LicenceAssignmentQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.LicenceAssignmentQuery", q)
+}
+
+// The LicenceAssignmentMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type LicenceAssignmentMutationRuleFunc func(context.Context, *ent.LicenceAssignmentMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f LicenceAssignmentMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.LicenceAssignmentMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.LicenceAssignmentMutation", m)
+}
+
+// The LicenceEventQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type LicenceEventQueryRuleFunc func(context.Context, *ent.LicenceEventQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f LicenceEventQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.LicenceEventQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.LicenceEventQuery", q)
+}
+
+// The LicenceEventMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type LicenceEventMutationRuleFunc func(context.Context, *ent.LicenceEventMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f LicenceEventMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.LicenceEventMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.LicenceEventMutation", m)
+}
+
+// The LicenceOperationQueryRuleFunc type is an adapter to allow the use of ordinary
+// functions as a query rule.
+type LicenceOperationQueryRuleFunc func(context.Context, *ent.LicenceOperationQuery) error
+
+// EvalQuery return f(ctx, q).
+func (f LicenceOperationQueryRuleFunc) EvalQuery(ctx context.Context, q ent.Query) error {
+	if q, ok := q.(*ent.LicenceOperationQuery); ok {
+		return f(ctx, q)
+	}
+	return Denyf("ent/privacy: unexpected query type %T, expect *ent.LicenceOperationQuery", q)
+}
+
+// The LicenceOperationMutationRuleFunc type is an adapter to allow the use of ordinary
+// functions as a mutation rule.
+type LicenceOperationMutationRuleFunc func(context.Context, *ent.LicenceOperationMutation) error
+
+// EvalMutation calls f(ctx, m).
+func (f LicenceOperationMutationRuleFunc) EvalMutation(ctx context.Context, m ent.Mutation) error {
+	if m, ok := m.(*ent.LicenceOperationMutation); ok {
+		return f(ctx, m)
+	}
+	return Denyf("ent/privacy: unexpected mutation type %T, expect *ent.LicenceOperationMutation", m)
 }
 
 // The ServerTokenQueryRuleFunc type is an adapter to allow the use of ordinary
@@ -294,9 +390,17 @@ func queryFilter(q ent.Query) (Filter, error) {
 		return q.Filter(), nil
 	case *ent.AppQuery:
 		return q.Filter(), nil
+	case *ent.AppleNotificationQuery:
+		return q.Filter(), nil
 	case *ent.AuditEventQuery:
 		return q.Filter(), nil
 	case *ent.CustomerQuery:
+		return q.Filter(), nil
+	case *ent.LicenceAssignmentQuery:
+		return q.Filter(), nil
+	case *ent.LicenceEventQuery:
+		return q.Filter(), nil
+	case *ent.LicenceOperationQuery:
 		return q.Filter(), nil
 	case *ent.ServerTokenQuery:
 		return q.Filter(), nil
@@ -313,9 +417,17 @@ func mutationFilter(m ent.Mutation) (Filter, error) {
 		return m.Filter(), nil
 	case *ent.AppMutation:
 		return m.Filter(), nil
+	case *ent.AppleNotificationMutation:
+		return m.Filter(), nil
 	case *ent.AuditEventMutation:
 		return m.Filter(), nil
 	case *ent.CustomerMutation:
+		return m.Filter(), nil
+	case *ent.LicenceAssignmentMutation:
+		return m.Filter(), nil
+	case *ent.LicenceEventMutation:
+		return m.Filter(), nil
+	case *ent.LicenceOperationMutation:
 		return m.Filter(), nil
 	case *ent.ServerTokenMutation:
 		return m.Filter(), nil

@@ -8,9 +8,14 @@ import (
 
 	"github.com/orchard-msp/orchard/ent/apikey"
 	"github.com/orchard-msp/orchard/ent/app"
+	"github.com/orchard-msp/orchard/ent/applenotification"
 	"github.com/orchard-msp/orchard/ent/auditevent"
 	"github.com/orchard-msp/orchard/ent/customer"
+	"github.com/orchard-msp/orchard/ent/licenceassignment"
+	"github.com/orchard-msp/orchard/ent/licenceevent"
+	"github.com/orchard-msp/orchard/ent/licenceoperation"
 	"github.com/orchard-msp/orchard/ent/schema"
+	"github.com/orchard-msp/orchard/ent/schematype"
 	"github.com/orchard-msp/orchard/ent/servertoken"
 	"github.com/orchard-msp/orchard/ent/webhookdelivery"
 
@@ -116,6 +121,25 @@ func init() {
 	appDescSupportedPlatforms := appFields[13].Descriptor()
 	// app.DefaultSupportedPlatforms holds the default value on creation for the supported_platforms field.
 	app.DefaultSupportedPlatforms = appDescSupportedPlatforms.Default.([]string)
+	// appDescLicenceWarned is the schema descriptor for licence_warned field.
+	appDescLicenceWarned := appFields[16].Descriptor()
+	// app.DefaultLicenceWarned holds the default value on creation for the licence_warned field.
+	app.DefaultLicenceWarned = appDescLicenceWarned.Default.([]string)
+	applenotification.Policy = privacy.NewPolicies(schema.AppleNotification{})
+	applenotification.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := applenotification.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	applenotificationFields := schema.AppleNotification{}.Fields()
+	_ = applenotificationFields
+	// applenotificationDescReceivedAt is the schema descriptor for received_at field.
+	applenotificationDescReceivedAt := applenotificationFields[3].Descriptor()
+	// applenotification.DefaultReceivedAt holds the default value on creation for the received_at field.
+	applenotification.DefaultReceivedAt = applenotificationDescReceivedAt.Default.(func() time.Time)
 	auditevent.Policy = privacy.NewPolicies(schema.AuditEvent{})
 	auditevent.Hooks[0] = func(next ent.Mutator) ent.Mutator {
 		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
@@ -177,6 +201,107 @@ func init() {
 			return nil
 		}
 	}()
+	licenceassignment.Policy = privacy.NewPolicies(schema.LicenceAssignment{})
+	licenceassignment.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := licenceassignment.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	licenceassignmentFields := schema.LicenceAssignment{}.Fields()
+	_ = licenceassignmentFields
+	// licenceassignmentDescCreatedAt is the schema descriptor for created_at field.
+	licenceassignmentDescCreatedAt := licenceassignmentFields[8].Descriptor()
+	// licenceassignment.DefaultCreatedAt holds the default value on creation for the created_at field.
+	licenceassignment.DefaultCreatedAt = licenceassignmentDescCreatedAt.Default.(func() time.Time)
+	licenceevent.Policy = privacy.NewPolicies(schema.LicenceEvent{})
+	licenceevent.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := licenceevent.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	licenceeventFields := schema.LicenceEvent{}.Fields()
+	_ = licenceeventFields
+	// licenceeventDescAssets is the schema descriptor for assets field.
+	licenceeventDescAssets := licenceeventFields[3].Descriptor()
+	// licenceevent.DefaultAssets holds the default value on creation for the assets field.
+	licenceevent.DefaultAssets = licenceeventDescAssets.Default.([]schematype.AssetRef)
+	// licenceeventDescSerialNumbers is the schema descriptor for serial_numbers field.
+	licenceeventDescSerialNumbers := licenceeventFields[4].Descriptor()
+	// licenceevent.DefaultSerialNumbers holds the default value on creation for the serial_numbers field.
+	licenceevent.DefaultSerialNumbers = licenceeventDescSerialNumbers.Default.([]string)
+	// licenceeventDescClientUserIds is the schema descriptor for client_user_ids field.
+	licenceeventDescClientUserIds := licenceeventFields[5].Descriptor()
+	// licenceevent.DefaultClientUserIds holds the default value on creation for the client_user_ids field.
+	licenceevent.DefaultClientUserIds = licenceeventDescClientUserIds.Default.([]string)
+	// licenceeventDescEventID is the schema descriptor for event_id field.
+	licenceeventDescEventID := licenceeventFields[8].Descriptor()
+	// licenceevent.DefaultEventID holds the default value on creation for the event_id field.
+	licenceevent.DefaultEventID = licenceeventDescEventID.Default.(string)
+	// licenceeventDescCompleted is the schema descriptor for completed field.
+	licenceeventDescCompleted := licenceeventFields[9].Descriptor()
+	// licenceevent.DefaultCompleted holds the default value on creation for the completed field.
+	licenceevent.DefaultCompleted = licenceeventDescCompleted.Default.(int)
+	// licenceeventDescResults is the schema descriptor for results field.
+	licenceeventDescResults := licenceeventFields[10].Descriptor()
+	// licenceevent.DefaultResults holds the default value on creation for the results field.
+	licenceevent.DefaultResults = licenceeventDescResults.Default.(map[string]int)
+	// licenceeventDescFailures is the schema descriptor for failures field.
+	licenceeventDescFailures := licenceeventFields[11].Descriptor()
+	// licenceevent.DefaultFailures holds the default value on creation for the failures field.
+	licenceevent.DefaultFailures = licenceeventDescFailures.Default.([]schematype.LicenceFailure)
+	// licenceeventDescChecks is the schema descriptor for checks field.
+	licenceeventDescChecks := licenceeventFields[14].Descriptor()
+	// licenceevent.DefaultChecks holds the default value on creation for the checks field.
+	licenceevent.DefaultChecks = licenceeventDescChecks.Default.(int)
+	// licenceeventDescResends is the schema descriptor for resends field.
+	licenceeventDescResends := licenceeventFields[15].Descriptor()
+	// licenceevent.DefaultResends holds the default value on creation for the resends field.
+	licenceevent.DefaultResends = licenceeventDescResends.Default.(int)
+	// licenceeventDescSendFailures is the schema descriptor for send_failures field.
+	licenceeventDescSendFailures := licenceeventFields[16].Descriptor()
+	// licenceevent.DefaultSendFailures holds the default value on creation for the send_failures field.
+	licenceevent.DefaultSendFailures = licenceeventDescSendFailures.Default.(int)
+	licenceoperation.Policy = privacy.NewPolicies(schema.LicenceOperation{})
+	licenceoperation.Hooks[0] = func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if err := licenceoperation.Policy.EvalMutation(ctx, m); err != nil {
+				return nil, err
+			}
+			return next.Mutate(ctx, m)
+		})
+	}
+	licenceoperationFields := schema.LicenceOperation{}.Fields()
+	_ = licenceoperationFields
+	// licenceoperationDescCompleted is the schema descriptor for completed field.
+	licenceoperationDescCompleted := licenceoperationFields[5].Descriptor()
+	// licenceoperation.DefaultCompleted holds the default value on creation for the completed field.
+	licenceoperation.DefaultCompleted = licenceoperationDescCompleted.Default.(int)
+	// licenceoperationDescFailures is the schema descriptor for failures field.
+	licenceoperationDescFailures := licenceoperationFields[6].Descriptor()
+	// licenceoperation.DefaultFailures holds the default value on creation for the failures field.
+	licenceoperation.DefaultFailures = licenceoperationDescFailures.Default.([]schematype.LicenceFailure)
+	// licenceoperationDescAssets is the schema descriptor for assets field.
+	licenceoperationDescAssets := licenceoperationFields[7].Descriptor()
+	// licenceoperation.DefaultAssets holds the default value on creation for the assets field.
+	licenceoperation.DefaultAssets = licenceoperationDescAssets.Default.([]schematype.AssetRef)
+	// licenceoperationDescSerialNumbers is the schema descriptor for serial_numbers field.
+	licenceoperationDescSerialNumbers := licenceoperationFields[8].Descriptor()
+	// licenceoperation.DefaultSerialNumbers holds the default value on creation for the serial_numbers field.
+	licenceoperation.DefaultSerialNumbers = licenceoperationDescSerialNumbers.Default.([]string)
+	// licenceoperationDescClientUserIds is the schema descriptor for client_user_ids field.
+	licenceoperationDescClientUserIds := licenceoperationFields[9].Descriptor()
+	// licenceoperation.DefaultClientUserIds holds the default value on creation for the client_user_ids field.
+	licenceoperation.DefaultClientUserIds = licenceoperationDescClientUserIds.Default.([]string)
+	// licenceoperationDescCreatedAt is the schema descriptor for created_at field.
+	licenceoperationDescCreatedAt := licenceoperationFields[10].Descriptor()
+	// licenceoperation.DefaultCreatedAt holds the default value on creation for the created_at field.
+	licenceoperation.DefaultCreatedAt = licenceoperationDescCreatedAt.Default.(func() time.Time)
 	servertokenMixin := schema.ServerToken{}.Mixin()
 	servertoken.Policy = privacy.NewPolicies(schema.ServerToken{})
 	servertoken.Hooks[0] = func(next ent.Mutator) ent.Mutator {
@@ -225,6 +350,14 @@ func init() {
 	servertokenDescLastError := servertokenFields[15].Descriptor()
 	// servertoken.DefaultLastError holds the default value on creation for the last_error field.
 	servertoken.DefaultLastError = servertokenDescLastError.Default.(string)
+	// servertokenDescNotificationURL is the schema descriptor for notification_url field.
+	servertokenDescNotificationURL := servertokenFields[22].Descriptor()
+	// servertoken.DefaultNotificationURL holds the default value on creation for the notification_url field.
+	servertoken.DefaultNotificationURL = servertokenDescNotificationURL.Default.(string)
+	// servertokenDescAssignmentsVersion is the schema descriptor for assignments_version field.
+	servertokenDescAssignmentsVersion := servertokenFields[23].Descriptor()
+	// servertoken.DefaultAssignmentsVersion holds the default value on creation for the assignments_version field.
+	servertoken.DefaultAssignmentsVersion = servertokenDescAssignmentsVersion.Default.(string)
 	webhookdelivery.Policy = privacy.NewPolicies(schema.WebhookDelivery{})
 	webhookdelivery.Hooks[0] = func(next ent.Mutator) ent.Mutator {
 		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {

@@ -3,6 +3,7 @@ package schema
 import (
 	"entgo.io/contrib/entgql"
 	"entgo.io/ent"
+	"entgo.io/ent/dialect/entsql"
 	"entgo.io/ent/schema"
 	"entgo.io/ent/schema/edge"
 	"entgo.io/ent/schema/field"
@@ -47,6 +48,16 @@ func (App) Fields() []ent.Field {
 		// the lookup is repeated rarely, and not at all for fresh rows.
 		field.Time("metadata_at").Optional().Nillable().
 			Annotations(entgql.Skip(entgql.SkipAll)),
+		// low_licence_threshold overrides ORCHARD_LICENCE_WARN_AVAILABLE for
+		// this app; null: the default.
+		field.Int("low_licence_threshold").Optional().Nillable().
+			Annotations(entgql.Skip(entgql.SkipWhereInput)),
+		// licence_warned lists the warning levels (LOW, EXHAUSTED) raised
+		// since the app was last above its threshold: once per crossing.
+		// The SQL default lets the migration add the column to a table
+		// that already has rows.
+		field.Strings("licence_warned").Default([]string{}).
+			Annotations(entgql.Skip(entgql.SkipAll), entsql.Default("[]")),
 	}
 }
 
@@ -55,6 +66,8 @@ func (App) Edges() []ent.Edge {
 	return []ent.Edge{
 		edge.From("token", ServerToken.Type).Ref("apps").Field("token_id").
 			Unique().Required().Immutable(),
+		edge.To("assignments", LicenceAssignment.Type).
+			Annotations(entgql.Skip(entgql.SkipAll)),
 	}
 }
 

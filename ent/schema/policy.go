@@ -152,3 +152,26 @@ func privacyPolicy(rule privacy.QueryMutationRule) privacy.Policy {
 		Mutation: privacy.MutationPolicy{rule},
 	}
 }
+
+// Policy of the LicenceOperation: read within scope; written by Orchard
+// itself after the domain has checked the caller's role and scope.
+func (LicenceOperation) Policy() ent.Policy {
+	return privacy.Policy{
+		Query:    privacy.QueryPolicy{scopedRead("customer_id")},
+		Mutation: privacy.MutationPolicy{systemOnly()},
+	}
+}
+
+// Policy of the LicenceAssignment: read within scope, written by Orchard only.
+func (LicenceAssignment) Policy() ent.Policy {
+	return privacy.Policy{
+		Query:    privacy.QueryPolicy{scopedRead("customer_id")},
+		Mutation: privacy.MutationPolicy{systemOnly()},
+	}
+}
+
+// Policy of the LicenceEvent: Orchard's own bookkeeping.
+func (LicenceEvent) Policy() ent.Policy { return privacyPolicy(systemOnly()) }
+
+// Policy of the AppleNotification: Orchard's own bookkeeping.
+func (AppleNotification) Policy() ent.Policy { return privacyPolicy(systemOnly()) }

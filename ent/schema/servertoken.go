@@ -74,6 +74,18 @@ func (ServerToken) Fields() []ent.Field {
 		// watcher reads only tokens whose time has come, through its index.
 		field.Time("next_warn_at").Optional().Nillable().
 			Annotations(entgql.Skip(entgql.SkipAll)),
+		// notification_secret is the bearer secret Apple sends with this
+		// location's notifications, sealed like sealed_token; empty while
+		// none is registered.
+		field.Bytes("notification_secret").Optional().Sensitive().
+			Annotations(entgql.Skip(entgql.SkipAll)),
+		// notification_url is the URL registered with Apple for it.
+		field.String("notification_url").Default("").
+			Annotations(entgql.Skip(entgql.SkipAll)),
+		// assignments_version is Apple's versionId of the last assignment
+		// read; the next sync asks only for what changed since.
+		field.String("assignments_version").Default("").
+			Annotations(entgql.Skip(entgql.SkipAll)),
 	}
 }
 
@@ -83,6 +95,10 @@ func (ServerToken) Edges() []ent.Edge {
 		edge.From("customer", Customer.Type).Ref("tokens").Field("customer_id").
 			Unique().Required().Immutable(),
 		edge.To("apps", App.Type).
+			Annotations(entgql.RelayConnection(), entsql.OnDelete(entsql.Cascade)),
+		edge.To("assignments", LicenceAssignment.Type).
+			Annotations(entgql.RelayConnection(), entsql.OnDelete(entsql.Cascade)),
+		edge.To("licence_operations", LicenceOperation.Type).
 			Annotations(entgql.RelayConnection(), entsql.OnDelete(entsql.Cascade)),
 	}
 }

@@ -64,10 +64,20 @@ const (
 	FieldWarnedAt = "warned_at"
 	// FieldNextWarnAt holds the string denoting the next_warn_at field in the database.
 	FieldNextWarnAt = "next_warn_at"
+	// FieldNotificationSecret holds the string denoting the notification_secret field in the database.
+	FieldNotificationSecret = "notification_secret"
+	// FieldNotificationURL holds the string denoting the notification_url field in the database.
+	FieldNotificationURL = "notification_url"
+	// FieldAssignmentsVersion holds the string denoting the assignments_version field in the database.
+	FieldAssignmentsVersion = "assignments_version"
 	// EdgeCustomer holds the string denoting the customer edge name in mutations.
 	EdgeCustomer = "customer"
 	// EdgeApps holds the string denoting the apps edge name in mutations.
 	EdgeApps = "apps"
+	// EdgeAssignments holds the string denoting the assignments edge name in mutations.
+	EdgeAssignments = "assignments"
+	// EdgeLicenceOperations holds the string denoting the licence_operations edge name in mutations.
+	EdgeLicenceOperations = "licence_operations"
 	// Table holds the table name of the servertoken in the database.
 	Table = "server_tokens"
 	// CustomerTable is the table that holds the customer relation/edge.
@@ -84,6 +94,20 @@ const (
 	AppsInverseTable = "apps"
 	// AppsColumn is the table column denoting the apps relation/edge.
 	AppsColumn = "token_id"
+	// AssignmentsTable is the table that holds the assignments relation/edge.
+	AssignmentsTable = "licence_assignments"
+	// AssignmentsInverseTable is the table name for the LicenceAssignment entity.
+	// It exists in this package in order to avoid circular dependency with the "licenceassignment" package.
+	AssignmentsInverseTable = "licence_assignments"
+	// AssignmentsColumn is the table column denoting the assignments relation/edge.
+	AssignmentsColumn = "token_id"
+	// LicenceOperationsTable is the table that holds the licence_operations relation/edge.
+	LicenceOperationsTable = "licence_operations"
+	// LicenceOperationsInverseTable is the table name for the LicenceOperation entity.
+	// It exists in this package in order to avoid circular dependency with the "licenceoperation" package.
+	LicenceOperationsInverseTable = "licence_operations"
+	// LicenceOperationsColumn is the table column denoting the licence_operations relation/edge.
+	LicenceOperationsColumn = "token_id"
 )
 
 // Columns holds all SQL columns for servertoken fields.
@@ -112,6 +136,9 @@ var Columns = []string{
 	FieldWarnedExpiry,
 	FieldWarnedAt,
 	FieldNextWarnAt,
+	FieldNotificationSecret,
+	FieldNotificationURL,
+	FieldAssignmentsVersion,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -150,6 +177,10 @@ var (
 	DefaultLastErrorCode string
 	// DefaultLastError holds the default value on creation for the "last_error" field.
 	DefaultLastError string
+	// DefaultNotificationURL holds the default value on creation for the "notification_url" field.
+	DefaultNotificationURL string
+	// DefaultAssignmentsVersion holds the default value on creation for the "assignments_version" field.
+	DefaultAssignmentsVersion string
 )
 
 // State defines the type for the "state" enum field.
@@ -294,6 +325,16 @@ func ByNextWarnAt(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldNextWarnAt, opts...).ToFunc()
 }
 
+// ByNotificationURL orders the results by the notification_url field.
+func ByNotificationURL(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldNotificationURL, opts...).ToFunc()
+}
+
+// ByAssignmentsVersion orders the results by the assignments_version field.
+func ByAssignmentsVersion(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldAssignmentsVersion, opts...).ToFunc()
+}
+
 // ByCustomerField orders the results by customer field.
 func ByCustomerField(field string, opts ...sql.OrderTermOption) OrderOption {
 	return func(s *sql.Selector) {
@@ -314,6 +355,34 @@ func ByApps(term sql.OrderTerm, terms ...sql.OrderTerm) OrderOption {
 		sqlgraph.OrderByNeighborTerms(s, newAppsStep(), append([]sql.OrderTerm{term}, terms...)...)
 	}
 }
+
+// ByAssignmentsCount orders the results by assignments count.
+func ByAssignmentsCount(opts ...sql.OrderTermOption) OrderOption {
+	return func(s *sql.Selector) {
+		sqlgraph.OrderByNeighborsCount(s, newAssignmentsStep(), opts...)
+	}
+}
+
+// ByAssignments orders the results by assignments terms.
+func ByAssignments(term sql.OrderTerm, terms ...sql.OrderTerm) OrderOption {
+	return func(s *sql.Selector) {
+		sqlgraph.OrderByNeighborTerms(s, newAssignmentsStep(), append([]sql.OrderTerm{term}, terms...)...)
+	}
+}
+
+// ByLicenceOperationsCount orders the results by licence_operations count.
+func ByLicenceOperationsCount(opts ...sql.OrderTermOption) OrderOption {
+	return func(s *sql.Selector) {
+		sqlgraph.OrderByNeighborsCount(s, newLicenceOperationsStep(), opts...)
+	}
+}
+
+// ByLicenceOperations orders the results by licence_operations terms.
+func ByLicenceOperations(term sql.OrderTerm, terms ...sql.OrderTerm) OrderOption {
+	return func(s *sql.Selector) {
+		sqlgraph.OrderByNeighborTerms(s, newLicenceOperationsStep(), append([]sql.OrderTerm{term}, terms...)...)
+	}
+}
 func newCustomerStep() *sqlgraph.Step {
 	return sqlgraph.NewStep(
 		sqlgraph.From(Table, FieldID),
@@ -326,6 +395,20 @@ func newAppsStep() *sqlgraph.Step {
 		sqlgraph.From(Table, FieldID),
 		sqlgraph.To(AppsInverseTable, FieldID),
 		sqlgraph.Edge(sqlgraph.O2M, false, AppsTable, AppsColumn),
+	)
+}
+func newAssignmentsStep() *sqlgraph.Step {
+	return sqlgraph.NewStep(
+		sqlgraph.From(Table, FieldID),
+		sqlgraph.To(AssignmentsInverseTable, FieldID),
+		sqlgraph.Edge(sqlgraph.O2M, false, AssignmentsTable, AssignmentsColumn),
+	)
+}
+func newLicenceOperationsStep() *sqlgraph.Step {
+	return sqlgraph.NewStep(
+		sqlgraph.From(Table, FieldID),
+		sqlgraph.To(LicenceOperationsInverseTable, FieldID),
+		sqlgraph.Edge(sqlgraph.O2M, false, LicenceOperationsTable, LicenceOperationsColumn),
 	)
 }
 

@@ -160,6 +160,21 @@ func NextWarnAt(v time.Time) predicate.ServerToken {
 	return predicate.ServerToken(sql.FieldEQ(FieldNextWarnAt, v))
 }
 
+// NotificationSecret applies equality check predicate on the "notification_secret" field. It's identical to NotificationSecretEQ.
+func NotificationSecret(v []byte) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldEQ(FieldNotificationSecret, v))
+}
+
+// NotificationURL applies equality check predicate on the "notification_url" field. It's identical to NotificationURLEQ.
+func NotificationURL(v string) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldEQ(FieldNotificationURL, v))
+}
+
+// AssignmentsVersion applies equality check predicate on the "assignments_version" field. It's identical to AssignmentsVersionEQ.
+func AssignmentsVersion(v string) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldEQ(FieldAssignmentsVersion, v))
+}
+
 // CreatedAtEQ applies the EQ predicate on the "created_at" field.
 func CreatedAtEQ(v time.Time) predicate.ServerToken {
 	return predicate.ServerToken(sql.FieldEQ(FieldCreatedAt, v))
@@ -1295,6 +1310,186 @@ func NextWarnAtNotNil() predicate.ServerToken {
 	return predicate.ServerToken(sql.FieldNotNull(FieldNextWarnAt))
 }
 
+// NotificationSecretEQ applies the EQ predicate on the "notification_secret" field.
+func NotificationSecretEQ(v []byte) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldEQ(FieldNotificationSecret, v))
+}
+
+// NotificationSecretNEQ applies the NEQ predicate on the "notification_secret" field.
+func NotificationSecretNEQ(v []byte) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldNEQ(FieldNotificationSecret, v))
+}
+
+// NotificationSecretIn applies the In predicate on the "notification_secret" field.
+func NotificationSecretIn(vs ...[]byte) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldIn(FieldNotificationSecret, vs...))
+}
+
+// NotificationSecretNotIn applies the NotIn predicate on the "notification_secret" field.
+func NotificationSecretNotIn(vs ...[]byte) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldNotIn(FieldNotificationSecret, vs...))
+}
+
+// NotificationSecretGT applies the GT predicate on the "notification_secret" field.
+func NotificationSecretGT(v []byte) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldGT(FieldNotificationSecret, v))
+}
+
+// NotificationSecretGTE applies the GTE predicate on the "notification_secret" field.
+func NotificationSecretGTE(v []byte) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldGTE(FieldNotificationSecret, v))
+}
+
+// NotificationSecretLT applies the LT predicate on the "notification_secret" field.
+func NotificationSecretLT(v []byte) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldLT(FieldNotificationSecret, v))
+}
+
+// NotificationSecretLTE applies the LTE predicate on the "notification_secret" field.
+func NotificationSecretLTE(v []byte) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldLTE(FieldNotificationSecret, v))
+}
+
+// NotificationSecretIsNil applies the IsNil predicate on the "notification_secret" field.
+func NotificationSecretIsNil() predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldIsNull(FieldNotificationSecret))
+}
+
+// NotificationSecretNotNil applies the NotNil predicate on the "notification_secret" field.
+func NotificationSecretNotNil() predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldNotNull(FieldNotificationSecret))
+}
+
+// NotificationURLEQ applies the EQ predicate on the "notification_url" field.
+func NotificationURLEQ(v string) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldEQ(FieldNotificationURL, v))
+}
+
+// NotificationURLNEQ applies the NEQ predicate on the "notification_url" field.
+func NotificationURLNEQ(v string) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldNEQ(FieldNotificationURL, v))
+}
+
+// NotificationURLIn applies the In predicate on the "notification_url" field.
+func NotificationURLIn(vs ...string) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldIn(FieldNotificationURL, vs...))
+}
+
+// NotificationURLNotIn applies the NotIn predicate on the "notification_url" field.
+func NotificationURLNotIn(vs ...string) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldNotIn(FieldNotificationURL, vs...))
+}
+
+// NotificationURLGT applies the GT predicate on the "notification_url" field.
+func NotificationURLGT(v string) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldGT(FieldNotificationURL, v))
+}
+
+// NotificationURLGTE applies the GTE predicate on the "notification_url" field.
+func NotificationURLGTE(v string) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldGTE(FieldNotificationURL, v))
+}
+
+// NotificationURLLT applies the LT predicate on the "notification_url" field.
+func NotificationURLLT(v string) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldLT(FieldNotificationURL, v))
+}
+
+// NotificationURLLTE applies the LTE predicate on the "notification_url" field.
+func NotificationURLLTE(v string) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldLTE(FieldNotificationURL, v))
+}
+
+// NotificationURLContains applies the Contains predicate on the "notification_url" field.
+func NotificationURLContains(v string) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldContains(FieldNotificationURL, v))
+}
+
+// NotificationURLHasPrefix applies the HasPrefix predicate on the "notification_url" field.
+func NotificationURLHasPrefix(v string) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldHasPrefix(FieldNotificationURL, v))
+}
+
+// NotificationURLHasSuffix applies the HasSuffix predicate on the "notification_url" field.
+func NotificationURLHasSuffix(v string) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldHasSuffix(FieldNotificationURL, v))
+}
+
+// NotificationURLEqualFold applies the EqualFold predicate on the "notification_url" field.
+func NotificationURLEqualFold(v string) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldEqualFold(FieldNotificationURL, v))
+}
+
+// NotificationURLContainsFold applies the ContainsFold predicate on the "notification_url" field.
+func NotificationURLContainsFold(v string) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldContainsFold(FieldNotificationURL, v))
+}
+
+// AssignmentsVersionEQ applies the EQ predicate on the "assignments_version" field.
+func AssignmentsVersionEQ(v string) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldEQ(FieldAssignmentsVersion, v))
+}
+
+// AssignmentsVersionNEQ applies the NEQ predicate on the "assignments_version" field.
+func AssignmentsVersionNEQ(v string) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldNEQ(FieldAssignmentsVersion, v))
+}
+
+// AssignmentsVersionIn applies the In predicate on the "assignments_version" field.
+func AssignmentsVersionIn(vs ...string) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldIn(FieldAssignmentsVersion, vs...))
+}
+
+// AssignmentsVersionNotIn applies the NotIn predicate on the "assignments_version" field.
+func AssignmentsVersionNotIn(vs ...string) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldNotIn(FieldAssignmentsVersion, vs...))
+}
+
+// AssignmentsVersionGT applies the GT predicate on the "assignments_version" field.
+func AssignmentsVersionGT(v string) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldGT(FieldAssignmentsVersion, v))
+}
+
+// AssignmentsVersionGTE applies the GTE predicate on the "assignments_version" field.
+func AssignmentsVersionGTE(v string) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldGTE(FieldAssignmentsVersion, v))
+}
+
+// AssignmentsVersionLT applies the LT predicate on the "assignments_version" field.
+func AssignmentsVersionLT(v string) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldLT(FieldAssignmentsVersion, v))
+}
+
+// AssignmentsVersionLTE applies the LTE predicate on the "assignments_version" field.
+func AssignmentsVersionLTE(v string) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldLTE(FieldAssignmentsVersion, v))
+}
+
+// AssignmentsVersionContains applies the Contains predicate on the "assignments_version" field.
+func AssignmentsVersionContains(v string) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldContains(FieldAssignmentsVersion, v))
+}
+
+// AssignmentsVersionHasPrefix applies the HasPrefix predicate on the "assignments_version" field.
+func AssignmentsVersionHasPrefix(v string) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldHasPrefix(FieldAssignmentsVersion, v))
+}
+
+// AssignmentsVersionHasSuffix applies the HasSuffix predicate on the "assignments_version" field.
+func AssignmentsVersionHasSuffix(v string) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldHasSuffix(FieldAssignmentsVersion, v))
+}
+
+// AssignmentsVersionEqualFold applies the EqualFold predicate on the "assignments_version" field.
+func AssignmentsVersionEqualFold(v string) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldEqualFold(FieldAssignmentsVersion, v))
+}
+
+// AssignmentsVersionContainsFold applies the ContainsFold predicate on the "assignments_version" field.
+func AssignmentsVersionContainsFold(v string) predicate.ServerToken {
+	return predicate.ServerToken(sql.FieldContainsFold(FieldAssignmentsVersion, v))
+}
+
 // HasCustomer applies the HasEdge predicate on the "customer" edge.
 func HasCustomer() predicate.ServerToken {
 	return predicate.ServerToken(func(s *sql.Selector) {
@@ -1333,6 +1528,52 @@ func HasApps() predicate.ServerToken {
 func HasAppsWith(preds ...predicate.App) predicate.ServerToken {
 	return predicate.ServerToken(func(s *sql.Selector) {
 		step := newAppsStep()
+		sqlgraph.HasNeighborsWith(s, step, func(s *sql.Selector) {
+			for _, p := range preds {
+				p(s)
+			}
+		})
+	})
+}
+
+// HasAssignments applies the HasEdge predicate on the "assignments" edge.
+func HasAssignments() predicate.ServerToken {
+	return predicate.ServerToken(func(s *sql.Selector) {
+		step := sqlgraph.NewStep(
+			sqlgraph.From(Table, FieldID),
+			sqlgraph.Edge(sqlgraph.O2M, false, AssignmentsTable, AssignmentsColumn),
+		)
+		sqlgraph.HasNeighbors(s, step)
+	})
+}
+
+// HasAssignmentsWith applies the HasEdge predicate on the "assignments" edge with a given conditions (other predicates).
+func HasAssignmentsWith(preds ...predicate.LicenceAssignment) predicate.ServerToken {
+	return predicate.ServerToken(func(s *sql.Selector) {
+		step := newAssignmentsStep()
+		sqlgraph.HasNeighborsWith(s, step, func(s *sql.Selector) {
+			for _, p := range preds {
+				p(s)
+			}
+		})
+	})
+}
+
+// HasLicenceOperations applies the HasEdge predicate on the "licence_operations" edge.
+func HasLicenceOperations() predicate.ServerToken {
+	return predicate.ServerToken(func(s *sql.Selector) {
+		step := sqlgraph.NewStep(
+			sqlgraph.From(Table, FieldID),
+			sqlgraph.Edge(sqlgraph.O2M, false, LicenceOperationsTable, LicenceOperationsColumn),
+		)
+		sqlgraph.HasNeighbors(s, step)
+	})
+}
+
+// HasLicenceOperationsWith applies the HasEdge predicate on the "licence_operations" edge with a given conditions (other predicates).
+func HasLicenceOperationsWith(preds ...predicate.LicenceOperation) predicate.ServerToken {
+	return predicate.ServerToken(func(s *sql.Selector) {
+		step := newLicenceOperationsStep()
 		sqlgraph.HasNeighborsWith(s, step, func(s *sql.Selector) {
 			for _, p := range preds {
 				p(s)

@@ -208,6 +208,12 @@ func (s *Service) SyncToken(ctx context.Context, id int) error {
 		return fmt.Errorf("storing apps of token %d: %w", tok.ID, err)
 	}
 	s.fillMetadata(sys, tok, secret)
+	if err := s.judgeTokenApps(sys, tok.ID); err != nil {
+		s.log.ErrorContext(ctx, "judging licence warnings after a sync", "token", tok.ID, "err", err)
+	}
+	if err := s.syncAssignments(sys, tok, secret); err != nil {
+		return s.recordFailure(sys, tok, explainApple(err))
+	}
 
 	exp := expiryOf(cfg.TokenExpiresAt, tok.FileExpiresAt)
 	upd := s.client.ServerToken.UpdateOneID(tok.ID).

@@ -63,6 +63,8 @@ type Service struct {
 	meta     *metaCache
 	// syncLocks keeps two syncs of one token from running at once here.
 	syncLocks keyedMutex
+	// lic holds the licence settings (licences.go).
+	lic licenceState
 
 	// Now is the clock; tests move it.
 	Now func() time.Time

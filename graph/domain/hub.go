@@ -47,15 +47,18 @@ type Hub struct {
 
 	mu   sync.Mutex
 	subs map[*subscriber]struct{}
+	// licences fans out licence news (licences_warn.go).
+	licences *LicenceHub
 }
 
 // NewHub returns a hub; Run starts it.
 func NewHub(svc *Service) *Hub {
-	return &Hub{svc: svc, log: svc.log, subs: map[*subscriber]struct{}{}}
+	return &Hub{svc: svc, log: svc.log, subs: map[*subscriber]struct{}{}, licences: newLicenceHub(svc)}
 }
 
 // Run delivers warnings from the broker until ctx ends.
 func (h *Hub) Run(ctx context.Context) error {
+	go h.licences.Run(ctx)
 	if h.svc.broker == nil {
 		<-ctx.Done()
 		return nil
@@ -102,6 +105,9 @@ func (h *Hub) catchUp(ctx context.Context, since time.Time) {
 	}
 	h.log.Info("expiry warnings caught up after a broker reconnect", "count", len(toks))
 }
+
+// Licences returns the hub of licence operation updates and warnings.
+func (h *Hub) Licences() *LicenceHub { return h.licences }
 
 // Subscribers returns the number of open subscriptions.
 func (h *Hub) Subscribers() int {

@@ -297,6 +297,9 @@ func (s *Service) activate(ctx context.Context, id int, claim bool) (tok *ent.Se
 			s.log.ErrorContext(ctx, "expiry scan after activation", "err", err)
 		}
 	}
+	// Apple's notifications follow licence work when Orchard is reachable;
+	// without them Orchard polls, so a failure does not fail the confirm.
+	_ = s.RegisterNotifications(ctx, tok.ID)
 	if s.OnActivate != nil {
 		s.OnActivate(tok.ID)
 	}

@@ -13,12 +13,34 @@ import (
 	"github.com/orchard-msp/orchard/ent/schematype"
 )
 
+type AssetInput struct {
+	AdamID       string  `json:"adamID"`
+	PricingParam *string `json:"pricingParam,omitempty"`
+}
+
 type DeleteCustomerPayload struct {
 	DeletedID int `json:"deletedID"`
 }
 
 type DeleteServerTokenPayload struct {
 	DeletedID int `json:"deletedID"`
+}
+
+type LicenceInput struct {
+	TokenID       int           `json:"tokenID"`
+	Assets        []*AssetInput `json:"assets"`
+	SerialNumbers []string      `json:"serialNumbers,omitempty"`
+	ClientUserIDs []string      `json:"clientUserIDs,omitempty"`
+}
+
+type LicenceOperationPayload struct {
+	Operation *ent.LicenceOperation `json:"operation"`
+}
+
+type RevokeLicencesInput struct {
+	TokenID       int      `json:"tokenID"`
+	SerialNumbers []string `json:"serialNumbers,omitempty"`
+	ClientUserIDs []string `json:"clientUserIDs,omitempty"`
 }
 
 type ServerTokenActionInput struct {
@@ -30,6 +52,11 @@ type ServerTokenPayload struct {
 }
 
 type Subscription struct {
+}
+
+type UpdateAppInput struct {
+	// This app's own low-licence threshold; null goes back to ORCHARD_LICENCE_WARN_AVAILABLE.
+	LowLicenceThreshold graphql.Omittable[*int] `json:"lowLicenceThreshold,omitempty"`
 }
 
 type UploadServerTokenInput struct {
