@@ -147,6 +147,39 @@ func TestLicenceWarnings(t *testing.T) {
 		if got := events("400000000"); len(got) != 2 || got[0] != "licence.low" {
 			t.Fatalf("webhooks of 400000000 = %v", got)
 		}
+
+		// The gauge counts the customer's apps at or below their threshold,
+		// as the API reports them.
+		var apps struct {
+			Node struct {
+				Apps struct {
+					Edges []struct {
+						Node struct {
+							AvailableCount      int
+							LowLicenceThreshold *int
+							Unlimited           bool
+						}
+					}
+				}
+			}
+		}
+		s.gql(ls.admin, `query($id: ID!) { node(id: $id) { ... on ServerToken { apps(first: 100) { edges { node { availableCount lowLicenceThreshold unlimited } } } } } }`,
+			map[string]any{"id": ls.token}).decode(t, &apps)
+		low := 0
+		for _, e := range apps.Node.Apps.Edges {
+			threshold := 5
+			if e.Node.LowLicenceThreshold != nil {
+				threshold = *e.Node.LowLicenceThreshold
+			}
+			if !e.Node.Unlimited && e.Node.AvailableCount <= threshold {
+				low++
+			}
+		}
+		gauge := scrape(t, s.URL, "Bearer "+ls.admin).series("orchard_licence_apps_low", map[string]string{"customer_id": ls.customer})
+		if low < 2 || len(gauge) != 1 || gauge[0].GetGauge().GetValue() != float64(low) {
+			t.Fatalf("orchard_licence_apps_low for the customer = %v, want one series of %d", gauge, low)
+		}
+
 		viewerKey := s.key("--role", "viewer")
 		if r := s.gql(viewerKey, `mutation($id: ID!) { updateApp(id: $id, input: {lowLicenceThreshold: 1}) { id } }`, map[string]any{"id": ls.apps["400000000"]}); r.code() != "FORBIDDEN" {
 			t.Fatalf("viewer updateApp: %s", r.Raw)

@@ -369,12 +369,15 @@ var (
 		"1 when this scrape could not read the token gauges from the database, else 0.", nil, nil)
 	scrapeDurationDesc = prometheus.NewDesc("orchard_scrape_duration_seconds",
 		"Time this scrape spent reading the token gauges from the database.", nil, nil)
+	licenceLowDesc = prometheus.NewDesc("orchard_licence_apps_low",
+		"Apps at or below their low-licence threshold (unlimited apps never count), by customer ID (as in GraphQL); customers with none are left out; exported by the job leader only.",
+		[]string{"customer_id"}, nil)
 	subscribersDesc = prometheus.NewDesc("orchard_expiry_subscribers",
 		"Open tokenExpiryWarnings subscriptions on this instance.", nil, nil)
 )
 
 func (c *tokenCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{tokensDesc, expiryDesc, scrapeErrorDesc, scrapeDurationDesc, subscribersDesc} {
+	for _, d := range []*prometheus.Desc{tokensDesc, expiryDesc, licenceLowDesc, scrapeErrorDesc, scrapeDurationDesc, subscribersDesc} {
 		ch <- d
 	}
 }
@@ -420,6 +423,13 @@ func (c *tokenCollector) collectTokens(ch chan<- prometheus.Metric) error {
 	}
 	for k, n := range counts {
 		ch <- prometheus.MustNewConstMetric(tokensDesc, prometheus.GaugeValue, float64(n), k[0], k[1])
+	}
+	low, err := c.svc.LowLicenceApps(ctx)
+	if err != nil {
+		return err
+	}
+	for customerID, n := range low {
+		ch <- prometheus.MustNewConstMetric(licenceLowDesc, prometheus.GaugeValue, float64(n), relay.Encode(customerID))
 	}
 	return nil
 }

@@ -100,7 +100,10 @@ type rateLimits struct {
 }
 
 // sensitiveFields are the mutations that call Apple or take a location.
-var sensitiveFields = map[string]bool{"uploadServerToken": true, "confirmServerToken": true, "claimServerToken": true}
+var sensitiveFields = map[string]bool{
+	"uploadServerToken": true, "confirmServerToken": true, "claimServerToken": true,
+	"assignLicences": true, "unassignLicences": true, "revokeLicences": true,
+}
 
 // complexityPerUnit: an operation costs one unit plus one per this much
 // complexity, so a page of 50 tokens with their apps costs a few units.
