@@ -113,11 +113,26 @@ func TestSimulatedLicences(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	// TEST, the associate's SUCCESS and FAILURE, the revoke's SUCCESS, ASSET_COUNT.
-	if len(got) != 5 || got[0].Type != apple.NotifyTest || got[1].AssetManagement.Result != apple.ResultSuccess ||
-		len(got[1].AssetManagement.Assignments) != 50 || got[2].AssetManagement.Error.Number != 9709 ||
-		got[3].AssetManagement.Type != apple.EventRevoke || got[4].AssetCount.CountDelta != 5 {
-		t.Fatalf("notifications: %d", len(got))
+	// TEST, the associate's SUCCESS and FAILURE, the revoke's SUCCESS,
+	// ASSET_COUNT. Each is sent on its own, so they may arrive in any order.
+	var test, success, failure, revoke, count int
+	for _, n := range got {
+		switch {
+		case n.Type == apple.NotifyTest:
+			test++
+		case n.AssetCount != nil && n.AssetCount.CountDelta == 5:
+			count++
+		case n.AssetManagement == nil:
+		case n.AssetManagement.Type == apple.EventRevoke:
+			revoke++
+		case n.AssetManagement.Error != nil && n.AssetManagement.Error.Number == 9709:
+			failure++
+		case n.AssetManagement.Result == apple.ResultSuccess && len(n.AssetManagement.Assignments) == 50:
+			success++
+		}
+	}
+	if len(got) != 5 || test != 1 || success != 1 || failure != 1 || revoke != 1 || count != 1 {
+		t.Fatalf("notifications: %d (test %d, success %d, failure %d, revoke %d, count %d)", len(got), test, success, failure, revoke, count)
 	}
 }
 
