@@ -65,8 +65,8 @@ FUZZTIME ?= 20000x
 fuzz: ## run each fuzz target on FUZZTIME inputs (default 20000x; FUZZTIME=200000x for longer)
 	$(GO) test ./modules/tokenfile/vpptoken -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 	$(GO) test ./modules/secrets/aesgcm -run '^$$' -fuzz FuzzOpen -fuzztime $(FUZZTIME)
-	$(GO) test ./server -run '^$$' -fuzz FuzzGraphQLHandler -fuzztime $(FUZZTIME)
-	$(GO) test ./server -run '^$$' -fuzz FuzzMultipart -fuzztime $(FUZZTIME)
+	$(GO) test ./server/httpapi -run '^$$' -fuzz FuzzGraphQLHandler -fuzztime $(FUZZTIME)
+	$(GO) test ./server/httpapi -run '^$$' -fuzz FuzzMultipart -fuzztime $(FUZZTIME)
 
 clean: ## remove the binary
 	rm -rf bin

@@ -14,6 +14,8 @@ import (
 	"github.com/orchard-msp/orchard/ent/customer"
 	"github.com/orchard-msp/orchard/ent/viewer"
 	"github.com/orchard-msp/orchard/graph/relay"
+	"github.com/orchard-msp/orchard/server/httpapi"
+	"github.com/orchard-msp/orchard/server/store"
 )
 
 type stringList []string
@@ -47,7 +49,7 @@ func apikeyCreate(fs *flag.FlagSet) action {
 			}
 			ids = append(ids, id)
 		}
-		db, err := openDatabase(ctx, c.cfg)
+		db, err := store.Open(ctx, c.cfg.storeOptions())
 		if err != nil {
 			return err
 		}
@@ -59,9 +61,9 @@ func apikeyCreate(fs *flag.FlagSet) action {
 				return fmt.Errorf("--customer %q: no such customer", customers[i])
 			}
 		}
-		key, hash := newAPIKey()
+		key, hash := httpapi.NewAPIKey()
 		create := client.APIKey.Create().SetName(strings.TrimSpace(*name)).SetRole(apikey.Role(r)).
-			SetCustomerIds(ids).SetHash(hash).SetPrefix(key[:len(keyPrefix)+6])
+			SetCustomerIds(ids).SetHash(hash).SetPrefix(key[:len(httpapi.KeyPrefix)+6])
 		if *expires > 0 {
 			create.SetExpiresAt(time.Now().Add(*expires))
 		}
@@ -75,7 +77,7 @@ func apikeyCreate(fs *flag.FlagSet) action {
 
 // apikeyList runs `orchard apikey list`.
 func apikeyList(ctx context.Context, c *call) error {
-	db, err := openDatabase(ctx, c.cfg)
+	db, err := store.Open(ctx, c.cfg.storeOptions())
 	if err != nil {
 		return err
 	}
@@ -122,7 +124,7 @@ func apikeyRevoke(ctx context.Context, c *call) error {
 	if err != nil {
 		return usageErrorf("%q is not a key ID: use the ID column of apikey list", c.args[0])
 	}
-	db, err := openDatabase(ctx, c.cfg)
+	db, err := store.Open(ctx, c.cfg.storeOptions())
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/orchard-msp/orchard/server/httpapi"
 )
 
 func TestAPIKeys(t *testing.T) {
@@ -37,7 +39,7 @@ func TestAPIKeys(t *testing.T) {
 			}
 			var id string
 			for _, line := range strings.Split(out, "\n") {
-				if strings.Contains(line, k[:len(keyPrefix)+6]) {
+				if strings.Contains(line, k[:len(httpapi.KeyPrefix)+6]) {
 					id = strings.Fields(line)[0]
 				}
 			}
@@ -176,7 +178,7 @@ func TestSensitiveMutationLimit(t *testing.T) {
 	// More than the bucket of ten could ever take: refused as a request to
 	// split, not one to retry (TestOperationAboveBucket).
 	r := s.gql(key, q.String(), nil)
-	if r.code() != "BAD_USER_INPUT" || r.Errors[0].Extensions["reason"] != reasonOverBurst {
+	if r.code() != "BAD_USER_INPUT" || r.Errors[0].Extensions["reason"] != "RATE_LIMIT_BURST_EXCEEDED" {
 		t.Fatalf("15 aliased confirms: HTTP %d %s", r.Status, r.Raw[:min(200, len(r.Raw))])
 	}
 }

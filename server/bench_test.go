@@ -35,13 +35,11 @@ import (
 	"github.com/orchard-msp/orchard/ent/viewer"
 	"github.com/orchard-msp/orchard/graph/domain"
 	"github.com/orchard-msp/orchard/graph/domain/testdb"
-	"github.com/orchard-msp/orchard/modules"
 	"github.com/orchard-msp/orchard/modules/apple"
 	"github.com/orchard-msp/orchard/modules/apple/appletest"
-	"github.com/orchard-msp/orchard/modules/pubsub"
-	"github.com/orchard-msp/orchard/modules/secrets"
-	"github.com/orchard-msp/orchard/modules/secrets/aesgcm"
-	"github.com/orchard-msp/orchard/modules/tokenfile"
+	"github.com/orchard-msp/orchard/server/httpapi"
+	"github.com/orchard-msp/orchard/server/internal/servertest"
+	"github.com/orchard-msp/orchard/server/store"
 )
 
 type benchRow struct {
@@ -163,9 +161,8 @@ type benchServer struct {
 func newBenchServer(t *testing.T, client *ent.Client, mods domain.Modules) *benchServer {
 	log := slog.New(slog.DiscardHandler)
 	svc := domain.New(client, mods, domain.Config{WarnDays: []int{30, 14, 7, 3, 1}, MDMMetadata: "bench"}, log)
-	cfg := &Config{MaxUploadBytes: 65536, OperationTimeout: time.Minute, Introspection: true}
-	gql := newGraphQL(serverDeps{cfg: cfg, svc: svc, hub: domain.NewHub(svc), metrics: newMetrics(log), log: log})
-	return &benchServer{client: client, svc: svc, gql: bodyGuard(cfg.MaxUploadBytes, gql), admin: &viewer.Viewer{KeyID: 1, Name: "bench", Role: viewer.Admin}}
+	gql := httpapi.NewGraphQL(httpapi.Options{Client: client, Service: svc, Hub: domain.NewHub(svc), MaxUploadBytes: 65536, OperationTimeout: time.Minute, Introspection: true, Log: log})
+	return &benchServer{client: client, svc: svc, gql: gql, admin: &viewer.Viewer{KeyID: 1, Name: "bench", Role: viewer.Admin}}
 }
 
 func (s *benchServer) post(body []byte) *httptest.ResponseRecorder {
@@ -400,26 +397,10 @@ func benchStatementCounts(b *bench) []benchRow {
 	return rows
 }
 
-func benchModules(t *testing.T, fake *appletest.Server) domain.Modules {
-	load := func(id modules.ID, cfg string) modules.Module {
-		m, err := modules.Load[modules.Module](context.Background(), id, json.RawMessage(cfg))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return m
-	}
-	return domain.Modules{
-		Parser: load("tokenfile.vpptoken", "").(tokenfile.Parser),
-		Apple:  load("apple.appsandbooks", `{"baseURL":"`+fake.BaseURL()+`","minBackoff":"5ms"}`).(apple.Client),
-		Sealer: load("secrets.aesgcm", `{"keys":["`+aesgcm.NewKey()+`"]}`).(secrets.Sealer),
-		Broker: load("pubsub.memory", "").(pubsub.Broker),
-	}
-}
-
 // openServerDB opens SQLite the way serve does: one writer, a reader pool.
-func openServerDB(t *testing.T) *database {
+func openServerDB(t *testing.T) *store.DB {
 	cfg := &Config{DatabaseURL: "sqlite://" + t.TempDir() + "/orchard.db"}
-	db, err := openDatabase(context.Background(), cfg)
+	db, err := store.Open(context.Background(), cfg.storeOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -436,7 +417,7 @@ func benchWriters(b *bench) []benchRow {
 	fake := appletest.New()
 	defer fake.Close()
 	db := openServerDB(b.t)
-	svc := domain.New(db.Client, benchModules(b.t, fake), domain.Config{WarnDays: []int{30}, MDMMetadata: "bench"}, nil)
+	svc := domain.New(db.Client, servertest.Modules(b.t, fake), domain.Config{WarnDays: []int{30}, MDMMetadata: "bench"}, nil)
 	admin := viewer.NewContext(context.Background(), &viewer.Viewer{KeyID: 1, Role: viewer.Admin})
 	cust, err := svc.CreateCustomer(admin, "Writers")
 	if err != nil {
@@ -509,7 +490,7 @@ func benchLoopback(b *bench) []benchRow {
 	env := append(os.Environ(), "ORCHARD_TEST_RUN_MAIN=1", "ORCHARD_DATA_DIR="+dir, "ORCHARD_LOG_LEVEL=warn",
 		"ORCHARD_RATE_LIMIT=0", "ORCHARD_APPLE=simulator", "GOMAXPROCS=1")
 	key := childAPIKey(b.t, env, "p5") // creates and migrates the database
-	db, err := openDatabase(context.Background(), &Config{DatabaseURL: "sqlite://" + filepath.Join(dir, "orchard.db")})
+	db, err := store.Open(context.Background(), store.Options{URL: "sqlite://" + filepath.Join(dir, "orchard.db")})
 	if err != nil {
 		b.t.Fatal(err)
 	}
@@ -610,13 +591,14 @@ const envBenchBaseline = "ORCHARD_TEST_BENCH_BASELINE"
 // SQLite database in ORCHARD_DATA_DIR, through the same read-only pool
 // Orchard reads with, until the process is killed.
 func serveBenchBaseline() error {
-	db, err := openSQLite(filepath.Join(os.Getenv("ORCHARD_DATA_DIR"), "orchard.db"))
+	db, err := store.OpenSQLite(filepath.Join(os.Getenv("ORCHARD_DATA_DIR"), "orchard.db"))
 	if err != nil {
 		return err
 	}
 	defer db.Close()
+	_, reader := db.SQLitePools()
 	mux := http.NewServeMux()
-	mux.Handle("POST /graphql", nestedBaseline(db.sqlite.reader.DB()))
+	mux.Handle("POST /graphql", nestedBaseline(reader))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {})
 	return http.ListenAndServe(os.Getenv("ORCHARD_LISTEN"), mux)
 }
@@ -846,7 +828,7 @@ func benchSync(b *bench) []benchRow {
 	fake.PageSize = assets / 20
 	fake.Latency = latency
 	db := openServerDB(b.t)
-	mods := benchModules(b.t, fake)
+	mods := servertest.Modules(b.t, fake)
 	svc := domain.New(db.Client, mods, domain.Config{WarnDays: []int{30}, MDMMetadata: "bench"}, nil)
 	admin := viewer.NewContext(context.Background(), &viewer.Viewer{KeyID: 1, Role: viewer.Admin})
 	cust, _ := svc.CreateCustomer(admin, "Sync")
@@ -933,7 +915,7 @@ func benchUploadConfirm(b *bench) []benchRow {
 	fake := appletest.New()
 	defer fake.Close()
 	db := openServerDB(b.t)
-	mods := benchModules(b.t, fake)
+	mods := servertest.Modules(b.t, fake)
 	ta := &timedApple{Client: mods.Apple}
 	mods.Apple = ta
 	svc := domain.New(db.Client, mods, domain.Config{WarnDays: []int{30}, MDMMetadata: "bench"}, nil)
@@ -1033,12 +1015,12 @@ func BenchmarkUploadConfirm(b *testing.B) {
 	fake := appletest.New()
 	defer fake.Close()
 	cfg := &Config{DatabaseURL: "sqlite://" + b.TempDir() + "/orchard.db"}
-	db, err := openDatabase(context.Background(), cfg)
+	db, err := store.Open(context.Background(), cfg.storeOptions())
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer db.Close()
-	svc := domain.New(db.Client, benchModules(t, fake), domain.Config{WarnDays: []int{30}, MDMMetadata: "bench"}, nil)
+	svc := domain.New(db.Client, servertest.Modules(t, fake), domain.Config{WarnDays: []int{30}, MDMMetadata: "bench"}, nil)
 	admin := viewer.NewContext(context.Background(), &viewer.Viewer{KeyID: 1, Role: viewer.Admin})
 	cust, _ := svc.CreateCustomer(admin, "Uploads")
 	exp := time.Now().AddDate(1, 0, 0)

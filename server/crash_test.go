@@ -14,6 +14,7 @@ import (
 	"github.com/orchard-msp/orchard/ent/viewer"
 	"github.com/orchard-msp/orchard/graph/relay"
 	"github.com/orchard-msp/orchard/modules/apple/appletest"
+	"github.com/orchard-msp/orchard/server/store"
 )
 
 // burst starts a child server, uploads n tokens, confirms them all at once
@@ -83,13 +84,14 @@ func burst(t *testing.T, sig syscall.Signal, n int) (acked []string, dir string,
 func checkDatabase(t *testing.T, dir string, acked []string) {
 	t.Helper()
 	cfg := &Config{DatabaseURL: "sqlite://" + filepath.Join(dir, "orchard.db")}
-	db, err := openDatabase(context.Background(), cfg)
+	db, err := store.Open(context.Background(), cfg.storeOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
+	writer, _ := db.SQLitePools()
 	var ok string
-	if err := db.sqlite.Driver.DB().QueryRow("PRAGMA integrity_check").Scan(&ok); err != nil || ok != "ok" {
+	if err := writer.QueryRow("PRAGMA integrity_check").Scan(&ok); err != nil || ok != "ok" {
 		t.Fatalf("integrity_check = %q, %v", ok, err)
 	}
 	sys := viewer.SystemContext(context.Background())

@@ -13,6 +13,8 @@ import (
 	"github.com/orchard-msp/orchard/ent/apikey"
 	"github.com/orchard-msp/orchard/ent/viewer"
 	"github.com/orchard-msp/orchard/modules/apple/simulator"
+	"github.com/orchard-msp/orchard/server/httpapi"
+	"github.com/orchard-msp/orchard/server/store"
 )
 
 // demoCommand declares `orchard demo`, which writes a sample token file for every branch of the wizard,
@@ -34,13 +36,13 @@ func demo(ctx context.Context, cfg *Config, dir string, stdout, stderr io.Writer
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return err
 	}
-	db, err := openDatabase(ctx, cfg)
+	db, err := store.Open(ctx, cfg.storeOptions())
 	if err != nil {
 		return err
 	}
-	key, hash := newAPIKey()
+	key, hash := httpapi.NewAPIKey()
 	_, err = db.Client.APIKey.Create().SetName("demo admin").SetRole(apikey.RoleAdmin).
-		SetCustomerIds([]int{}).SetHash(hash).SetPrefix(key[:len(keyPrefix)+6]).Save(viewer.SystemContext(ctx))
+		SetCustomerIds([]int{}).SetHash(hash).SetPrefix(key[:len(httpapi.KeyPrefix)+6]).Save(viewer.SystemContext(ctx))
 	if cerr := db.Close(); err == nil {
 		err = cerr
 	}

@@ -28,7 +28,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -42,6 +41,9 @@ import (
 	"github.com/orchard-msp/orchard/modules/secrets"
 	_ "github.com/orchard-msp/orchard/modules/standard"
 	"github.com/orchard-msp/orchard/modules/tokenfile"
+	"github.com/orchard-msp/orchard/server/httpapi"
+	"github.com/orchard-msp/orchard/server/jobs"
+	"github.com/orchard-msp/orchard/server/store"
 )
 
 func main() {
@@ -102,7 +104,7 @@ func loadModules(ctx context.Context, cfg *Config, log *slog.Logger) (*domain.Mo
 		return nil, fmt.Errorf("ORCHARD_SECRET_KEY: %w", err)
 	}
 	broker, brokerCfg := modules.ID("pubsub.memory"), json.RawMessage(nil)
-	if isPostgres(cfg.DatabaseURL) {
+	if store.IsPostgres(cfg.DatabaseURL) {
 		// Several instances share one PostgreSQL: warnings travel between
 		// them over LISTEN/NOTIFY.
 		broker = "pubsub.postgres"
@@ -150,7 +152,7 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready chan<- stri
 	if err := os.Chmod(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("securing data dir: %w", err)
 	}
-	db, err := openDatabase(ctx, cfg)
+	db, err := store.Open(ctx, cfg.storeOptions())
 	if err != nil {
 		return err
 	}
@@ -172,9 +174,23 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready chan<- stri
 		AppleInteractiveBudget: cfg.AppleInteractiveBudget,
 	}, log)
 	hub := domain.NewHub(svc)
-	bg := newJobs(svc, cfg, log)
-	svc.OnActivate = bg.requestSync
-	svc.OnOutbox = bg.kickOutbox
+	bg := jobs.New(jobs.Options{
+		Service:            svc,
+		ExpiryScanInterval: cfg.ExpiryScanInterval,
+		AppSyncInterval:    cfg.AppSyncInterval,
+		PendingTTL:         cfg.PendingTTL,
+		AppleEventPoll:     cfg.AppleEventPoll,
+		Log:                log,
+	})
+	svc.OnActivate = bg.RequestSync
+	svc.OnOutbox = bg.KickOutbox
+	// The licence settings reach the service before the first request.
+	svc.SetLicenceConfig(domain.LicenceConfig{
+		PublicURL:     cfg.PublicURL,
+		EventPoll:     cfg.AppleEventPoll,
+		NotifyWait:    cfg.AppleNotifyWait,
+		WarnAvailable: cfg.LicenceWarnAvailable,
+	}, bg.KickLicences)
 
 	// reqCtx is every request's parent and outlives the signal, so requests
 	// in flight at shutdown finish; it ends only to cut the ones still
@@ -193,10 +209,22 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready chan<- stri
 		}
 	}()
 
-	sockets, readyz, met := newWSSessions(), &readiness{}, newMetrics(log)
-	h := newHandler(serverDeps{cfg: cfg, db: db, svc: svc, hub: hub, auth: newAuthenticator(db.Client), metrics: met, limits: newRateLimits(cfg.RateLimit, cfg.TrustedProxies...), sockets: sockets, readiness: readyz, log: log})
+	api := httpapi.New(httpapi.Options{
+		Client:           db.Client,
+		DB:               db,
+		Service:          svc,
+		Hub:              hub,
+		MaxUploadBytes:   cfg.MaxUploadBytes,
+		AllowedOrigins:   cfg.AllowedOrigins,
+		Introspection:    cfg.Introspection,
+		RateLimit:        cfg.RateLimit,
+		TrustedProxies:   cfg.TrustedProxies,
+		OperationTimeout: cfg.OperationTimeout,
+		MetricsToken:     cfg.MetricsToken,
+		Log:              log,
+	})
 	srv := &http.Server{
-		Handler:           h,
+		Handler:           api,
 		ReadHeaderTimeout: 5 * time.Second,  // slowloris
 		ReadTimeout:       30 * time.Second, // a token upload is a few KB
 		IdleTimeout:       120 * time.Second,
@@ -208,13 +236,13 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready chan<- stri
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
-	var lead leadership = alone{}
-	if isPostgres(cfg.DatabaseURL) {
-		lead = &advisoryLock{url: cfg.DatabaseURL, retry: min(cfg.ExpiryScanInterval, 5*time.Second), log: log}
+	var lead jobs.Leadership = jobs.Alone{}
+	if store.IsPostgres(cfg.DatabaseURL) {
+		lead = &jobs.AdvisoryLock{URL: cfg.DatabaseURL, Retry: min(cfg.ExpiryScanInterval, 5*time.Second), Log: log}
 	}
-	bg.start(jobCtx, met.trackLeader(lead))
-	go sockets.watchKeys(jobCtx, db.Client, keyRecheckInterval, log)
-	log.Info("orchard serving", "addr", ln.Addr().String(), "apple", cfg.Apple, "database", redactURL(cfg.DatabaseURL), "console", "http://"+ln.Addr().String()+"/", "playground", "http://"+ln.Addr().String()+"/playground")
+	bg.Start(jobCtx, jobs.Observe(lead, api.SetLeader))
+	go api.WatchKeys(jobCtx)
+	log.Info("orchard serving", "addr", ln.Addr().String(), "apple", cfg.Apple, "database", store.RedactURL(cfg.DatabaseURL), "console", "http://"+ln.Addr().String()+"/", "playground", "http://"+ln.Addr().String()+"/playground")
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
@@ -227,82 +255,16 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready chan<- stri
 	case <-ctx.Done():
 	}
 
-	log.Info("shutting down", "timeout", cfg.ShutdownTimeout.String(), "websockets", sockets.Count())
+	log.Info("shutting down", "timeout", cfg.ShutdownTimeout.String(), "websockets", api.Websockets())
 	stopJobs()
-	shutdown(srv, sockets, readyz, cutRequests, cfg.ShutdownTimeout, log)
-	bg.wait()
+	api.Shutdown(srv, cutRequests, cfg.ShutdownTimeout)
+	bg.Wait()
 	<-hubDone
 	log.Info("stopped")
 	return nil
 }
 
-// shutdown stops srv within timeout, before the database closes: /readyz
-// turns 503 (and, when something polls it, the server keeps serving for
-// readinessGrace so a load balancer notices before connections are
-// refused), every websocket gets a close frame (1001 going away) and its
-// handshake is waited for, and requests in flight finish. A request still
-// running cutMargin before the deadline is cut: its context ends, so its
-// transaction rolls back and it answers with an error the client may retry.
-// So ORCHARD_SHUTDOWN_TIMEOUT ≥ ORCHARD_OPERATION_TIMEOUT + cutMargin lets
-// every operation finish; a shorter one bounds how long a restart waits.
-func shutdown(srv *http.Server, sockets *wsSessions, ready *readiness, cut context.CancelFunc, timeout time.Duration, log *slog.Logger) {
-	ready.draining.Store(true)
-	deadline := time.Now().Add(timeout)
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
-	defer cancel()
-	sockets.closeAll(closeGoingAway, "server shutting down")
-	if ready.polled.Load() {
-		time.Sleep(readinessGrace(timeout))
-	}
-	sockets.closeAll(closeGoingAway, "server shutting down")
-
-	finish, cancelFinish := context.WithDeadline(ctx, deadline.Add(-cutMargin(timeout)))
-	err := srv.Shutdown(finish)
-	cancelFinish()
-	if err != nil {
-		log.Warn("cutting requests still running at the shutdown deadline", "timeout", timeout.String())
-		cut()
-		if err := srv.Shutdown(ctx); err != nil {
-			log.Warn("requests did not end after being cut; closing their connections", "err", err)
-			_ = srv.Close()
-		}
-	}
-	if left := sockets.wait(ctx); left > 0 {
-		log.Warn("websockets still closing at the shutdown deadline", "count", left)
-	}
-}
-
-// readinessGrace is how long a polled server answers 503 on /readyz while
-// still serving: an eighth of the shutdown timeout, at most 1 s. A longer
-// wait for a slow load balancer belongs before the signal (a pre-stop hook).
-func readinessGrace(timeout time.Duration) time.Duration {
-	return min(timeout/8, time.Second)
-}
-
-// cutMargin is the part of the shutdown timeout kept for cut requests to
-// roll back and answer: a quarter, at most 2 s.
-func cutMargin(timeout time.Duration) time.Duration {
-	return min(timeout/4, 2*time.Second)
-}
-
-func isPostgres(url string) bool {
-	return strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://")
-}
-
-// passwordParam finds a password given as a URL query parameter
-// (?password=…) or in a key/value DSN (password=… or password='…').
-var passwordParam = regexp.MustCompile(`(?i)(\bpassword=)('(?:[^'\\]|\\.)*'|[^&\s]*)`)
-
-// redactURL hides the credentials of a database URL or DSN, for logs.
-func redactURL(s string) string {
-	if j := strings.Index(s, "://"); j > 0 {
-		authority := s[j+3:]
-		if end := strings.IndexAny(authority, "/?#"); end >= 0 {
-			authority = authority[:end]
-		}
-		if i := strings.LastIndex(authority, "@"); i >= 0 {
-			s = s[:j+3] + "…" + s[j+3+i:]
-		}
-	}
-	return passwordParam.ReplaceAllString(s, "${1}…")
+// storeOptions says which database cfg names and who migrates it.
+func (cfg *Config) storeOptions() store.Options {
+	return store.Options{URL: cfg.DatabaseURL, ManualMigrate: cfg.ManualMigrate}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/orchard-msp/orchard/graph/domain/testdb"
 	"github.com/orchard-msp/orchard/modules/apple/appletest"
+	"github.com/orchard-msp/orchard/server/httpapi"
 )
 
 // TestMain lets a test run the real program as a child process (for
@@ -151,7 +152,7 @@ func (s *testServer) key(args ...string) string {
 		s.t.Fatalf("apikey create: %v\n%s", err, errOut)
 	}
 	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
-	if len(lines) != 1 || !strings.HasPrefix(lines[0], keyPrefix) {
+	if len(lines) != 1 || !strings.HasPrefix(lines[0], httpapi.KeyPrefix) {
 		s.t.Fatalf("apikey create printed %q; want the key alone on one line", out)
 	}
 	return lines[0]

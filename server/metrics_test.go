@@ -17,6 +17,7 @@ import (
 	"github.com/orchard-msp/orchard/graph/domain/testdb"
 	"github.com/orchard-msp/orchard/graph/relay"
 	"github.com/orchard-msp/orchard/modules/apple/appletest"
+	"github.com/orchard-msp/orchard/server/httpapi"
 )
 
 // scrapeResult is one GET /metrics, parsed as Prometheus parses it.
@@ -151,7 +152,7 @@ func TestMetricsLabelsAreBounded(t *testing.T) {
 	t.Logf("request and operation series: %d after 5 invented methods and paths each, %d after 50", first.seriesCount(), second.seriesCount())
 	reqs := second.series("orchard_http_requests_total", nil)
 	for m := range labelValues(reqs, "method") {
-		if m != "other" && !httpMethods[m] {
+		if m != "other" && !standardMethods[m] {
 			t.Errorf("method label %q is not one of the fixed set", m)
 		}
 	}
@@ -170,15 +171,15 @@ func TestMetricsLabelsAreBounded(t *testing.T) {
 	}
 
 	// Operation names are the client's choice: past the cap they are "other".
-	for i := range maxOperationNames + 30 {
+	for i := range httpapi.MaxOperationNames + 30 {
 		s.gql(admin, fmt.Sprintf("query Op%d { customers { totalCount } }", i), nil)
 	}
 	s.gql(admin, "{ customers { totalCount } }", nil)
 	ops := scrape(t, s.URL, auth)
 	names := labelValues(ops.series("orchard_graphql_operations_total", nil), "operation")
-	if len(names) > maxOperationNames+2 || !names["other"] || !names["anonymous"] || !names["Op0"] {
+	if len(names) > httpapi.MaxOperationNames+2 || !names["other"] || !names["anonymous"] || !names["Op0"] {
 		t.Errorf("%d operation names (other: %v, anonymous: %v, Op0: %v); want at most %d with other, anonymous and Op0",
-			len(names), names["other"], names["anonymous"], names["Op0"], maxOperationNames+2)
+			len(names), names["other"], names["anonymous"], names["Op0"], httpapi.MaxOperationNames+2)
 	}
 	if got := ops.value(t, "orchard_graphql_operations_total", map[string]string{"type": "query", "operation": "other", "outcome": "ok"}); got != 30 {
 		t.Errorf("operations counted as other = %v, want 30", got)
@@ -466,4 +467,12 @@ func TestMetricsLeaderOnlyOnPostgres(t *testing.T) {
 	if got := r.value(t, "orchard_server_tokens", active); got != 1 {
 		t.Errorf("the new leader exports %v ACTIVE tokens, want 1", got)
 	}
+}
+
+// standardMethods are the methods of RFC 9110 and PATCH, the only ones
+// the method label may name.
+var standardMethods = map[string]bool{
+	http.MethodGet: true, http.MethodHead: true, http.MethodPost: true, http.MethodPut: true,
+	http.MethodPatch: true, http.MethodDelete: true, http.MethodOptions: true,
+	http.MethodConnect: true, http.MethodTrace: true,
 }

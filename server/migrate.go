@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/orchard-msp/orchard/ent/migrations"
+	"github.com/orchard-msp/orchard/server/store"
 )
 
 // migrateUp runs `orchard migrate`: apply the pending files under the
@@ -18,9 +19,9 @@ func migrateStatus(ctx context.Context, c *call) error { return migrate(ctx, c, 
 
 func migrate(ctx context.Context, c *call, status bool) error {
 	cfg, stdout := c.cfg, c.stdout
-	if !isPostgres(cfg.DatabaseURL) && status {
+	if !store.IsPostgres(cfg.DatabaseURL) && status {
 		// Status reads; it does not create a database to report on it.
-		path := sqlitePath(cfg.DatabaseURL)
+		path := store.SQLitePath(cfg.DatabaseURL)
 		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 			files, err := migrations.Files("sqlite3")
 			if err != nil {
@@ -33,25 +34,25 @@ func migrate(ctx context.Context, c *call, status bool) error {
 			return nil
 		}
 	}
-	if !isPostgres(cfg.DatabaseURL) && !status {
+	if !store.IsPostgres(cfg.DatabaseURL) && !status {
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 			return fmt.Errorf("creating data dir: %w", err)
 		}
 	}
-	db, err := connectDatabase(cfg)
+	db, err := store.Connect(cfg.DatabaseURL)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
 	if !status {
-		before, err := migrations.Inspect(ctx, db.writer, db.Dialect)
+		before, err := db.Inspect(ctx)
 		if err != nil {
 			return err
 		}
 		if before.Unversioned {
 			fmt.Fprintln(stdout, "adopting a database made by an Orchard without versioned migrations as the baseline (no row changes)")
 		}
-		applied, err := migrations.Up(ctx, db.writer, db.Dialect)
+		applied, err := db.Up(ctx)
 		for _, f := range applied {
 			fmt.Fprintf(stdout, "applied %s\n", f.Name)
 		}
@@ -62,7 +63,7 @@ func migrate(ctx context.Context, c *call, status bool) error {
 			fmt.Fprintln(stdout, "nothing to apply: the schema is up to date")
 		}
 	}
-	st, err := migrations.Inspect(ctx, db.writer, db.Dialect)
+	st, err := db.Inspect(ctx)
 	if err != nil {
 		return err
 	}
@@ -70,7 +71,7 @@ func migrate(ctx context.Context, c *call, status bool) error {
 	if st.Version > 0 {
 		version = fmt.Sprint(st.Version)
 	}
-	fmt.Fprintf(stdout, "database: %s\nversion:  %s\napplied:  %d\npending:  %d\n", redactURL(cfg.DatabaseURL), version, len(st.Applied), len(st.Pending))
+	fmt.Fprintf(stdout, "database: %s\nversion:  %s\napplied:  %d\npending:  %d\n", store.RedactURL(cfg.DatabaseURL), version, len(st.Applied), len(st.Pending))
 	for _, f := range st.Pending {
 		fmt.Fprintf(stdout, "  %s\n", f.Name)
 	}

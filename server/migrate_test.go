@@ -17,6 +17,7 @@ import (
 
 	"github.com/orchard-msp/orchard/ent/migrations"
 	"github.com/orchard-msp/orchard/graph/domain/testdb"
+	"github.com/orchard-msp/orchard/server/httpapi"
 )
 
 // The API key and sealing key of the dumps in ent/migrations/testdata (see mkdump.go there).
@@ -324,7 +325,7 @@ func TestManualMigrationsRefuseOutOfDateSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 	out.Reset()
-	if err := run(context.Background(), []string{"apikey", "create", "--name", "later"}, getenv, &out, &errb); err != nil || !strings.HasPrefix(out.String(), keyPrefix) {
+	if err := run(context.Background(), []string{"apikey", "create", "--name", "later"}, getenv, &out, &errb); err != nil || !strings.HasPrefix(out.String(), httpapi.KeyPrefix) {
 		t.Fatalf("apikey create after migrate: %v, %q", err, out.String())
 	}
 }

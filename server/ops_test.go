@@ -19,6 +19,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/orchard-msp/orchard/modules/apple/appletest"
+	"github.com/orchard-msp/orchard/server/store"
 )
 
 func TestSQLiteSettings(t *testing.T) {
@@ -37,7 +38,7 @@ func TestSQLiteSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := openDatabase(context.Background(), cfg)
+	db, err := store.Open(context.Background(), cfg.storeOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,14 +54,14 @@ func TestSQLiteSettings(t *testing.T) {
 			}
 		}
 	}
-	rw := db.sqlite
-	check("writer", rw.Driver.DB())
-	check("reader", rw.reader.DB())
-	if n := rw.Driver.DB().Stats().MaxOpenConnections; n != 1 {
+	writer, reader := db.SQLitePools()
+	check("writer", writer)
+	check("reader", reader)
+	if n := writer.Stats().MaxOpenConnections; n != 1 {
 		t.Errorf("writer pool allows %d connections, want 1", n)
 	}
 	var qo string
-	_ = rw.reader.DB().QueryRow("PRAGMA query_only").Scan(&qo)
+	_ = reader.QueryRow("PRAGMA query_only").Scan(&qo)
 	if qo != "1" {
 		t.Errorf("reader connections can write (query_only=%s)", qo)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/orchard-msp/orchard/graph/domain"
 	"github.com/orchard-msp/orchard/modules/secrets/aesgcm"
+	"github.com/orchard-msp/orchard/server/store"
 )
 
 // secretsRotate declares `orchard secrets rotate`: it seals every stored token
@@ -50,7 +51,7 @@ func rotateSecrets(ctx context.Context, cfg *Config, dropOld bool, stdout, stder
 			return ctx.Err()
 		}
 	}
-	db, err := openDatabase(ctx, cfg)
+	db, err := store.Open(ctx, cfg.storeOptions())
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/orchard-msp/orchard/modules/apple/appletest"
+	"github.com/orchard-msp/orchard/server/httpapi"
 )
 
 // rawFrame sends one text frame as is.
@@ -160,7 +161,7 @@ func keyID(t *testing.T, s *testServer, key string) string {
 		t.Fatal(err)
 	}
 	for _, line := range strings.Split(out, "\n") {
-		if strings.Contains(line, key[:len(keyPrefix)+6]) {
+		if strings.Contains(line, key[:len(httpapi.KeyPrefix)+6]) {
 			return strings.Fields(line)[0]
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/orchard-msp/orchard/modules/apple/appletest"
+	"github.com/orchard-msp/orchard/server/httpapi"
 )
 
 // wsClient speaks graphql-transport-ws, as the graphql-ws library does.
@@ -239,15 +240,15 @@ func TestWebsocketRefusals(t *testing.T) {
 		if err := c.init(s.key()); err != nil {
 			t.Fatal(err)
 		}
-		for i := range maxSubscriptionsPerSocket + 1 {
+		for i := range httpapi.MaxSubscriptionsPerSocket + 1 {
 			c.subscribe(strconv.Itoa(i), nil)
 		}
 		for {
 			m, err := c.read(3 * time.Second)
 			if err != nil {
-				t.Fatalf("no refusal for subscription %d: %v", maxSubscriptionsPerSocket, err)
+				t.Fatalf("no refusal for subscription %d: %v", httpapi.MaxSubscriptionsPerSocket, err)
 			}
-			if m.Type == "error" && m.ID == strconv.Itoa(maxSubscriptionsPerSocket) {
+			if m.Type == "error" && m.ID == strconv.Itoa(httpapi.MaxSubscriptionsPerSocket) {
 				break
 			}
 		}

@@ -1,4 +1,9 @@
-package main
+// Package store opens Orchard's database, SQLite or PostgreSQL, and keeps
+// its schema at the version this binary was built for: it applies the
+// versioned migrations of ent/migrations under the migration lock and
+// says where a database stands. Everything else reaches the data through
+// the ent client it hands out.
+package store
 
 import (
 	"context"
@@ -8,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 
@@ -21,8 +27,8 @@ import (
 	_ "github.com/orchard-msp/orchard/ent/runtime"
 )
 
-// database is an open ent client and what is needed to close it.
-type database struct {
+// DB is an open ent client and what is needed to close it.
+type DB struct {
 	Client  *ent.Client
 	Dialect string
 	// sqlite holds the two pools when the database is SQLite.
@@ -37,10 +43,10 @@ type database struct {
 }
 
 // Ping reports whether the database answers.
-func (d *database) Ping(ctx context.Context) error { return d.ping(ctx) }
+func (d *DB) Ping(ctx context.Context) error { return d.ping(ctx) }
 
 // Close checkpoints SQLite's WAL and closes every connection.
-func (d *database) Close() error { return d.close() }
+func (d *DB) Close() error { return d.close() }
 
 // sqlitePragmas are the settings every SQLite connection gets: WAL so
 // readers never wait for the writer, synchronous=FULL because a confirmed
@@ -49,18 +55,27 @@ func (d *database) Close() error { return d.close() }
 // take the lock when they begin (no deadlocking lock upgrades).
 const sqlitePragmas = "_fk=1&_journal_mode=WAL&_synchronous=FULL&_busy_timeout=10000&_txlock=immediate&_stmt_cache_size=64"
 
-// openDatabase opens the configured database and makes sure its schema is
+// Options say which database to open and how.
+type Options struct {
+	// URL is sqlite://PATH or postgres://… (ORCHARD_DATABASE_URL).
+	URL string
+	// ManualMigrate leaves migrations to `orchard migrate`
+	// (ORCHARD_AUTO_MIGRATE=false): Open then refuses an out-of-date schema.
+	ManualMigrate bool
+}
+
+// Open opens the configured database and makes sure its schema is
 // the one this binary was built for. With ORCHARD_AUTO_MIGRATE (the
 // default) it applies the pending migrations under the migration lock, so
 // commands and servers that start together do not race; without, it
 // refuses an out-of-date schema and leaves `orchard migrate` to the
 // operator.
-func openDatabase(ctx context.Context, cfg *Config) (*database, error) {
-	db, err := connectDatabase(cfg)
+func Open(ctx context.Context, opts Options) (*DB, error) {
+	db, err := Connect(opts.URL)
 	if err != nil {
 		return nil, err
 	}
-	if !cfg.ManualMigrate {
+	if !opts.ManualMigrate {
 		db.Migrated, err = migrations.Up(ctx, db.writer, db.Dialect)
 		if err != nil {
 			db.Close()
@@ -93,17 +108,46 @@ func describePending(st *migrations.Status) string {
 	return s
 }
 
-// connectDatabase opens the configured database as it is.
-func connectDatabase(cfg *Config) (*database, error) {
-	if !isPostgres(cfg.DatabaseURL) {
-		return openSQLite(sqlitePath(cfg.DatabaseURL))
+// Connect opens the database at url as it is, without migrating it.
+func Connect(url string) (*DB, error) {
+	if !IsPostgres(url) {
+		return OpenSQLite(SQLitePath(url))
 	}
-	return openPostgres(cfg.DatabaseURL)
+	return openPostgres(url)
 }
 
-func sqlitePath(databaseURL string) string { return strings.TrimPrefix(databaseURL, "sqlite://") }
+// Up applies the pending migrations under the migration lock and returns
+// the files it applied.
+func (d *DB) Up(ctx context.Context) ([]migrations.File, error) {
+	return migrations.Up(ctx, d.writer, d.Dialect)
+}
 
-func openSQLite(path string) (*database, error) {
+// Inspect says where the database's schema stands; it only reads.
+func (d *DB) Inspect(ctx context.Context) (*migrations.Status, error) {
+	return migrations.Inspect(ctx, d.writer, d.Dialect)
+}
+
+// SQLitePools returns SQLite's single writer and its pool of read-only
+// connections, both nil for PostgreSQL. Tests and the benchmark baseline
+// read through them; the server goes through Client.
+func (d *DB) SQLitePools() (writer, reader *sql.DB) {
+	if d.sqlite == nil {
+		return nil, nil
+	}
+	return d.sqlite.Driver.DB(), d.sqlite.reader.DB()
+}
+
+// IsPostgres reports whether a database URL names PostgreSQL.
+func IsPostgres(url string) bool {
+	return strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://")
+}
+
+// SQLitePath is the file a sqlite:// URL names.
+func SQLitePath(databaseURL string) string { return strings.TrimPrefix(databaseURL, "sqlite://") }
+
+// OpenSQLite opens the SQLite file at path as it is, creating it and its
+// directory when missing.
+func OpenSQLite(path string) (*DB, error) {
 	if path == "" {
 		return nil, errors.New("sqlite:// needs a file path")
 	}
@@ -141,7 +185,7 @@ func openSQLite(path string) (*database, error) {
 		Driver: entsql.OpenDB(dialect.SQLite, writer),
 		reader: entsql.OpenDB(dialect.SQLite, reader),
 	}
-	return &database{
+	return &DB{
 		Client:  ent.NewClient(ent.Driver(drv)),
 		Dialect: dialect.SQLite,
 		sqlite:  drv,
@@ -155,7 +199,7 @@ func openSQLite(path string) (*database, error) {
 	}, nil
 }
 
-func openPostgres(dsn string) (*database, error) {
+func openPostgres(dsn string) (*DB, error) {
 	db, err := sql.Open("pgx", dsn)
 	if err != nil {
 		return nil, err
@@ -166,7 +210,7 @@ func openPostgres(dsn string) (*database, error) {
 		db.Close()
 		return nil, fmt.Errorf("connecting to PostgreSQL: %w", err)
 	}
-	return &database{
+	return &DB{
 		Client:  ent.NewClient(ent.Driver(entsql.OpenDB(dialect.Postgres, db))),
 		Dialect: dialect.Postgres,
 		writer:  db,
@@ -200,4 +244,22 @@ func isSelect(query string) bool {
 // Close implements dialect.Driver.
 func (d *rwDriver) Close() error {
 	return errors.Join(d.reader.Close(), d.Driver.Close())
+}
+
+// passwordParam finds a password given as a URL query parameter
+// (?password=…) or in a key/value DSN (password=… or password='…').
+var passwordParam = regexp.MustCompile(`(?i)(\bpassword=)('(?:[^'\\]|\\.)*'|[^&\s]*)`)
+
+// RedactURL hides the credentials of a database URL or DSN, for logs.
+func RedactURL(s string) string {
+	if j := strings.Index(s, "://"); j > 0 {
+		authority := s[j+3:]
+		if end := strings.IndexAny(authority, "/?#"); end >= 0 {
+			authority = authority[:end]
+		}
+		if i := strings.LastIndex(authority, "@"); i >= 0 {
+			s = s[:j+3] + "…" + s[j+3+i:]
+		}
+	}
+	return passwordParam.ReplaceAllString(s, "${1}…")
 }

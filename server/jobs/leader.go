@@ -1,4 +1,4 @@
-package main
+package jobs
 
 import (
 	"context"
@@ -10,27 +10,30 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// leadership decides which instance runs the jobs that must run once: the
+// Leadership decides which instance runs the jobs that must run once: the
 // expiry watcher, the app sync and the cleanup.
-type leadership interface {
+type Leadership interface {
 	// Lead calls fn with a context that ends when this instance stops
 	// being the leader or ctx ends, each time it becomes the leader.
 	Lead(ctx context.Context, fn func(ctx context.Context))
 }
 
-// alone is the leadership of a single instance (SQLite): always the leader.
-type alone struct{}
+// Alone is the leadership of a single instance (SQLite): always the leader.
+type Alone struct{}
 
-func (alone) Lead(ctx context.Context, fn func(context.Context)) { fn(ctx) }
+// Lead implements Leadership.
+func (Alone) Lead(ctx context.Context, fn func(context.Context)) { fn(ctx) }
 
-// advisoryLock makes the instance holding a PostgreSQL advisory lock the
+// AdvisoryLock makes the instance holding a PostgreSQL advisory lock the
 // leader. The lock lives on a dedicated connection: if the leader dies or
 // loses its connection, PostgreSQL releases the lock and another instance
 // takes it at its next try.
-type advisoryLock struct {
-	url   string
-	retry time.Duration
-	log   *slog.Logger
+type AdvisoryLock struct {
+	// URL is the PostgreSQL database the instances share.
+	URL string
+	// Retry is how long a follower waits between tries to take the lock.
+	Retry time.Duration
+	Log   *slog.Logger
 }
 
 // lockKey derives the advisory lock's key from the schema, so separate
@@ -40,21 +43,22 @@ func lockKey(schema string) int64 {
 	return int64(binary.BigEndian.Uint64(sum[:8]))
 }
 
-func (a *advisoryLock) Lead(ctx context.Context, fn func(context.Context)) {
+// Lead implements Leadership.
+func (a *AdvisoryLock) Lead(ctx context.Context, fn func(context.Context)) {
 	for ctx.Err() == nil {
 		a.term(ctx, fn)
 		select {
 		case <-ctx.Done():
-		case <-time.After(a.retry):
+		case <-time.After(a.Retry):
 		}
 	}
 }
 
 // term tries once to take the lock and, if it does, leads until it is lost.
-func (a *advisoryLock) term(ctx context.Context, fn func(context.Context)) {
-	conn, err := pgx.Connect(ctx, a.url)
+func (a *AdvisoryLock) term(ctx context.Context, fn func(context.Context)) {
+	conn, err := pgx.Connect(ctx, a.URL)
 	if err != nil {
-		a.log.Warn("job leader election: cannot connect", "err", err)
+		a.Log.Warn("job leader election: cannot connect", "err", err)
 		return
 	}
 	defer conn.Close(context.Background())
@@ -66,7 +70,7 @@ func (a *advisoryLock) term(ctx context.Context, fn func(context.Context)) {
 	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", lockKey(schema)).Scan(&got); err != nil || !got {
 		return
 	}
-	a.log.Info("this instance is now the job leader")
+	a.Log.Info("this instance is now the job leader")
 	lead, lost := context.WithCancel(ctx)
 	// A pgx.Conn serves one caller at a time: the deferred Close must wait
 	// until the pinger has left conn.Ping (defers run last-in, first-out).
@@ -75,7 +79,7 @@ func (a *advisoryLock) term(ctx context.Context, fn func(context.Context)) {
 	go func() {
 		defer close(pinging)
 		// Check the lock's connection; when it fails, stop leading at once.
-		t := time.NewTicker(min(a.retry, 2*time.Second))
+		t := time.NewTicker(min(a.Retry, 2*time.Second))
 		defer t.Stop()
 		for {
 			select {
@@ -86,7 +90,7 @@ func (a *advisoryLock) term(ctx context.Context, fn func(context.Context)) {
 				err := conn.Ping(pctx)
 				cancel()
 				if err != nil && lead.Err() == nil {
-					a.log.Warn("lost the job leader's database connection; stepping down", "err", err)
+					a.Log.Warn("lost the job leader's database connection; stepping down", "err", err)
 					lost()
 					return
 				}
@@ -94,5 +98,25 @@ func (a *advisoryLock) term(ctx context.Context, fn func(context.Context)) {
 		}
 	}()
 	fn(lead)
-	a.log.Info("this instance is no longer the job leader")
+	a.Log.Info("this instance is no longer the job leader")
+}
+
+// Observe wraps l so that onChange(true) is called when this instance
+// becomes the leader and onChange(false) when it stops; metrics use it to
+// say which instance exports the gauges that describe every token.
+func Observe(l Leadership, onChange func(leading bool)) Leadership {
+	return observed{l, onChange}
+}
+
+type observed struct {
+	Leadership
+	onChange func(bool)
+}
+
+func (o observed) Lead(ctx context.Context, fn func(context.Context)) {
+	o.Leadership.Lead(ctx, func(ctx context.Context) {
+		o.onChange(true)
+		defer o.onChange(false)
+		fn(ctx)
+	})
 }

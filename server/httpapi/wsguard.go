@@ -1,4 +1,4 @@
-package main
+package httpapi
 
 import (
 	"bytes"
@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/handler/transport"
@@ -23,9 +24,9 @@ import (
 	"github.com/orchard-msp/orchard/ent/viewer"
 )
 
-// maxSubscriptionsPerSocket bounds the subscriptions one websocket may hold;
+// MaxSubscriptionsPerSocket bounds the subscriptions one websocket may hold;
 // a frontend needs one or two.
-const maxSubscriptionsPerSocket = 20
+const MaxSubscriptionsPerSocket = 20
 
 const (
 	// wsWriteTimeout bounds one message to a client; a client that stops
@@ -545,4 +546,13 @@ func (s *wsSession) SetReadDeadline(t time.Time) error {
 	}
 	s.readTimer = time.AfterFunc(time.Until(t), func() { _ = s.conn.CloseNow() })
 	return nil
+}
+
+// truncateBytes shortens s to at most n bytes without splitting a character.
+func truncateBytes(s string, n int) string {
+	for len(s) > n {
+		_, size := utf8.DecodeLastRuneInString(s)
+		s = s[:len(s)-size]
+	}
+	return s
 }

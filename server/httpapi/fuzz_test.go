@@ -1,4 +1,4 @@
-package main
+package httpapi
 
 import (
 	"bytes"
@@ -17,6 +17,7 @@ import (
 	"github.com/orchard-msp/orchard/graph/domain"
 	"github.com/orchard-msp/orchard/graph/domain/testdb"
 	"github.com/orchard-msp/orchard/modules/apple/appletest"
+	"github.com/orchard-msp/orchard/server/internal/servertest"
 )
 
 // fuzzHandler is the whole HTTP surface on a fresh database, with a key.
@@ -24,14 +25,14 @@ func fuzzHandler(f *testing.F) (http.Handler, string) {
 	f.Helper()
 	fake := appletest.New()
 	f.Cleanup(fake.Close)
-	db := &database{Client: testdb.SQLite(f).Client, ping: func(context.Context) error { return nil }, close: func() error { return nil }}
+	client := testdb.SQLite(f).Client
 	log := slog.New(slog.DiscardHandler)
-	svc := domain.New(db.Client, benchModules(&testing.T{}, fake), domain.Config{WarnDays: []int{30}}, log)
-	cfg := &Config{MaxUploadBytes: 65536, OperationTimeout: 5 * time.Second, Introspection: true}
-	key, hash := newAPIKey()
-	db.Client.APIKey.Create().SetName("fuzz").SetRole(apikey.RoleAdmin).SetCustomerIds([]int{}).SetHash(hash).SetPrefix("orch_f").
+	svc := domain.New(client, servertest.Modules(f, fake), domain.Config{WarnDays: []int{30}}, log)
+	cfg := &Options{MaxUploadBytes: 65536, OperationTimeout: 5 * time.Second, Introspection: true}
+	key, hash := NewAPIKey()
+	client.APIKey.Create().SetName("fuzz").SetRole(apikey.RoleAdmin).SetCustomerIds([]int{}).SetHash(hash).SetPrefix("orch_f").
 		SaveX(viewer.SystemContext(f.Context()))
-	h := newHandler(serverDeps{cfg: cfg, db: db, svc: svc, hub: domain.NewHub(svc), auth: newAuthenticator(db.Client),
+	h := newHandler(serverDeps{cfg: cfg, client: client, db: alwaysReady{}, svc: svc, hub: domain.NewHub(svc), auth: newAuthenticator(client),
 		metrics: newMetrics(log), limits: newRateLimits(0), log: log})
 	return h, key
 }
@@ -106,3 +107,17 @@ func FuzzMultipart(f *testing.F) {
 		}
 	})
 }
+
+// uploadMutation uploads a token file as the console does.
+const uploadMutation = `mutation($c: ID!, $f: Upload!) {
+  uploadServerToken(input: {customerID: $c, file: $f}) {
+    token { id state orgName locationName locationUID countryCode expiresAt daysUntilExpiry expiryStatus managedBy { id name metadata } }
+    conflict { id name metadata }
+    renews { id }
+  }
+}`
+
+// alwaysReady answers /readyz with 200.
+type alwaysReady struct{}
+
+func (alwaysReady) Ping(context.Context) error { return nil }

@@ -1,4 +1,8 @@
-package main
+// Package jobs runs Orchard's background work beside the HTTP server: the
+// expiry watcher, the app sync and the cleanup of stale uploads, which run
+// on one instance at a time (the leader, see Leadership), and the webhook
+// deliveries and first syncs, which run on every instance.
+package jobs
 
 import (
 	"context"
@@ -9,11 +13,28 @@ import (
 	"github.com/orchard-msp/orchard/graph/domain"
 )
 
-// jobs runs Orchard's background work: the expiry watcher, the app sync and
+// Options are what the jobs work on and how often.
+type Options struct {
+	Service *domain.Service
+	// ExpiryScanInterval is how often every token's expiry is looked at
+	// (ORCHARD_EXPIRY_SCAN_INTERVAL).
+	ExpiryScanInterval time.Duration
+	// AppSyncInterval is how old a token's last sync may get.
+	AppSyncInterval time.Duration
+	// PendingTTL is how long an unconfirmed upload is kept (ORCHARD_PENDING_TTL).
+	PendingTTL time.Duration
+	// AppleEventPoll is the least time between status checks of a licence
+	// event (ORCHARD_APPLE_EVENT_POLL); the licence job looks a few times
+	// as often, so no check comes late.
+	AppleEventPoll time.Duration
+	Log            *slog.Logger
+}
+
+// Jobs runs Orchard's background work: the expiry watcher, the app sync and
 // the cleanup of stale uploads. Each loop stops when ctx ends.
-type jobs struct {
+type Jobs struct {
 	svc *domain.Service
-	cfg *Config
+	cfg Options
 	log *slog.Logger
 
 	wg      sync.WaitGroup
@@ -23,21 +44,15 @@ type jobs struct {
 	licences chan struct{}
 }
 
-func newJobs(svc *domain.Service, cfg *Config, log *slog.Logger) *jobs {
-	j := &jobs{svc: svc, cfg: cfg, log: log, syncNow: make(chan int, 64), outbox: make(chan struct{}, 1), licences: make(chan struct{}, 1)}
-	// The licence settings travel with the jobs that use them, so the
-	// service knows them before the first request.
-	svc.SetLicenceConfig(domain.LicenceConfig{
-		PublicURL:     cfg.PublicURL,
-		EventPoll:     cfg.AppleEventPoll,
-		NotifyWait:    cfg.AppleNotifyWait,
-		WarnAvailable: cfg.LicenceWarnAvailable,
-	}, j.kickLicences)
-	return j
+// New prepares the jobs; Start runs them.
+func New(opts Options) *Jobs {
+	return &Jobs{svc: opts.Service, cfg: opts, log: opts.Log, syncNow: make(chan int, 64), outbox: make(chan struct{}, 1), licences: make(chan struct{}, 1)}
 }
 
-// kickLicences asks the licence job to look at due events now; it never blocks.
-func (j *jobs) kickLicences() {
+// KickLicences asks the licence job to look at due events now; it never
+// blocks (the domain calls it when an operation is recorded or Apple's
+// notification arrives).
+func (j *Jobs) KickLicences() {
 	select {
 	case j.licences <- struct{}{}:
 	default:
@@ -50,9 +65,9 @@ func licenceInterval(poll time.Duration) time.Duration {
 	return min(max(poll/4, 50*time.Millisecond), 5*time.Second)
 }
 
-// requestSync asks for a token's first sync after it became ACTIVE; it
+// RequestSync asks for a token's first sync after it became ACTIVE; it
 // never blocks a mutation.
-func (j *jobs) requestSync(tokenID int) {
+func (j *Jobs) RequestSync(tokenID int) {
 	select {
 	case j.syncNow <- tokenID:
 	default:
@@ -60,8 +75,8 @@ func (j *jobs) requestSync(tokenID int) {
 	}
 }
 
-// kickOutbox asks for webhook deliveries now; it never blocks.
-func (j *jobs) kickOutbox() {
+// KickOutbox asks for webhook deliveries now; it never blocks.
+func (j *Jobs) KickOutbox() {
 	select {
 	case j.outbox <- struct{}{}:
 	default:
@@ -76,9 +91,9 @@ const outboxInterval = 5 * time.Second
 // limit of five requests in flight.
 const syncWorkers = 4
 
-// start runs the jobs: the ones that must run once across instances under
+// Start runs the jobs: the ones that must run once across instances under
 // lead, the others (webhook deliveries, first syncs) on every instance.
-func (j *jobs) start(ctx context.Context, lead leadership) {
+func (j *Jobs) Start(ctx context.Context, lead Leadership) {
 	j.wg.Add(1)
 	go func() {
 		defer j.wg.Done()
@@ -91,7 +106,7 @@ func (j *jobs) start(ctx context.Context, lead leadership) {
 	j.localJobs(ctx)
 }
 
-func (j *jobs) leaderJobs(ctx context.Context, wg *sync.WaitGroup) {
+func (j *Jobs) leaderJobs(ctx context.Context, wg *sync.WaitGroup) {
 	j.loop(ctx, wg, "expiry watcher", j.cfg.ExpiryScanInterval, func(ctx context.Context) {
 		n, err := j.svc.ScanExpiry(ctx)
 		if err != nil {
@@ -139,7 +154,7 @@ func (j *jobs) leaderJobs(ctx context.Context, wg *sync.WaitGroup) {
 	})
 }
 
-func (j *jobs) localJobs(ctx context.Context) {
+func (j *Jobs) localJobs(ctx context.Context) {
 	j.wg.Add(1)
 	go func() {
 		defer j.wg.Done()
@@ -177,7 +192,7 @@ func (j *jobs) localJobs(ctx context.Context) {
 
 // loop runs fn at once and then every interval until ctx ends. A panic in
 // one round is logged and the loop goes on.
-func (j *jobs) loop(ctx context.Context, wg *sync.WaitGroup, name string, every time.Duration, fn func(context.Context)) {
+func (j *Jobs) loop(ctx context.Context, wg *sync.WaitGroup, name string, every time.Duration, fn func(context.Context)) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -201,5 +216,5 @@ func (j *jobs) loop(ctx context.Context, wg *sync.WaitGroup, name string, every 
 	}()
 }
 
-// wait blocks until every loop has stopped.
-func (j *jobs) wait() { j.wg.Wait() }
+// Wait blocks until every loop has stopped.
+func (j *Jobs) Wait() { j.wg.Wait() }

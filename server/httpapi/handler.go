@@ -1,4 +1,4 @@
-package main
+package httpapi
 
 import (
 	"bytes"
@@ -25,6 +25,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/vektah/gqlparser/v2/ast"
 
+	"github.com/orchard-msp/orchard/ent"
 	"github.com/orchard-msp/orchard/graph"
 	"github.com/orchard-msp/orchard/graph/domain"
 	"github.com/orchard-msp/orchard/modules/fault"
@@ -53,8 +54,10 @@ const (
 
 // serverDeps is what the HTTP layer is built from.
 type serverDeps struct {
-	cfg     *Config
-	db      *database
+	cfg    *Options
+	client *ent.Client
+	// db answers /readyz.
+	db      interface{ Ping(context.Context) error }
 	svc     *domain.Service
 	hub     *domain.Hub
 	auth    *authenticator
@@ -141,7 +144,7 @@ func newGraphQL(d serverDeps) *handler.Server {
 			Implementation: guardedWebsocket{
 				// coder/websocket refuses cross-origin browsers unless listed here.
 				accept:      websocket.AcceptOptions{OriginPatterns: origins},
-				max:         maxSubscriptionsPerSocket,
+				max:         MaxSubscriptionsPerSocket,
 				initTimeout: 10 * time.Second,
 			},
 			InitFunc:         d.auth.wsInit,

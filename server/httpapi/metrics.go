@@ -1,4 +1,4 @@
-package main
+package httpapi
 
 import (
 	"context"
@@ -51,10 +51,10 @@ type metrics struct {
 
 // Bounds of the label sets.
 const (
-	// maxOperationNames bounds the distinct GraphQL operation names kept:
+	// MaxOperationNames bounds the distinct GraphQL operation names kept:
 	// clients choose them, so once this many are known the rest count as
 	// "other". The frontends use a few dozen.
-	maxOperationNames = 100
+	MaxOperationNames = 100
 	// tokenScrapeTimeout bounds the database read of one scrape, below
 	// Prometheus's default scrape timeout of 10 s.
 	tokenScrapeTimeout = 5 * time.Second
@@ -92,14 +92,14 @@ func newMetrics(log *slog.Logger) *metrics {
 		}),
 		ops: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "orchard_graphql_operations_total",
-			Help: "GraphQL queries and mutations by type, operation name and outcome; names past the first " + strconv.Itoa(maxOperationNames) + " seen count as \"other\".",
+			Help: "GraphQL queries and mutations by type, operation name and outcome; names past the first " + strconv.Itoa(MaxOperationNames) + " seen count as \"other\".",
 		}, []string{"type", "operation", "outcome"}),
 		opDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "orchard_graphql_operation_duration_seconds",
 			Help:    "Time to execute a GraphQL query or mutation, by type and outcome.",
 			Buckets: requestBuckets,
 		}, []string{"type", "outcome"}),
-		opNames: opNameSet{max: maxOperationNames, known: map[string]bool{}},
+		opNames: opNameSet{max: MaxOperationNames, known: map[string]bool{}},
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -118,22 +118,9 @@ func newMetrics(log *slog.Logger) *metrics {
 	return m
 }
 
-// trackLeader reports l's leadership in orchard_leader and decides which
-// instance exports the token gauges.
-func (m *metrics) trackLeader(l leadership) leadership { return leaderTracker{l, m} }
-
-type leaderTracker struct {
-	leadership
-	m *metrics
-}
-
-func (t leaderTracker) Lead(ctx context.Context, fn func(context.Context)) {
-	t.leadership.Lead(ctx, func(ctx context.Context) {
-		t.m.leader.Store(true)
-		defer t.m.leader.Store(false)
-		fn(ctx)
-	})
-}
+// setLeader records whether this instance is the job leader, in
+// orchard_leader; only the leader exports the token gauges.
+func (m *metrics) setLeader(leading bool) { m.leader.Store(leading) }
 
 // httpMethods are the methods counted by name; any other is "other".
 var httpMethods = map[string]bool{
@@ -299,7 +286,7 @@ func (m *metrics) graphqlResponses(ctx context.Context, next graphql.ResponseHan
 // every customer's tokens.
 func (m *metrics) handler(d serverDeps) http.Handler {
 	state := prometheus.NewRegistry()
-	state.MustRegister(&tokenCollector{client: d.db.Client, svc: d.svc, hub: d.hub, m: m})
+	state.MustRegister(&tokenCollector{client: d.client, svc: d.svc, hub: d.hub, m: m})
 	h := promhttp.HandlerFor(prometheus.Gatherers{m.reg, state}, promhttp.HandlerOpts{
 		ErrorLog:      slog.NewLogLogger(m.log.Handler(), slog.LevelError),
 		ErrorHandling: promhttp.ContinueOnError,

@@ -1,4 +1,4 @@
-package main
+package httpapi
 
 import (
 	"context"
@@ -20,15 +20,15 @@ import (
 	"github.com/orchard-msp/orchard/modules/fault"
 )
 
-// keyPrefix starts every Orchard API key, so a leaked key is recognisable
+// KeyPrefix starts every Orchard API key, so a leaked key is recognisable
 // by secret scanners.
-const keyPrefix = "orch_"
+const KeyPrefix = "orch_"
 
-// newAPIKey returns a fresh key (shown once) and the hash that is stored.
-func newAPIKey() (key string, hash []byte) {
+// NewAPIKey returns a fresh key (shown once) and the hash that is stored.
+func NewAPIKey() (key string, hash []byte) {
 	b := make([]byte, 30)
 	_, _ = rand.Read(b)
-	key = keyPrefix + base64.RawURLEncoding.EncodeToString(b)
+	key = KeyPrefix + base64.RawURLEncoding.EncodeToString(b)
 	return key, hashKey(key)
 }
 
@@ -59,7 +59,7 @@ var errUnauthenticated = fault.New(fault.Unauthenticated, "A valid API key is re
 // viewerFor checks an Authorization header value.
 func (a *authenticator) viewerFor(ctx context.Context, header string) (*viewer.Viewer, error) {
 	scheme, key, ok := strings.Cut(strings.TrimSpace(header), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") || !strings.HasPrefix(strings.TrimSpace(key), keyPrefix) {
+	if !ok || !strings.EqualFold(scheme, "Bearer") || !strings.HasPrefix(strings.TrimSpace(key), KeyPrefix) {
 		return nil, errUnauthenticated
 	}
 	sys := viewer.SystemContext(ctx)
