@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/orchard-msp/orchard/graph/domain"
@@ -32,9 +33,15 @@ func newJobs(svc *domain.Service, cfg *Config, log *slog.Logger) *jobs {
 		EventPoll:     cfg.AppleEventPoll,
 		NotifyWait:    cfg.AppleNotifyWait,
 		WarnAvailable: cfg.LicenceWarnAvailable,
+		ResendAfter:   time.Duration(resendAfter.Load()),
 	}, j.kickLicences)
 	return j
 }
+
+// resendAfter, when set, replaces Apple's 10 minutes that an event may stay
+// PENDING before it is sent again. It is no setting: Apple fixes the window,
+// and only tests need it shorter.
+var resendAfter atomic.Int64
 
 // kickLicences asks the licence job to look at due events now; it never blocks.
 func (j *jobs) kickLicences() {
