@@ -71,10 +71,11 @@ func TestBenchmarkReport(t *testing.T) {
 	out := os.Getenv("ORCHARD_BENCH")
 	b := &bench{t: t, full: out != ""}
 	var rows []benchRow
-	for _, scenario := range []func(*bench) []benchRow{
+	for _, scenario := range onlyBenches([]func(*bench) []benchRow{
 		benchTypename, benchNestedList, benchStatementCounts, benchWriters,
 		benchLoopback, benchFanOut, benchHostile, benchSync, benchUploadConfirm, benchExpiryScan,
-	} {
+		benchLicenceAssign, benchNotificationBurst, benchAssignmentSync,
+	}) {
 		got := scenario(b)
 		for _, r := range got {
 			t.Logf("%s %s: %s (baseline %s, ratio %s, target %s) pass=%v %s", r.ID, r.Scenario, r.Figure, r.Baseline, r.Ratio, r.Target, r.Pass, r.Note)

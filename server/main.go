@@ -29,6 +29,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode/utf8"
@@ -56,6 +57,11 @@ func main() {
 	stop()
 	os.Exit(exitCode(err))
 }
+
+// resendAfter, when set, replaces Apple's 10 minutes that an event may stay
+// PENDING before it is sent again. It is no setting: Apple fixes the window,
+// and only tests need it shorter.
+var resendAfter atomic.Int64
 
 // stdlogWriter turns each line of the standard log package into a JSON
 // warning.
@@ -190,6 +196,7 @@ func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready chan<- stri
 		EventPoll:     cfg.AppleEventPoll,
 		NotifyWait:    cfg.AppleNotifyWait,
 		WarnAvailable: cfg.LicenceWarnAvailable,
+		ResendAfter:   time.Duration(resendAfter.Load()),
 	}, bg.KickLicences)
 
 	// reqCtx is every request's parent and outlives the signal, so requests

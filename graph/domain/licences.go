@@ -418,7 +418,11 @@ func (s *Service) sendEvent(ctx context.Context, secret []byte, notified bool, e
 		s.log.ErrorContext(ctx, "reading licence operation", "event", ev.ID, "err", err)
 		return
 	}
+	sent := s.Now()
 	receipt, err := s.callApple(ctx, secret, kind, ev)
+	if err != nil && s.resplit(ctx, secret, notified, kind, ev, err, sent) {
+		return
+	}
 	now := s.Now()
 	if err == nil {
 		wait := s.LicenceSettings().EventPoll
@@ -454,6 +458,70 @@ func (s *Service) sendEvent(ctx context.Context, secret []byte, notified bool, e
 		}
 	})
 }
+
+// tooLarge reports whether Apple refused a request as larger than its
+// limits allow (assets, users, serial numbers).
+func tooLarge(err error) bool {
+	var ae *apple.Error
+	return errors.As(err, &ae) && ae.Number >= 9700 && ae.Number <= 9702
+}
+
+// resplit answers Apple refusing ev as too large: Apple may shrink its
+// limits within the 5 minutes Orchard keeps them, so the limits are read
+// again and, when they now cut ev into several requests, ev is replaced by
+// those and they are sent. It reports false when that does not apply (the
+// refusal was about something else, or fresh limits would not cut ev), and
+// the pairs then fail as refused. Each round needs strictly smaller
+// requests, so this ends.
+func (s *Service) resplit(ctx context.Context, secret []byte, notified bool, kind licenceoperation.Kind, ev *ent.LicenceEvent, err error, sent time.Time) bool {
+	r, ok := s.apple.(apple.ServiceConfigRefresher)
+	if !tooLarge(err) || !ok {
+		return false
+	}
+	sc, rerr := r.RefreshServiceConfig(ctx, sent)
+	if rerr != nil {
+		s.log.WarnContext(ctx, "re-reading Apple's limits after a refusal", "event", ev.ID, "err", rerr)
+		return false
+	}
+	chunks := split(kind, LicenceRequest{Assets: fromRefs(ev.Assets), SerialNumbers: ev.SerialNumbers, ClientUserIDs: ev.ClientUserIds}, sc.Limits)
+	if len(chunks) < 2 {
+		return false
+	}
+	var events []*ent.LicenceEvent
+	terr := withTx(ctx, s.client, func(tx *ent.Tx) error {
+		// Only an event no one settled meanwhile is replaced; its pairs
+		// move to the new events, so the operation's count stays.
+		n, err := tx.LicenceEvent.Delete().
+			Where(licenceevent.ID(ev.ID), licenceevent.StateIn(licenceevent.StateUNSENT, licenceevent.StatePENDING)).Exec(ctx)
+		if err != nil || n == 0 {
+			return errors.Join(err, errEventSettled)
+		}
+		creates := make([]*ent.LicenceEventCreate, len(chunks))
+		for i, c := range chunks {
+			creates[i] = tx.LicenceEvent.Create().
+				SetOperationID(ev.OperationID).SetTokenID(ev.TokenID).SetCustomerID(ev.CustomerID).
+				SetAssets(toRefs(c.assets)).SetSerialNumbers(nonNil(c.serials)).SetClientUserIds(nonNil(c.users)).
+				SetRequested(c.requested()).SetNextCheckAt(s.Now().Add(sendLease))
+		}
+		events, err = tx.LicenceEvent.CreateBulk(creates...).Save(ctx)
+		return err
+	})
+	if errors.Is(terr, errEventSettled) {
+		return true
+	} else if terr != nil {
+		s.log.ErrorContext(ctx, "cutting a refused licence request again", "event", ev.ID, "err", terr)
+		return false
+	}
+	s.log.InfoContext(ctx, "Apple's limits shrank; the request is cut again", "event", ev.ID, "requests", len(events),
+		"max_serial_numbers", sc.Limits.MaxSerialNumbers, "max_client_user_ids", sc.Limits.MaxClientUserIDs, "max_assets", sc.Limits.MaxAssets)
+	for _, e := range events {
+		s.sendEvent(ctx, secret, notified, e)
+	}
+	return true
+}
+
+// errEventSettled: the event ended or was replaced while it was handled.
+var errEventSettled = errors.New("licence event already settled")
 
 // refusal turns an error from Apple into a failure code and a sentence for
 // the technician.

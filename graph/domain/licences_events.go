@@ -441,11 +441,23 @@ func (s *Service) applyCounts(ctx context.Context, tx *ent.Tx, tokenID int, delt
 		} else if err != nil {
 			return nil, err
 		}
-		upd := tx.App.UpdateOneID(row.ID).SetAssignedCount(max(row.AssignedCount+d, 0))
+		// Added in SQL, not set from the row read above: events of one
+		// operation settle at once, and on PostgreSQL (read committed) a
+		// value computed from an earlier read would lose the other's change.
+		upd := tx.App.UpdateOneID(row.ID).AddAssignedCount(d)
 		if !row.Unlimited {
-			upd.SetAvailableCount(max(row.AvailableCount-d, 0))
+			upd.AddAvailableCount(-d)
 		}
 		if err := upd.Exec(ctx); err != nil {
+			return nil, err
+		}
+		// Apple's counts are never negative; one Orchard read before a
+		// purchase or refund stays at 0 until the next sync.
+		clamp := tx.App.Update().Where(app.ID(row.ID), app.AssignedCountLT(0)).SetAssignedCount(0)
+		if d > 0 {
+			clamp = tx.App.Update().Where(app.ID(row.ID), app.AvailableCountLT(0)).SetAvailableCount(0)
+		}
+		if _, err := clamp.Save(ctx); err != nil {
 			return nil, err
 		}
 		changed = append(changed, row.ID)
@@ -540,18 +552,21 @@ func (s *Service) RunLicenceEvents(ctx context.Context) int {
 func (s *Service) checkEvent(ctx context.Context, tok *ent.ServerToken, secret []byte, ev *ent.LicenceEvent) {
 	cfg := s.LicenceSettings()
 	notified := tok.NotificationURL != ""
-	if ev.State == licenceevent.StateUNSENT || ev.SentAt != nil && s.Now().Sub(*ev.SentAt) >= cfg.ResendAfter {
-		if ev.State == licenceevent.StatePENDING {
-			s.log.InfoContext(ctx, "licence event still pending at Apple; sending it again", "event", ev.ID, "apple_event", ev.EventID)
-		}
+	if ev.State == licenceevent.StateUNSENT {
 		s.sendEvent(ctx, secret, notified, ev)
 		return
 	}
+	// Apple's advice: resend only what its status still calls PENDING after
+	// the window; an event that ended unheard is settled, not sent twice.
 	st, err := s.apple.EventStatus(ctx, secret, ev.EventID)
 	var ae *apple.Error
 	switch {
 	case errors.As(err, &ae) && ae.Number == 9708:
 		// Apple does not know the event: send it again.
+		s.sendEvent(ctx, secret, notified, ev)
+		return
+	case err == nil && !st.Done() && ev.SentAt != nil && s.Now().Sub(*ev.SentAt) >= cfg.ResendAfter:
+		s.log.InfoContext(ctx, "licence event still pending at Apple; sending it again", "event", ev.ID, "apple_event", ev.EventID)
 		s.sendEvent(ctx, secret, notified, ev)
 		return
 	case err != nil || !st.Done():

@@ -247,8 +247,16 @@ func (s *Service) applyAssetCount(ctx context.Context, tx *ent.Tx, tok *ent.Serv
 	if row.Unlimited {
 		return nil, nil
 	}
-	err = tx.App.UpdateOneID(row.ID).
-		SetTotalCount(max(row.TotalCount+c.CountDelta, 0)).
-		SetAvailableCount(max(row.AvailableCount+c.CountDelta, 0)).Exec(ctx)
-	return []int{row.ID}, err
+	// Added in SQL: purchases notified at once must not overwrite each
+	// other's count (PostgreSQL runs them side by side).
+	if err := tx.App.UpdateOneID(row.ID).AddTotalCount(c.CountDelta).AddAvailableCount(c.CountDelta).Exec(ctx); err != nil {
+		return nil, err
+	}
+	if c.CountDelta < 0 { // a refund never takes a count below 0
+		if _, err := tx.App.Update().Where(app.ID(row.ID), app.Or(app.TotalCountLT(0), app.AvailableCountLT(0))).
+			SetTotalCount(max(row.TotalCount+c.CountDelta, 0)).SetAvailableCount(max(row.AvailableCount+c.CountDelta, 0)).Save(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return []int{row.ID}, nil
 }

@@ -1,6 +1,9 @@
 package apple
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // AssetID identifies an asset: Apple tells assets apart by the pair of
 // adamId and pricingParam ("STDQ" or "PLUS").
@@ -181,6 +184,16 @@ type ServiceConfig struct {
 	NotificationTypes []NotificationType
 	// FetchedAt is when this copy was read from Apple.
 	FetchedAt time.Time
+}
+
+// ServiceConfigRefresher is implemented by clients that cache service
+// config. Apple may shrink its limits between two reads; a request it then
+// refuses as too large (9700–9702) is worth cutting again by fresh limits
+// rather than failing.
+type ServiceConfigRefresher interface {
+	// RefreshServiceConfig reads service config from Apple again unless the
+	// copy held was read after olderThan (another caller refreshed it).
+	RefreshServiceConfig(ctx context.Context, olderThan time.Time) (*ServiceConfig, error)
 }
 
 // ClientConfigUpdate is a POST client/config; nil parts are not sent.

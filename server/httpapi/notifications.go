@@ -17,7 +17,11 @@ const maxNotificationBody = 256 << 10
 // bearer secret Orchard registered; nothing else gets in. The handler
 // records the notification and answers: it never calls Apple and never
 // waits for subscribers or webhooks.
-func appleNotifications(d serverDeps) http.Handler {
+func appleNotifications(d serverDeps) http.Handler { return AppleNotifications(d.svc) }
+
+// AppleNotifications is the notification endpoint alone, without the
+// rate limits and request logging New wraps it in (the benchmarks use it).
+func AppleNotifications(svc *domain.Service) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		log := loggerFrom(r.Context())
 		if r.ContentLength > maxNotificationBody {
@@ -34,7 +38,7 @@ func appleNotifications(d serverDeps) http.Handler {
 			http.Error(w, "could not read the notification", http.StatusBadRequest)
 			return
 		}
-		res, err := d.svc.HandleNotification(r.Context(), r.Header.Get("Authorization"), body)
+		res, err := svc.HandleNotification(r.Context(), r.Header.Get("Authorization"), body)
 		switch res {
 		case domain.NotificationAccepted:
 			w.WriteHeader(http.StatusOK)

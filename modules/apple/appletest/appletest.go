@@ -27,6 +27,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -145,6 +147,7 @@ type Server struct {
 	tokens      map[string]*Location
 	failures    []Failure
 	counts      map[string]int
+	queries     map[string][]url.Values
 	inFlight    int
 	maxInFlight int
 	versionBump bool
@@ -152,7 +155,7 @@ type Server struct {
 
 // New starts a fake Apple; Close stops it.
 func New() *Server {
-	s := &Server{PageSize: 100, tokens: map[string]*Location{}, counts: map[string]int{}}
+	s := &Server{PageSize: 100, tokens: map[string]*Location{}, counts: map[string]int{}, queries: map[string][]url.Values{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/mdm/v2/client/config", s.clientConfig)
 	mux.HandleFunc("/mdm/v2/assets", s.assets)
@@ -219,6 +222,15 @@ func (s *Server) Count(key string) int {
 	return s.counts[key]
 }
 
+// Queries returns the query strings of the requests that reached
+// "METHOD /path", oldest first. Only assignment reads are kept (their
+// sinceVersionId and pageIndex are what tests look at).
+func (s *Server) Queries(key string) []url.Values {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.queries[key])
+}
+
 // MaxInFlight returns the most requests that were ever served at once.
 func (s *Server) MaxInFlight() int {
 	s.mu.Lock()
@@ -230,6 +242,9 @@ func (s *Server) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		s.counts[r.Method+" "+r.URL.Path]++
+		if r.URL.Path == "/mdm/v2/assignments" {
+			s.queries[r.Method+" "+r.URL.Path] = append(s.queries[r.Method+" "+r.URL.Path], r.URL.Query())
+		}
 		s.inFlight++
 		s.maxInFlight = max(s.maxInFlight, s.inFlight)
 		var f *Failure

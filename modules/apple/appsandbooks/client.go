@@ -97,9 +97,10 @@ type Client struct {
 
 // Interface guards.
 var (
-	_ apple.Client        = (*Client)(nil)
-	_ modules.Provisioner = (*Client)(nil)
-	_ modules.Validator   = (*Client)(nil)
+	_ apple.Client                 = (*Client)(nil)
+	_ apple.ServiceConfigRefresher = (*Client)(nil)
+	_ modules.Provisioner          = (*Client)(nil)
+	_ modules.Validator            = (*Client)(nil)
 )
 
 // ModuleInfo implements modules.Module.

@@ -161,6 +161,16 @@ func (c *Client) serviceConfigAt(ctx context.Context) (*serviceConfig, time.Time
 	return &sc, now, nil
 }
 
+// RefreshServiceConfig implements apple.ServiceConfigRefresher.
+func (c *Client) RefreshServiceConfig(ctx context.Context, olderThan time.Time) (*apple.ServiceConfig, error) {
+	c.svc.mu.Lock()
+	if c.svc.raw != nil && !c.svc.fetched.After(olderThan) {
+		c.svc.raw = nil
+	}
+	c.svc.mu.Unlock()
+	return c.ServiceConfig(ctx)
+}
+
 // ServiceConfig implements apple.Client.
 func (c *Client) ServiceConfig(ctx context.Context) (*apple.ServiceConfig, error) {
 	sc, at, err := c.serviceConfigAt(ctx)
