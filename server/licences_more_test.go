@@ -133,6 +133,10 @@ func TestLicencesIncrementalAssignmentSync(t *testing.T) {
 		ls := startLicences(t, env, false, nil)
 		f := ls.s.Fake
 		const reads = "GET /mdm/v2/assignments"
+		// The confirm's first sync reads the assignments after the apps,
+		// which startLicences waited for: wait for that read too.
+		waitFor(t, func() bool { return len(f.Queries(reads)) > 0 })
+		time.Sleep(100 * time.Millisecond) // a second read would land now
 		first := f.Queries(reads)
 		if len(first) != 1 || first[0].Get("sinceVersionId") != "" {
 			t.Fatalf("the confirm's sync read assignments %v, want one full read", first)
