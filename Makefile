@@ -45,7 +45,7 @@ migration: ## after a change to ent/schema: regenerate and name the new migratio
 	@test -n "$(NAME)" || (echo "usage: make migration NAME=add_licences"; exit 1)
 	$(GO) run -mod=mod ./ent/entc.go
 	$(GO) run -mod=mod ./ent/migrategen.go -name $(NAME)
-	$(GO) tool gqlgen generate
+	$(GO) run -mod=mod ./ent/gqlgen.go
 
 check-migrations: ## fail when ent/schema and the migration files in ent/migrations disagree (needs PostgreSQL)
 	$(GO) run -mod=mod ./ent/migrategen.go -check

@@ -5,4 +5,4 @@ package orchard
 
 //go:generate go run -mod=mod ./ent/entc.go
 //go:generate go run -mod=mod ./ent/migrategen.go
-//go:generate go tool gqlgen generate
+//go:generate go run -mod=mod ./ent/gqlgen.go

@@ -152,6 +152,7 @@ func truncateBytes(s string, n int) string {
 // listening address once requests are accepted (tests use it).
 func serve(ctx context.Context, cfg *Config, stderr io.Writer, ready chan<- string) error {
 	log := newLogger(cfg.LogLevel, stderr)
+	applyGCPolicy(log)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("creating data dir: %w", err)
 	}

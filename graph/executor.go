@@ -1,0 +1,127 @@
+package graph
+
+import (
+	"context"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/vektah/gqlparser/v2/ast"
+)
+
+// The generated executor calls these two helpers where gqlgen's templates
+// call graphql.NewDeferredGroup and graphql.MarshalSliceConcurrently
+// (ent/gqlgen.go rewrites the calls after every generate). Both of gqlgen's
+// functions cost on every object and every list element whether or not the
+// operation needs them: the first builds the object's full path for @defer
+// bookkeeping, the second starts a goroutine per element. See issue 15 and
+// docs/benchmarks.md for what they cost in P2.
+
+// gqlgenOriginal makes both helpers call gqlgen's own functions unchanged.
+// Only the equivalence test sets it, to compare whole responses with and
+// without the rewrite in one process.
+var gqlgenOriginal bool
+
+// executorField is one field of a GraphQL type as executorTypes
+// (executor_gen.go) lists it.
+type executorField struct {
+	typ        string // the field's named type
+	concurrent bool   // gqlgen resolves it on its own goroutine
+}
+
+// deferredGroupIfNeeded returns what graphql.NewDeferredGroup returns when one
+// of fields carries @defer, and an empty group otherwise. The generated
+// marshaller reads the group only for deferred fields (in
+// FieldSet.ResolveConcurrently) and through len(group.Defers), which is 0 for
+// both an empty and a fresh group.
+func deferredGroupIfNeeded(ctx context.Context, fields []graphql.CollectedField) graphql.DeferredGroup {
+	if gqlgenOriginal {
+		return graphql.NewDeferredGroup(ctx)
+	}
+	for i := range fields {
+		if fields[i].IsDeferred() {
+			return graphql.NewDeferredGroup(ctx)
+		}
+	}
+	return graphql.DeferredGroup{}
+}
+
+// marshalListElements marshals a list of elem values. When a concurrent field
+// can be reached from sel, the elements run concurrently exactly as gqlgen
+// runs them, because a dataloader batches only the calls that wait together:
+// marshalled one by one, each element would wait out the loader on its own
+// (a loader-backed list went from 4.6 to 20.4 ms that way). Otherwise nothing
+// under an element can block, and a plain loop gives the same answer without
+// a goroutine per element. Each element gets its own FieldContext with its
+// index, and a panic is recovered per element, as in
+// graphql.MarshalSliceConcurrently.
+func marshalListElements(ctx context.Context, elem string, sel ast.SelectionSet, n int, workerLimit int64, omitPanicHandler bool, marshal func(ctx context.Context, i int) graphql.Marshaler) graphql.Array {
+	if gqlgenOriginal || n < 2 || reachesConcurrent(elem, sel, 0) {
+		return graphql.MarshalSliceConcurrently(ctx, n, workerLimit, omitPanicHandler, marshal)
+	}
+	ret := make(graphql.Array, n)
+	// One allocation each for all the elements' contexts and indexes,
+	// rather than one per element.
+	fcs := make([]graphql.FieldContext, n)
+	idx := make([]int, n)
+	for i := range n {
+		idx[i] = i
+		fcs[i].Index = &idx[i]
+		ret[i] = marshalElement(graphql.WithFieldContext(ctx, &fcs[i]), i, omitPanicHandler, marshal)
+	}
+	return ret
+}
+
+func marshalElement(ctx context.Context, i int, omitPanicHandler bool, marshal func(ctx context.Context, i int) graphql.Marshaler) (ret graphql.Marshaler) {
+	if !omitPanicHandler {
+		defer func() {
+			if r := recover(); r != nil {
+				graphql.AddError(ctx, graphql.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+	}
+	return marshal(ctx, i)
+}
+
+// maxSelectionDepth bounds the walk; deeper selections are treated as
+// reaching a concurrent field, which is always a correct answer.
+const maxSelectionDepth = 64
+
+// reachesConcurrent reports whether sel, selected on typ, reaches a field
+// that gqlgen resolves concurrently, at any depth and through fragments. An
+// unknown type or field counts as concurrent.
+func reachesConcurrent(typ string, sel ast.SelectionSet, depth int) bool {
+	if len(sel) == 0 {
+		return false
+	}
+	fields, ok := executorTypes[typ]
+	if !ok || depth > maxSelectionDepth {
+		return true
+	}
+	for _, s := range sel {
+		switch s := s.(type) {
+		case *ast.Field:
+			if s.Name == "__typename" {
+				continue
+			}
+			f, ok := fields[s.Name]
+			if !ok || f.concurrent || reachesConcurrent(f.typ, s.SelectionSet, depth+1) {
+				return true
+			}
+		case *ast.InlineFragment:
+			on := s.TypeCondition
+			if on == "" {
+				on = typ
+			}
+			if reachesConcurrent(on, s.SelectionSet, depth+1) {
+				return true
+			}
+		case *ast.FragmentSpread:
+			if s.Definition == nil || reachesConcurrent(s.Definition.TypeCondition, s.Definition.SelectionSet, depth+1) {
+				return true
+			}
+		default:
+			return true
+		}
+	}
+	return false
+}
