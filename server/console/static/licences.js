@@ -43,8 +43,8 @@ function lines(text) {
 }
 
 // Targets is the "serial numbers or user IDs" choice and the pasted list.
-function Targets({ prefix, kind, setKind, text, setText, verb }) {
-  const what = kind === 'serial' ? 'Serial numbers' : 'User IDs';
+function Targets({ prefix, kind, setKind, text, setText, verb, purpose }) {
+  const what = (kind === 'serial' ? 'Serial numbers' : 'User IDs') + (purpose ? ' ' + purpose : '');
   return html`
     <fieldset class="choice">
       <legend>${verb}</legend>
@@ -165,13 +165,13 @@ function RevokeForm({ token, onStarted }) {
     <form class="panel licence-form" onSubmit=${ask} aria-labelledby="revoke-title">
       <h3 id="revoke-title">Revoke every licence</h3>
       <p class="hint">Takes back every licence the devices or users hold under this token, for all apps.</p>
-      <${Targets} prefix="revoke" kind=${kind} setKind=${setKind} text=${text} setText=${setText} verb="Of" />
+      <${Targets} prefix="revoke" kind=${kind} setKind=${setKind} text=${text} setText=${setText} verb="Of" purpose="to revoke" />
       ${asking ? html`
-        <div class="confirm" role="group" aria-labelledby="revoke-q">
+        <div class="confirm" role="group" aria-labelledby="revoke-q" key="confirm">
           <p id="revoke-q" tabindex="-1" ref=${question}>Revoke every licence of ${n} ${who} under ${token.locationName}?</p>
           <button type="button" class="danger" onClick=${revoke} disabled=${busy}>Revoke</button>
           <button type="button" onClick=${() => setAsking(null)}>Keep them</button>
-        </div>` : html`<div class="actions"><button type="submit" class="danger">Revoke licences</button></div>`}
+        </div>` : html`<div class="actions" key="actions"><button type="submit" class="danger">Revoke licences</button></div>`}
       ${error && html`<p role="alert" class="error">${error}</p>`}
       ${done && html`<p role="status" class="note">${done}</p>`}
     </form>`;
@@ -263,7 +263,7 @@ function Assignments({ token, changed }) {
       <thead><tr><th scope="col">App</th><th scope="col">adamID</th><th scope="col">Pricing</th><th scope="col">Serial number</th><th scope="col">User ID</th></tr></thead>
       <tbody>
         ${list.rows.map((r) => html`<tr key=${r.id}>
-          <td>${r.app ? r.app.name : html`<span class="hint">not synced yet</span>`}</td>
+          <td>${!r.app ? html`<span class="hint">not synced yet</span>` : r.app.name || html`<span class="hint">no name from Apple</span>`}</td>
           <td>${r.adamID}</td><td>${r.pricingParam}</td>
           <td>${r.serialNumber || '—'}</td><td>${r.clientUserID || '—'}</td>
         </tr>`)}
