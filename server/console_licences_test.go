@@ -179,12 +179,14 @@ func TestConsoleLicences(t *testing.T) {
 			t.Errorf("the partial operation reads %q", got)
 		}
 		do(ctx, t, "the exhausted warning, live", waitText(`//ul[contains(@class, "licence-warnings")]/li[contains(., "adamID 400000001") and contains(., "0 licences left") and contains(., "Exhausted")]`))
+		// The picker's counts followed the operations too.
+		do(ctx, t, "the picker's counts", waitText(`//fieldset[contains(@class, "app-picker")]//label[contains(., "adamID 400000000") and contains(., "48 available")]`))
+		shoot(ctx, t, "7-licences-tab")
 		// A form mistake is caught before anything is sent.
 		do(ctx, t, "assigning without apps", click(appChoice("adamID 400000001")), click(button("Assign licences")))
 		if got := alertText(ctx, t); got != "Choose at least one app." {
 			t.Errorf("the alert says %q", got)
 		}
-		shoot(ctx, t, "7-licences-tab")
 
 		// The threshold in the Apps table: 400000000 warns at 10 from now on.
 		do(ctx, t, "editing a threshold", click(`//*[@role="tab" and starts-with(normalize-space(), "Apps")]`),

@@ -61,7 +61,7 @@ const TOKEN_APPS = `query($where: AppWhereInput) { apps(first: 100, where: $wher
   totalCount edges { node { id adamID pricingParam name availableCount unlimited } } } }`;
 
 // AssignForm assigns or unassigns the chosen apps' licences.
-function AssignForm({ token, onStarted }) {
+function AssignForm({ token, onStarted, changed }) {
   const [search, setSearch] = useState('');
   const [query, setQuery] = useState('');
   const [apps, setApps] = useState(null);
@@ -78,7 +78,7 @@ function AssignForm({ token, onStarted }) {
     let live = true;
     gql(TOKEN_APPS, { where }).then((d) => live && setApps(d.apps)).catch((e) => live && setError(e.message));
     return () => { live = false; };
-  }, [query, token.id]);
+  }, [query, token.id, changed]);
 
   const toggle = (a) => setChosen((c) => {
     const next = { ...c };
@@ -116,7 +116,7 @@ function AssignForm({ token, onStarted }) {
         ${apps && !rows.length ? html`<p class="hint">No app matches.</p>` : null}
         ${rows.map((a) => html`<label class="inline" key=${a.id}>
           <input type="checkbox" checked=${!!chosen[a.id]} onChange=${() => toggle(a)} />
-          ${a.name || 'adamID ' + a.adamID} <span class="hint">(${a.adamID}${a.pricingParam === 'PLUS' ? ', PLUS' : ''}; ${a.unlimited ? 'unlimited' : a.availableCount + ' available'})</span></label>`)}
+          ${a.name || 'adamID ' + a.adamID} <span class="hint">(${a.name ? a.adamID + '; ' : ''}${a.pricingParam === 'PLUS' ? 'PLUS; ' : ''}${a.unlimited ? 'unlimited' : a.availableCount + ' available'})</span></label>`)}
         ${apps && apps.totalCount > rows.length ? html`<p class="hint">Showing ${rows.length} of ${apps.totalCount}; search to find the others.</p>` : null}
       </fieldset>
       <${Targets} prefix="assign" kind=${kind} setKind=${setKind} text=${text} setText=${setText} verb="For" />
@@ -280,7 +280,7 @@ export function LicencesPanel({ token, canWrite, updates, onStarted, changed }) 
     <div class="licences">
       ${canWrite && token.state === 'ACTIVE' ? html`
         <div class="licence-forms">
-          <${AssignForm} token=${token} onStarted=${start} />
+          <${AssignForm} token=${token} onStarted=${start} changed=${changed} />
           <${RevokeForm} token=${token} onStarted=${start} />
         </div>` : null}
       ${canWrite && token.state !== 'ACTIVE' ? html`<p class="note">Licences can be assigned once the token is active.</p>` : null}
