@@ -237,7 +237,8 @@ func TestConsoleLicences(t *testing.T) {
 }
 
 // The tabs work with the keyboard alone: arrow keys move between them and
-// a revoke asks once more, with the focus on the question.
+// a revoke asks once more, with the focus on the question. A refused action
+// shows the server's message.
 func TestConsoleLicencesKeyboard(t *testing.T) {
 	ls := startConsoleLicences(t, nil)
 	s := ls.s
@@ -260,5 +261,21 @@ func TestConsoleLicencesKeyboard(t *testing.T) {
 	do(ctx, t, "back to Apps", chromedp.Focus(`//*[@role="tab" and normalize-space()="Licences"]`), chromedp.KeyEvent(kb.ArrowLeft), waitText(`//td[contains(., "adamID 400000000")]`))
 	if got := focused(ctx, t); !strings.HasPrefix(got, "Apps") {
 		t.Errorf("after ArrowLeft the focus is on %q", got)
+	}
+
+	// The token is deleted elsewhere while the form is open: the server's
+	// refusal is shown as it wrote it.
+	do(ctx, t, "back to Licences", chromedp.KeyEvent(kb.ArrowRight), waitText(heading("Operations")),
+		click(appChoice("adamID 400000000")), fill(labelled("Serial numbers, one per line"), "C02SN0010"))
+	if r := s.gql(ls.admin, `mutation($t: ID!) { deleteServerToken(input: {tokenID: $t}) { deletedID } }`, map[string]any{"t": ls.token}); len(r.Errors) > 0 {
+		t.Fatal(r.Raw)
+	}
+	want := ls.assign(ls.admin, "assignLicences", "400000000", "C02SN0010")
+	if len(want.Errors) == 0 {
+		t.Fatalf("assigning on a deleted token: %s", want.Raw)
+	}
+	do(ctx, t, "assigning on the deleted token", click(button("Assign licences")))
+	if got := alertText(ctx, t); got != want.Errors[0].Message {
+		t.Errorf("the alert says %q, want the server's %q", got, want.Errors[0].Message)
 	}
 }
