@@ -58,21 +58,36 @@ export function upload(query, variables, file) {
   return post(form, null);
 }
 
-// subscribe opens a graphql-ws subscription (the client the Playground
-// vendors) and returns a function that ends it.
+// One graphql-ws client (the one the Playground vendors) carries every live
+// subscription over one websocket; it is lazy, so the socket opens with the
+// first subscription and closes after the last. A new key gets a new client.
+let ws = null;
+
+function wsClient() {
+  if (ws && ws.key === session.key) return ws.client;
+  if (ws) ws.client.dispose();
+  const url = location.origin.replace(/^http/, 'ws') + '/graphql';
+  const key = session.key;
+  ws = {
+    key,
+    client: window.graphqlWs.createClient({
+      url,
+      connectionParams: { Authorization: 'Bearer ' + key },
+      retryAttempts: Infinity,
+      shouldRetry: () => true,
+    }),
+  };
+  return ws.client;
+}
+
+// subscribe starts a subscription on the shared client and returns a
+// function that ends it.
 export function subscribe(query, variables, onData, onError) {
   if (!window.graphqlWs) {
     onError(new Error('Live updates are unavailable: the websocket client did not load.'));
     return () => {};
   }
-  const url = location.origin.replace(/^http/, 'ws') + '/graphql';
-  const client = window.graphqlWs.createClient({
-    url,
-    connectionParams: { Authorization: 'Bearer ' + session.key },
-    retryAttempts: Infinity,
-    shouldRetry: () => true,
-  });
-  const stop = client.subscribe({ query, variables }, {
+  return wsClient().subscribe({ query, variables }, {
     next: (v) => {
       if (v.errors && v.errors.length) onError(new GraphQLError(v.errors[0].message));
       else onData(v.data);
@@ -80,7 +95,6 @@ export function subscribe(query, variables, onData, onError) {
     error: (e) => onError(new Error((e && (e.reason || e.message)) || 'The live connection closed.')),
     complete: () => {},
   });
-  return () => { stop(); client.dispose(); };
 }
 
 export const TOKEN_FIELDS = `id state orgName locationName locationUID countryCode expiresAt daysUntilExpiry expiryStatus

@@ -51,9 +51,13 @@ function SignIn({ onSignedIn }) {
 const WARNINGS = `subscription { tokenExpiryWarnings { daysUntilExpiry level issuedAt
   token { id locationName orgName expiresAt customer { id name } } } }`;
 
+const LICENCE_WARNINGS = `subscription { licenceWarnings { level availableCount threshold issuedAt
+  app { id adamID name } token { id locationName customer { id name } } } }`;
+
 function Shell({ viewer, onSignOut }) {
   const [route, setRoute] = useState(parseRoute());
   const [warnings, setWarnings] = useState([]);
+  const [licenceWarnings, setLicenceWarnings] = useState([]);
   const [liveError, setLiveError] = useState('');
   useEffect(() => {
     const onHash = () => setRoute(parseRoute());
@@ -64,6 +68,12 @@ function Shell({ viewer, onSignOut }) {
     setLiveError('');
     const w = data.tokenExpiryWarnings;
     setWarnings((prev) => [w, ...prev.filter((p) => !(p.token.id === w.token.id && p.level === w.level))].slice(0, 200));
+  }, (err) => setLiveError(err.message)), []);
+  // One entry per app: its latest crossing (LOW, then EXHAUSTED) replaces the last.
+  useEffect(() => subscribe(LICENCE_WARNINGS, {}, (data) => {
+    setLiveError('');
+    const w = data.licenceWarnings;
+    setLicenceWarnings((prev) => [w, ...prev.filter((p) => p.app.id !== w.app.id)].slice(0, 200));
   }, (err) => setLiveError(err.message)), []);
 
   const canWrite = viewer.role !== 'VIEWER';
@@ -77,9 +87,9 @@ function Shell({ viewer, onSignOut }) {
         ? html`<${Wizard} key=${location.hash} customerID=${route.params.get('customer') || ''} renew=${route.params.get('renew') || ''} />`
         : html`<p role="alert">This API key may only read.</p>`;
       break;
-    case 'tokens': page = html`<${TokenPage} key=${route.id} id=${route.id} viewer=${viewer} />`; break;
+    case 'tokens': page = html`<${TokenPage} key=${route.id} id=${route.id} viewer=${viewer} tab=${route.params.get('tab') || ''} licenceWarnings=${licenceWarnings} />`; break;
     case 'customer': page = html`<${CustomerPage} key=${route.id} id=${route.id} viewer=${viewer} />`; break;
-    case 'overview': page = html`<${Overview} viewer=${viewer} warnings=${warnings} liveError=${liveError} />`; break;
+    case 'overview': page = html`<${Overview} viewer=${viewer} warnings=${warnings} licenceWarnings=${licenceWarnings} liveError=${liveError} />`; break;
     case 'audit': page = html`<${Audit} />`; break;
     default: page = html`<${Customers} viewer=${viewer} />`;
   }
@@ -89,7 +99,7 @@ function Shell({ viewer, onSignOut }) {
       <a class="brand" href="#/customers">Orchard</a>
       <nav aria-label="Main">
         <ul>
-          ${nav.map(([name, label]) => html`<li><a href=${'#/' + name} aria-current=${current === name ? 'page' : null}>${label}${name === 'overview' && warnings.length ? html` <span class="badge" aria-label=${warnings.length + ' live warnings'}>${warnings.length}</span>` : null}</a></li>`)}
+          ${nav.map(([name, label]) => html`<li><a href=${'#/' + name} aria-current=${current === name ? 'page' : null}>${label}${name === 'overview' && warnings.length + licenceWarnings.length ? html` <span class="badge" aria-label=${warnings.length + licenceWarnings.length + ' live warnings'}>${warnings.length + licenceWarnings.length}</span>` : null}</a></li>`)}
           <li><a href="/playground" target="_blank" rel="noopener">Playground</a></li>
         </ul>
       </nav>

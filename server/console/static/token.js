@@ -1,20 +1,45 @@
-// A server token's page: its health and expiry, its actions, and its Apps
-// tab. The tab list has room for the licence assignments and operations.
+// A server token's page: its health and expiry, its actions, its licence
+// warnings, and two tabs: Apps, and Licences (operations and assignments).
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { html } from './html.js';
-import { STATE_TEXT, STATUS_TEXT, TOKEN_FIELDS, daysLeft, fmtDate, fmtTime, go, gql } from './api.js';
+import { STATE_TEXT, STATUS_TEXT, TOKEN_FIELDS, daysLeft, fmtDate, fmtTime, go, gql, subscribe } from './api.js';
+import { LicenceWarningList, LicencesPanel, OPERATION_FIELDS, newer } from './licences.js';
 
 const TOKEN = `query($id: ID!) { node(id: $id) { ... on ServerToken { ${TOKEN_FIELDS} } } }`;
 const SYNC = `mutation($t: ID!) { syncServerToken(input: {tokenID: $t}) { token { ${TOKEN_FIELDS} } } }`;
 const DELETE = `mutation($t: ID!) { deleteServerToken(input: {tokenID: $t}) { deletedID } }`;
+const OPERATION_UPDATES = `subscription($c: ID) { licenceOperationUpdates(customerID: $c) { ${OPERATION_FIELDS} } }`;
+const TABS = [['apps', 'Apps'], ['licences', 'Licences']];
 
-export function TokenPage({ id, viewer }) {
+export function TokenPage({ id, viewer, tab: initialTab, licenceWarnings }) {
   const [token, setToken] = useState(null);
   const [error, setError] = useState('');
   const [busy, setBusy] = useState(false);
   const [confirming, setConfirming] = useState(false);
+  const [tab, setTab] = useState(initialTab === 'licences' ? 'licences' : 'apps');
+  const [opened, setOpened] = useState({ [tab]: true }); // a tab stays mounted once shown
+  const [updates, setUpdates] = useState({}); // operation ID → its latest view
+  const [liveError, setLiveError] = useState('');
   const heading = useRef(null);
   const canWrite = viewer.role !== 'VIEWER';
+  const customerID = token ? token.customer.id : '';
+
+  const seenOp = (op) => setUpdates((u) => {
+    const next = newer(u[op.id], op);
+    return next === u[op.id] ? u : { ...u, [op.id]: next };
+  });
+  // Counts and assignments change when an operation ends: this grows then.
+  const changed = Object.values(updates).filter((o) => o.status !== 'PENDING').length;
+  // Operations end while the page is open: listen for them on the socket
+  // the expiry warnings use, for this token's customer, and keep this token's.
+  useEffect(() => {
+    if (!customerID) return undefined;
+    return subscribe(OPERATION_UPDATES, { c: customerID }, (d) => {
+      setLiveError('');
+      const op = d.licenceOperationUpdates;
+      if (op.token.id === id) seenOp(op);
+    }, (e) => setLiveError(e.message));
+  }, [customerID]);
 
   useEffect(() => {
     gql(TOKEN, { id }).then((d) => {
@@ -36,8 +61,27 @@ export function TokenPage({ id, viewer }) {
     go('#/customer/' + encodeURIComponent(token.customer.id));
   });
 
+  function choose(name, focus) {
+    setTab(name);
+    setOpened((o) => ({ ...o, [name]: true }));
+    // The tab is kept in the URL without a navigation, so a reload or a
+    // shared link opens it again.
+    history.replaceState(null, '', '#/tokens/' + encodeURIComponent(id) + (name === 'apps' ? '' : '?tab=' + name));
+    if (focus) document.getElementById('tab-' + name).focus();
+  }
+  // Arrow keys, Home and End move between tabs, as in any tab list.
+  function onTabKey(e) {
+    const i = TABS.findIndex(([n]) => n === tab);
+    const to = { ArrowRight: i + 1, ArrowLeft: i - 1, Home: 0, End: TABS.length - 1 }[e.key];
+    if (to === undefined) return;
+    e.preventDefault();
+    choose(TABS[(to + TABS.length) % TABS.length][0], true);
+  }
+
   if (!token) return error ? html`<p role="alert" class="error">${error}</p>` : html`<p class="loading">Loading…</p>`;
   const t = token;
+  const warnings = (licenceWarnings || []).filter((w) => w.token.id === t.id);
+  const label = { apps: `Apps (${t.appCount})`, licences: 'Licences' };
   return html`
     <article class="token">
       <p class="crumbs"><a href=${'#/customer/' + encodeURIComponent(t.customer.id)}>${t.customer.name}</a></p>
@@ -65,12 +109,24 @@ export function TokenPage({ id, viewer }) {
             <button type="button" onClick=${() => setConfirming(false)}>Keep it</button>
           </div>`}`}
       ${error && html`<p role="alert" class="error">${error}</p>`}
-      <div role="tablist" aria-label="Token details" class="tabs">
-        <button type="button" role="tab" id="tab-apps" aria-selected="true" aria-controls="panel-apps">Apps (${t.appCount})</button>
+      ${warnings.length ? html`
+        <section class="live" aria-labelledby="token-licence-warnings">
+          <h2 id="token-licence-warnings">Licence warnings</h2>
+          <${LicenceWarningList} warnings=${warnings} empty="" />
+        </section>` : null}
+      ${liveError && html`<p role="alert" class="error">${liveError}</p>`}
+      <div role="tablist" aria-label="Token details" class="tabs" onKeyDown=${onTabKey}>
+        ${TABS.map(([name]) => html`<button type="button" role="tab" id=${'tab-' + name} key=${name}
+          aria-selected=${tab === name ? 'true' : 'false'} aria-controls=${'panel-' + name} tabindex=${tab === name ? '0' : '-1'}
+          onClick=${() => choose(name)}>${label[name]}</button>`)}
       </div>
-      <section role="tabpanel" id="panel-apps" aria-labelledby="tab-apps">
-        <${AppsTable} where=${{ hasTokenWith: [{ id: t.id }] }} />
+      <section role="tabpanel" id="panel-apps" aria-labelledby="tab-apps" hidden=${tab !== 'apps'}>
+        <${AppsTable} where=${{ hasTokenWith: [{ id: t.id }] }} canEdit=${canWrite} refresh=${changed} />
       </section>
+      ${opened.licences ? html`
+        <section role="tabpanel" id="panel-licences" aria-labelledby="tab-licences" hidden=${tab !== 'licences'}>
+          <${LicencesPanel} token=${t} canWrite=${canWrite} updates=${updates} onStarted=${seenOp} changed=${changed} />
+        </section>` : null}
     </article>`;
 }
 
@@ -78,7 +134,8 @@ const APPS = `query($first: Int, $after: Cursor, $last: Int, $before: Cursor, $w
   apps(first: $first, after: $after, last: $last, before: $before, where: $where, orderBy: $order) {
     totalCount pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
     edges { node { id adamID pricingParam productType name iconURL supportedPlatforms
-      totalCount assignedCount availableCount retiredCount unlimited } } } }`;
+      totalCount assignedCount availableCount retiredCount unlimited lowLicenceThreshold } } } }`;
+const UPDATE_APP = `mutation($id: ID!, $v: Int) { updateApp(id: $id, input: {lowLicenceThreshold: $v}) { id lowLicenceThreshold } }`;
 
 const PLATFORMS = ['iOS', 'macOS', 'tvOS', 'watchOS', 'visionOS'];
 const COLUMNS = [
@@ -87,8 +144,9 @@ const COLUMNS = [
 ];
 
 // AppsTable lists apps matching where: searchable, filterable by platform
-// and type, sortable, paged with Relay cursors.
-export function AppsTable({ where, pageSize = 50 }) {
+// and type, sortable, paged with Relay cursors. canEdit lets the low-licence
+// threshold be changed; a change of refresh reloads the page shown.
+export function AppsTable({ where, pageSize = 50, canEdit = false, refresh = 0 }) {
   const [search, setSearch] = useState('');
   const [query, setQuery] = useState('');
   const [platform, setPlatform] = useState('');
@@ -99,6 +157,8 @@ export function AppsTable({ where, pageSize = 50 }) {
   const [page, setPage] = useState(0);
   const [data, setData] = useState(null);
   const [error, setError] = useState('');
+  const [editing, setEditing] = useState(null); // { id, value } of the threshold being edited
+  const [saved, setSaved] = useState(0);
   const base = JSON.stringify(where);
 
   useEffect(() => {
@@ -115,7 +175,36 @@ export function AppsTable({ where, pageSize = 50 }) {
     gql(APPS, { ...cursor, where: w, order }).then((d) => { if (live) { setData(d.apps); setError(''); } })
       .catch((e) => live && setError(e.message));
     return () => { live = false; };
-  }, [cursor, query, platform, type, order.field, order.direction, base]);
+  }, [cursor, query, platform, type, order.field, order.direction, base, refresh, saved]);
+
+  async function saveThreshold(e) {
+    e.preventDefault();
+    setError('');
+    const v = editing.value.trim();
+    if (v !== '' && !/^\d+$/.test(v)) {
+      setError('The threshold is a whole number of licences (0 or more); leave it empty to use the server default.');
+      return;
+    }
+    try {
+      await gql(UPDATE_APP, { id: editing.id, v: v === '' ? null : Number(v) });
+      setEditing(null);
+      setSaved((n) => n + 1);
+    } catch (err) { setError(err.message); }
+  }
+  function threshold(a) {
+    const name = a.name || 'adamID ' + a.adamID;
+    if (editing && editing.id === a.id) {
+      return html`<form class="inline threshold" onSubmit=${saveThreshold}>
+        <label class="vh" for=${'threshold-' + a.id}>Low-licence threshold for ${name}</label>
+        <input id=${'threshold-' + a.id} type="number" min="0" step="1" inputmode="numeric" placeholder="default"
+          value=${editing.value} onInput=${(ev) => setEditing({ ...editing, value: ev.target.value })} />
+        <button type="submit">Save</button>
+        <button type="button" onClick=${() => setEditing(null)}>Cancel</button>
+      </form>`;
+    }
+    const shown = a.unlimited ? 'never' : a.lowLicenceThreshold === null ? 'default' : String(a.lowLicenceThreshold);
+    return html`${shown}${canEdit && !a.unlimited ? html` <button type="button" class="link" onClick=${() => setEditing({ id: a.id, value: a.lowLicenceThreshold === null ? '' : String(a.lowLicenceThreshold) })}>Edit<span class="vh"> threshold for ${name}</span></button>` : null}`;
+  }
 
   const sortBy = (field) => setOrder((o) => ({ field, direction: o.field === field && o.direction === 'ASC' ? 'DESC' : 'ASC' }));
   const count = (a, n) => (a.unlimited ? 'unlimited' : String(n));
@@ -148,6 +237,7 @@ export function AppsTable({ where, pageSize = 50 }) {
           ${COLUMNS.map(([label, field]) => html`<th scope="col" class=${field && field !== 'NAME' && field !== 'PRODUCT_TYPE' ? 'num' : ''}
             aria-sort=${field && order.field === field ? (order.direction === 'ASC' ? 'ascending' : 'descending') : null}>
             ${field ? html`<button type="button" class="sort" onClick=${() => sortBy(field)}>${label}</button>` : label}</th>`)}
+          <th scope="col" class="num">Warn at</th>
         </tr></thead>
         <tbody>
           ${rows.map((a) => html`<tr key=${a.id}>
@@ -159,6 +249,7 @@ export function AppsTable({ where, pageSize = 50 }) {
             <td class="num">${a.assignedCount}</td>
             <td class="num">${count(a, a.availableCount)}</td>
             <td class="num">${a.retiredCount}</td>
+            <td class="num threshold">${threshold(a)}</td>
           </tr>`)}
         </tbody>
       </table>

@@ -4,33 +4,8 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { html } from './html.js';
 import { STATE_TEXT, STATUS_TEXT, daysLeft, fmtDate, fmtTime, gql } from './api.js';
 import { AppsTable } from './token.js';
-
-// usePaged runs a connection query with Relay cursors; reset when deps change.
-function usePaged(run, deps, size = 50) {
-  const [cursor, setCursor] = useState({ first: size });
-  const [page, setPage] = useState(0);
-  const [conn, setConn] = useState(null);
-  const [error, setError] = useState('');
-  const [tick, setTick] = useState(0);
-  const first = useRef(true);
-  useEffect(() => {
-    if (first.current) { first.current = false; return; }
-    setCursor({ first: size }); setPage(0);
-  }, deps);
-  useEffect(() => {
-    let live = true;
-    run(cursor).then((c) => { if (live) { setConn(c); setError(''); } }).catch((e) => live && setError(e.message));
-    return () => { live = false; };
-  }, [cursor, tick, ...deps]);
-  const pager = conn && (conn.pageInfo.hasNextPage || page > 0) && html`
-    <nav class="pager" aria-label="Pages">
-      <button type="button" disabled=${page === 0} onClick=${() => { setCursor({ last: size, before: conn.pageInfo.startCursor }); setPage(page - 1); }}>Previous page</button>
-      <button type="button" disabled=${!conn.pageInfo.hasNextPage} onClick=${() => { setCursor({ first: size, after: conn.pageInfo.endCursor }); setPage(page + 1); }}>Next page</button>
-    </nav>`;
-  return { conn, error, pager, reload: () => setTick((n) => n + 1), rows: conn ? conn.edges.map((e) => e.node) : [] };
-}
-
-const PAGE = 'totalCount pageInfo { hasNextPage hasPreviousPage startCursor endCursor }';
+import { PAGE, usePaged } from './paged.js';
+import { LicenceWarningList } from './licences.js';
 
 const CUSTOMERS = `query($first: Int, $after: Cursor, $last: Int, $before: Cursor, $where: CustomerWhereInput) {
   customers(first: $first, after: $after, last: $last, before: $before, where: $where, orderBy: {field: NAME, direction: ASC}) {
@@ -164,7 +139,7 @@ const TOKENS = `query($first: Int, $after: Cursor, $last: Int, $before: Cursor, 
 
 const LEVEL_TEXT = { NOTICE: 'Notice', WARNING: 'Warning', CRITICAL: 'Critical', EXPIRED: 'Expired' };
 
-export function Overview({ warnings, liveError }) {
+export function Overview({ warnings, licenceWarnings, liveError }) {
   const [status, setStatus] = useState('');
   const list = usePaged((c) => gql(TOKENS, { ...c, where: { state: 'ACTIVE', ...(status ? { expiryStatus: status } : {}) } }).then((d) => d.tokens), [status]);
   const seen = useRef(warnings.length);
@@ -183,6 +158,9 @@ export function Overview({ warnings, liveError }) {
           (${w.token.customer.name}): ${daysLeft(w.daysUntilExpiry)}, expires ${fmtDate(w.token.expiresAt)}
           <span class="hint">· ${fmtTime(w.issuedAt)}</span></li>`)}
       </ul>
+      <h2 id="licence-live-title">Licence warnings</h2>
+      <${LicenceWarningList} warnings=${licenceWarnings} showToken=${true}
+        empty="No app is at or below its low-licence threshold. New warnings appear here as they happen." />
     </section>
     <h2>Active server tokens, soonest expiry first</h2>
     <div class="filters">
