@@ -32,7 +32,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unicode/utf8"
 
 	"github.com/orchard-msp/orchard/graph/domain"
 	"github.com/orchard-msp/orchard/modules"
@@ -136,16 +135,7 @@ func mdmMetadata(cfg *Config) string {
 	if err != nil || host == "" {
 		host = "unknown host"
 	}
-	return truncateBytes("Orchard at "+host, 255)
-}
-
-// truncateBytes shortens s to at most n bytes without splitting a character.
-func truncateBytes(s string, n int) string {
-	for len(s) > n {
-		_, size := utf8.DecodeLastRuneInString(s)
-		s = s[:len(s)-size]
-	}
-	return s
+	return domain.Truncate("Orchard at "+host, 255)
 }
 
 // serve runs the server until ctx ends. ready, when set, receives the

@@ -116,7 +116,7 @@ func (s *Service) DeliverOutbox(ctx context.Context) (delivered, failed int) {
 			upd.SetDeliveredAt(s.Now()).SetLastError("")
 		} else {
 			failed++
-			upd.SetLastError(truncate(err.Error(), 500)).SetNextAttemptAt(s.Now().Add(retryDelay(d.Attempts + 1)))
+			upd.SetLastError(Truncate(err.Error(), 500)).SetNextAttemptAt(s.Now().Add(retryDelay(d.Attempts + 1)))
 			if s.Now().Sub(d.CreatedAt) > retryWindow {
 				upd.SetAbandonedAt(s.Now())
 				s.log.ErrorContext(ctx, "webhook delivery abandoned", "delivery", d.DeliveryID, "attempts", d.Attempts+1, "err", err)
@@ -131,9 +131,10 @@ func (s *Service) DeliverOutbox(ctx context.Context) (delivered, failed int) {
 	return delivered, failed
 }
 
-// truncate keeps at most n bytes of s without splitting a character:
-// PostgreSQL refuses a string that ends inside a UTF-8 sequence.
-func truncate(s string, n int) string {
+// Truncate keeps at most n bytes of s without splitting a character:
+// PostgreSQL refuses a string that ends inside a UTF-8 sequence, and so do
+// Apple's mdmInfo and a websocket close reason.
+func Truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}

@@ -12,7 +12,6 @@ import (
 	"slices"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/handler/transport"
@@ -22,6 +21,7 @@ import (
 	"github.com/orchard-msp/orchard/ent"
 	"github.com/orchard-msp/orchard/ent/apikey"
 	"github.com/orchard-msp/orchard/ent/viewer"
+	"github.com/orchard-msp/orchard/graph/domain"
 )
 
 // MaxSubscriptionsPerSocket bounds the subscriptions one websocket may hold;
@@ -435,7 +435,7 @@ func (s *wsSession) check(data []byte) (bool, error) {
 		}
 		s.mu.Unlock()
 		if dup {
-			s.closeWith(closeSubscriberExists, "Subscriber for "+truncateBytes(m.ID, 80)+" already exists")
+			s.closeWith(closeSubscriberExists, "Subscriber for "+domain.Truncate(m.ID, 80)+" already exists")
 			return false, errClosedByServer
 		}
 		if full {
@@ -546,13 +546,4 @@ func (s *wsSession) SetReadDeadline(t time.Time) error {
 	}
 	s.readTimer = time.AfterFunc(time.Until(t), func() { _ = s.conn.CloseNow() })
 	return nil
-}
-
-// truncateBytes shortens s to at most n bytes without splitting a character.
-func truncateBytes(s string, n int) string {
-	for len(s) > n {
-		_, size := utf8.DecodeLastRuneInString(s)
-		s = s[:len(s)-size]
-	}
-	return s
 }
