@@ -323,7 +323,7 @@ func benchNotificationBurst(b *bench) []benchRow {
 		Figure: fmt.Sprintf("p99 %s (p50 %s), %d acknowledged", fmtDur(p99), fmtDur(p50), len(order)-failed), Baseline: "—", Ratio: "—",
 		Target: "all acknowledged, p99 < 20 ms, counts exact, repeats change nothing",
 		Pass:   failed == 0 && exact && p99 < 20*time.Millisecond,
-		Note:   fmt.Sprintf("counts +%d as sent, repeats ignored; %s for the whole burst. SQLite, one writer: each notification commits its record and count together (an fsync each); CPU profile: HandleNotification's token lookup by location and the commit dominate, and p99 is queueing of 8 senders behind that one writer", want, fmtDur(wall)),
+		Note:   fmt.Sprintf("counts +%d as sent, repeats ignored; %s for the whole burst. SQLite, one writer: notifications that arrive while a transaction commits are recorded together in the next one (group commit, at most 64), and a location's secret is checked once and then remembered by digest, confirmed in that transaction", want, fmtDur(wall)),
 	}}
 }
 

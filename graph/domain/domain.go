@@ -65,6 +65,10 @@ type Service struct {
 	syncLocks keyedMutex
 	// lic holds the licence settings (licences.go).
 	lic licenceState
+	// notes commits Apple's notifications that arrive together in one
+	// transaction (licences_notify.go).
+	notes      groupCommit
+	notifyAuth notifyAuthCache
 
 	// Now is the clock; tests move it.
 	Now func() time.Time

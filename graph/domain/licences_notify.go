@@ -1,14 +1,17 @@
 package domain
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/orchard-msp/orchard/ent"
 	"github.com/orchard-msp/orchard/ent/app"
+	"github.com/orchard-msp/orchard/ent/applenotification"
 	"github.com/orchard-msp/orchard/ent/licenceevent"
 	"github.com/orchard-msp/orchard/ent/licenceoperation"
 	"github.com/orchard-msp/orchard/ent/servertoken"
@@ -91,6 +94,10 @@ const (
 // HandleNotification authenticates and records one of Apple's
 // notifications. It only reads and writes the database: it never calls
 // Apple, and subscribers and webhooks hear of it after it returns.
+//
+// Notifications arriving together (Apple sends a burst after a large
+// purchase) are committed together: one transaction, so one disk flush,
+// for all that queued while the previous one committed.
 func (s *Service) HandleNotification(ctx context.Context, authorization string, body []byte) (NotificationResult, error) {
 	ctx = viewer.SystemContext(ctx)
 	n, err := apple.ParseNotification(body)
@@ -100,12 +107,60 @@ func (s *Service) HandleNotification(ctx context.Context, authorization string, 
 	if n.LocationUID == "" {
 		return NotificationUnauthorized, nil
 	}
-	toks, err := s.client.ServerToken.Query().
-		Where(servertoken.LocationUID(n.LocationUID), servertoken.StateEQ(servertoken.StateACTIVE)).All(ctx)
-	if err != nil {
-		return NotificationRetry, err
+	if n.ID == "" {
+		// Checked after the secret, so that only Apple learns this.
+		tok, err := s.notificationToken(ctx, n.LocationUID, authorization, false)
+		switch {
+		case err != nil:
+			return NotificationRetry, err
+		case tok == nil:
+			return NotificationUnauthorized, nil
+		}
+		return NotificationMalformed, fmt.Errorf("notification without notificationId")
 	}
-	var tok *ent.ServerToken
+	// The first try may use the remembered secret; when the batch finds the
+	// token changed since (renewed, deleted, a new secret), ask again.
+	for _, fresh := range []bool{false, true} {
+		tok, err := s.notificationToken(ctx, n.LocationUID, authorization, fresh)
+		if err != nil {
+			return NotificationRetry, err
+		}
+		if tok == nil {
+			return NotificationUnauthorized, nil
+		}
+		p := &pendingNotification{ctx: ctx, tok: tok, n: n, wake: make(chan struct{}, 1)}
+		s.notes.do(p, s.recordNotifications)
+		if p.stale {
+			s.notifyAuth.forget(n.LocationUID, authorization)
+			continue
+		}
+		if p.err != nil {
+			return NotificationRetry, p.err
+		}
+		if p.result == NotificationAccepted && p.eff != nil {
+			go s.publishEffects(ctx, p.eff)
+		}
+		return p.result, nil
+	}
+	return NotificationRetry, fmt.Errorf("location %s changed while its notification was recorded", n.LocationUID)
+}
+
+// notificationToken finds the ACTIVE token of the location whose
+// registered secret the request carries; nil when none does. Unless fresh,
+// a match remembered from an earlier notification answers without the
+// database or a decryption; the transaction that records the notification
+// checks it still holds (checkTargets).
+func (s *Service) notificationToken(ctx context.Context, locationUID, authorization string, fresh bool) (*notifyTarget, error) {
+	if !fresh {
+		if t := s.notifyAuth.get(locationUID, authorization); t != nil {
+			return t, nil
+		}
+	}
+	toks, err := s.client.ServerToken.Query().
+		Where(servertoken.LocationUID(locationUID), servertoken.StateEQ(servertoken.StateACTIVE)).All(ctx)
+	if err != nil {
+		return nil, err
+	}
 	for _, t := range toks {
 		if len(t.NotificationSecret) == 0 {
 			continue
@@ -117,77 +172,159 @@ func (s *Service) HandleNotification(ctx context.Context, authorization string, 
 		ok := apple.NotificationAuthorized(authorization, string(secret))
 		clear(secret)
 		if ok {
-			tok = t
-			break
+			target := &notifyTarget{ID: t.ID, CustomerID: t.CustomerID, sealed: t.NotificationSecret}
+			s.notifyAuth.put(locationUID, authorization, target)
+			return target, nil
 		}
 	}
-	if tok == nil {
-		return NotificationUnauthorized, nil
+	return nil, nil
+}
+
+// recordNotifications records a batch of authenticated notifications in
+// one transaction. When that transaction fails (another instance recorded
+// one of them first, a database error), each is recorded again on its
+// own, so one notification's failure never costs another its answer.
+func (s *Service) recordNotifications(batch []*pendingNotification) {
+	if len(batch) > 1 {
+		ctx := batch[0].ctx
+		err := withTx(ctx, s.client, func(tx *ent.Tx) error { return s.recordBatch(ctx, tx, batch) })
+		if err == nil {
+			return
+		}
+		s.log.InfoContext(ctx, "recording Apple notifications together failed; recording each alone", "notifications", len(batch), "err", err)
 	}
-	if n.ID == "" {
-		return NotificationMalformed, fmt.Errorf("notification without notificationId")
+	for _, p := range batch {
+		p.err = withTx(p.ctx, s.client, func(tx *ent.Tx) error {
+			return s.recordBatch(p.ctx, tx, []*pendingNotification{p})
+		})
+		if ent.IsConstraintError(p.err) { // recorded by another instance meanwhile
+			p.reset()
+		}
 	}
+}
+
+// recordBatch records, inside tx, each notification of the batch that is
+// new and whose token still holds.
+func (s *Service) recordBatch(ctx context.Context, tx *ent.Tx, batch []*pendingNotification) error {
+	for _, p := range batch {
+		p.reset()
+	}
+	seen, err := seenNotifications(ctx, tx, batch)
+	if err != nil {
+		return err
+	}
+	if err := checkTargets(ctx, tx, batch); err != nil {
+		return err
+	}
+	for _, p := range batch {
+		switch {
+		case p.stale:
+		case seen[p.n.ID]:
+			s.log.InfoContext(p.ctx, "Apple notification seen before; ignored", "notification", p.n.ID, "type", p.n.Type)
+		default:
+			seen[p.n.ID] = true
+			if err := s.recordNotification(p.ctx, tx, p); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkTargets marks stale the notifications whose token is no longer
+// ACTIVE or no longer holds the secret they were authenticated with: one
+// read for the whole batch, where a burst names one token.
+func checkTargets(ctx context.Context, tx *ent.Tx, batch []*pendingNotification) error {
+	var ids []int
+	for _, p := range batch {
+		if !slices.Contains(ids, p.tok.ID) {
+			ids = append(ids, p.tok.ID)
+		}
+	}
+	toks, err := tx.ServerToken.Query().
+		Where(servertoken.IDIn(ids...), servertoken.StateEQ(servertoken.StateACTIVE)).
+		Select(servertoken.FieldNotificationSecret).All(ctx)
+	if err != nil {
+		return err
+	}
+	for _, p := range batch {
+		i := slices.IndexFunc(toks, func(t *ent.ServerToken) bool { return t.ID == p.tok.ID })
+		p.stale = i < 0 || !bytes.Equal(toks[i].NotificationSecret, p.tok.sealed)
+	}
+	return nil
+}
+
+// seenNotifications says which of the batch's notification IDs are
+// recorded already.
+func seenNotifications(ctx context.Context, tx *ent.Tx, batch []*pendingNotification) (map[string]bool, error) {
+	ids := make([]string, len(batch))
+	for i, p := range batch {
+		ids[i] = p.n.ID
+	}
+	have, err := tx.AppleNotification.Query().Where(applenotification.NotificationIDIn(ids...)).
+		Select(applenotification.FieldNotificationID).Strings(ctx)
+	if err != nil {
+		return nil, err
+	}
+	seen := make(map[string]bool, len(batch))
+	for _, id := range have {
+		seen[id] = true
+	}
+	return seen, nil
+}
+
+// recordNotification applies one notification inside tx. It writes
+// nothing when the notification must be delivered again (p.result says
+// so).
+func (s *Service) recordNotification(ctx context.Context, tx *ent.Tx, p *pendingNotification) error {
+	n, tok := p.n, p.tok
 	eff := &licenceEffects{}
-	result := NotificationAccepted
-	err = withTx(ctx, s.client, func(tx *ent.Tx) error {
-		err := tx.AppleNotification.Create().SetNotificationID(n.ID).SetType(string(n.Type)).
-			SetTokenID(tok.ID).SetReceivedAt(s.Now()).Exec(ctx)
-		if ent.IsConstraintError(err) {
-			s.log.InfoContext(ctx, "Apple notification seen before; ignored", "notification", n.ID, "type", n.Type)
-			return errSeen
+	detail := fmt.Sprintf("%s %s", n.Type, n.ID)
+	var apply func() error
+	switch {
+	case n.AssetManagement != nil:
+		am := n.AssetManagement
+		ev, err := tx.LicenceEvent.Query().Where(licenceevent.TokenID(tok.ID), licenceevent.EventID(am.EventID)).Only(ctx)
+		if ent.IsNotFound(err) {
+			// Apple may finish an event before Orchard has stored its
+			// eventId; Apple delivers again.
+			p.result = NotificationRetry
+			return nil
 		} else if err != nil {
 			return err
 		}
-		detail := fmt.Sprintf("%s %s", n.Type, n.ID)
-		switch {
-		case n.AssetManagement != nil:
-			am := n.AssetManagement
-			ev, err := tx.LicenceEvent.Query().Where(licenceevent.TokenID(tok.ID), licenceevent.EventID(am.EventID)).Only(ctx)
-			if ent.IsNotFound(err) {
-				// Apple may finish an event before Orchard has stored its
-				// eventId; Apple delivers again.
-				result = NotificationRetry
-				return errSeen
-			} else if err != nil {
-				return err
-			}
+		apply = func() error {
 			op, err := tx.LicenceOperation.Get(ctx, ev.OperationID)
 			if err != nil {
 				return err
 			}
 			o := &outcome{kind: op.Kind, ev: ev, notice: true}
 			noteOutcome(o, am)
-			if err := s.applyOutcome(ctx, tx, op, o, eff); err != nil {
-				return err
-			}
-			detail += fmt.Sprintf(": event %s %s %s, %d assignments", am.EventID, am.Type, am.Result, len(am.Assignments))
-		case n.AssetCount != nil:
+			return s.applyOutcome(ctx, tx, op, o, eff)
+		}
+		detail += fmt.Sprintf(": event %s %s %s, %d assignments", am.EventID, am.Type, am.Result, len(am.Assignments))
+	case n.AssetCount != nil:
+		apply = func() error {
 			ids, err := s.applyAssetCount(ctx, tx, tok, n.AssetCount, eff)
 			if err != nil {
 				return err
 			}
-			if err := s.raiseLicenceWarnings(ctx, tx, ids, eff); err != nil {
-				return err
-			}
-			detail += fmt.Sprintf(": %s (%s) %+d", n.AssetCount.AdamID, n.AssetCount.PricingParam, n.AssetCount.CountDelta)
+			return s.raiseLicenceWarnings(ctx, tx, ids, eff)
 		}
-		return s.auditWith(ctx, tx.Client(), "apple.notification", &tok.CustomerID, &tok.ID, nil, detail)
-	})
-	if err == errSeen {
-		return result, nil
+		detail += fmt.Sprintf(": %s (%s) %+d", n.AssetCount.AdamID, n.AssetCount.PricingParam, n.AssetCount.CountDelta)
 	}
-	if err != nil {
-		return NotificationRetry, err
+	if err := tx.AppleNotification.Create().SetNotificationID(n.ID).SetType(string(n.Type)).
+		SetTokenID(tok.ID).SetReceivedAt(s.Now()).Exec(ctx); err != nil {
+		return err
 	}
-	go s.publishEffects(ctx, eff)
-	return NotificationAccepted, nil
+	if apply != nil {
+		if err := apply(); err != nil {
+			return err
+		}
+	}
+	p.eff = eff
+	return s.auditWith(ctx, tx.Client(), "apple.notification", &tok.CustomerID, &tok.ID, nil, detail)
 }
-
-type seenError struct{}
-
-func (seenError) Error() string { return "notification seen before" }
-
-var errSeen error = seenError{}
 
 // noteOutcome reads an ASSET_MANAGEMENT notification into an outcome.
 func noteOutcome(o *outcome, am *apple.AssetManagement) {
@@ -225,7 +362,7 @@ func noteOutcome(o *outcome, am *apple.AssetManagement) {
 // applyAssetCount changes an app's counts by a purchase, transfer or
 // refund. An asset Orchard has not seen yet is added and a sync asked for,
 // which fills in its kind and name.
-func (s *Service) applyAssetCount(ctx context.Context, tx *ent.Tx, tok *ent.ServerToken, c *apple.AssetCount, eff *licenceEffects) ([]int, error) {
+func (s *Service) applyAssetCount(ctx context.Context, tx *ent.Tx, tok *notifyTarget, c *apple.AssetCount, eff *licenceEffects) ([]int, error) {
 	pricing := c.PricingParam
 	if pricing == "" {
 		pricing = "STDQ"
