@@ -13,6 +13,13 @@
 //     decides) is reachable from the list's selection, and otherwise calls
 //     gqlgen's function as before, so dataloader batching is kept.
 //
+// and it gives each plain scalar field a direct path: a field read straight
+// from a struct field (no resolver, method, arguments or directives) whose
+// marshaller can neither fail nor report a null is marshalled without the
+// FieldContext, context value, closures and panic guard graphql.ResolveField
+// builds for it, which are most of the allocations of a large list. Those
+// would only matter to a field interceptor, and httpapi refuses one.
+//
 // gqlgen.yml has no option for either. What is concurrent is read from
 // gqlgen's own codegen data and written to graph/executor_gen.go, so the
 // step works for any schema. If gqlgen's output changes shape, this fails
@@ -42,7 +49,11 @@ import (
 )
 
 const (
+	// directSwitch is the variable that sends the direct paths back to
+	// gqlgen's own code, for the equivalence test.
+	directSwitch   = "gqlgenOriginal"
 	deferredHelper = "deferredGroupIfNeeded"
+	objectHelper   = "objectMarshaler"
 	listHelper     = "marshalListElements"
 	tableFile      = "executor_gen.go"
 )
@@ -62,7 +73,7 @@ func main() {
 		log.Fatal("gqlgen ran without handing its codegen data to the plugin")
 	}
 	generated := cfg.Exec.Filename
-	if err := rewrite(generated, p.listElems()); err != nil {
+	if err := rewrite(generated, p.listElems(), p.enumMarshallers()); err != nil {
 		log.Fatalf("rewriting %s: %v (gqlgen's generated code changed shape: review graph/executor.go and this file)", generated, err)
 	}
 	// gqlgen validated its own output; the rewritten one must build too.
@@ -93,6 +104,18 @@ func (p *executorData) listElems() map[string]string {
 	for _, ref := range p.data.ReferencedTypes {
 		if ref.Definition != nil {
 			m[ref.MarshalFunc()] = ref.Definition.Name
+		}
+	}
+	return m
+}
+
+// enumMarshallers lists the marshallers of enums held by value, which
+// return the value itself: it marshals itself and is never null.
+func (p *executorData) enumMarshallers() map[string]bool {
+	m := map[string]bool{}
+	for _, ref := range p.data.ReferencedTypes {
+		if ref.Definition != nil && ref.Definition.Kind == gqlast.Enum && !ref.IsPtr() && !ref.IsSlice() {
+			m[ref.MarshalFunc()] = true
 		}
 	}
 	return m
@@ -163,9 +186,11 @@ func (p *executorData) table(pkg string) []byte {
 //	graphql.NewDeferredGroup(ctx)                       → deferredGroupIfNeeded(ctx, fields)
 //	graphql.MarshalSliceConcurrently(ctx, n, w, p, fn)  → marshalListElements(ctx, "Elem", sel, n, w, p, fn)
 //
-// checking each call's shape, and fails when either pattern is missing or
-// an original call survives.
-func rewrite(path string, elems map[string]string) error {
+// checking each call's shape, has each object marshaller return
+// objectMarshaler(out, fields, len(deferred.Defers)), and gives each plain
+// scalar field its direct path (directField). It fails when a pattern is missing or an original
+// call survives.
+func rewrite(path string, elems map[string]string, enums map[string]bool) error {
 	src, err := os.ReadFile(path)
 	if err != nil {
 		return err
@@ -182,10 +207,22 @@ func rewrite(path string, elems map[string]string) error {
 	var edits []edit
 	var errs []string
 	counts := map[string]int{}
+	safe := neverNullMarshallers(file, enums)
 	for _, decl := range file.Decls {
 		fn, ok := decl.(*ast.FuncDecl)
 		if !ok || fn.Body == nil {
 			continue
+		}
+		if ret, ok := objectReturn(fn); ok {
+			counts["object"]++
+			edits = append(edits, edit{fset.Position(ret.Pos()).Offset, fset.Position(ret.End()).Offset,
+				"return " + objectHelper + "(out, fields, len(deferred.Defers))"})
+		}
+		if direct, ok := directField(fn, safe); ok {
+			counts["direct"]++
+			// Before gqlgen's return, which stays for the equivalence test.
+			at := fset.Position(fn.Body.List[0].Pos()).Offset
+			edits = append(edits, edit{at, at, "if !" + directSwitch + " {\nreturn " + direct + "\n}\n"})
 		}
 		ast.Inspect(fn.Body, func(n ast.Node) bool {
 			call, ok := n.(*ast.CallExpr)
@@ -225,6 +262,12 @@ func rewrite(path string, elems map[string]string) error {
 			errs = append(errs, "no call of graphql."+name+" found")
 		}
 	}
+	if counts["object"] == 0 {
+		errs = append(errs, "no object marshaller ending in return out found")
+	}
+	if counts["direct"] == 0 {
+		errs = append(errs, "no plain scalar field found (graphql.ResolveField reading obj.Field with a never-null marshaller)")
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("\n\t%s", strings.Join(errs, "\n\t"))
 	}
@@ -239,6 +282,144 @@ func rewrite(path string, elems map[string]string) error {
 		}
 	}
 	return writeFormatted(path, out)
+}
+
+// objectReturn finds the last statement of an object marshaller,
+//
+//	fields := graphql.CollectFields(...)
+//	out := graphql.NewFieldSet(fields)
+//	deferred := deferredGroupIfNeeded(ctx, fields)
+//	...
+//	return out
+func objectReturn(fn *ast.FuncDecl) (*ast.ReturnStmt, bool) {
+	body := fn.Body.List
+	if len(body) < 4 || !declares(fn, "fields") || !declares(fn, "out") || !declares(fn, "deferred") {
+		return nil, false
+	}
+	ret, ok := body[len(body)-1].(*ast.ReturnStmt)
+	if !ok || len(ret.Results) != 1 || !isIdent(ret.Results[0], "out") {
+		return nil, false
+	}
+	return ret, true
+}
+
+// neverNullMarshallers lists the generated marshallers that return a value
+// for every input but a nil pointer, and never record an error: those of
+// String, Int, Boolean and relay IDs (graphql.MarshalString and the like
+// never return graphql.Null, so their null checks are dead), and enums
+// held by value. Each is recognised by its whole body, so a marshaller
+// gqlgen changes drops out of the list rather than being trusted.
+func neverNullMarshallers(file *ast.File, enums map[string]bool) map[string]bool {
+	wrap := map[string]bool{"graphql.MarshalString": true, "graphql.MarshalInt": true, "graphql.MarshalBoolean": true, "relay.MarshalID": true}
+	safe := map[string]bool{}
+	for _, decl := range file.Decls {
+		fn, ok := decl.(*ast.FuncDecl)
+		if !ok || fn.Body == nil || fn.Recv == nil || !strings.HasPrefix(fn.Name.Name, "marshal") {
+			continue
+		}
+		body := fn.Body.List
+		if enums[fn.Name.Name] && len(body) == 1 && returns(body[0], "v") {
+			safe[fn.Name.Name] = true
+			continue
+		}
+		ok = len(body) > 0 && returns(body[len(body)-1], "res")
+		wrapped := false
+		for _, st := range body[:max(len(body)-1, 0)] {
+			switch st := st.(type) {
+			case *ast.AssignStmt: // _ = sel, _ = ctx, or res := graphql.MarshalX(v)
+				if st.Tok == token.ASSIGN && len(st.Lhs) == 1 && isIdent(st.Lhs[0], "_") {
+					continue
+				}
+				call, isCall := st.Rhs[0].(*ast.CallExpr)
+				if st.Tok != token.DEFINE || len(st.Lhs) != 1 || !isIdent(st.Lhs[0], "res") || !isCall || len(call.Args) != 1 ||
+					!wrap[exprString(call.Fun)] || (exprString(call.Args[0]) != "v" && exprString(call.Args[0]) != "*v") {
+					ok = false
+				}
+				wrapped = true
+			case *ast.IfStmt: // if v == nil { return graphql.Null } or the dead null check
+				cond := exprString(st.Cond)
+				if cond != "v == nil" && cond != "res == graphql.Null" {
+					ok = false
+				}
+			default:
+				ok = false
+			}
+		}
+		if ok && wrapped {
+			safe[fn.Name.Name] = true
+		}
+	}
+	return safe
+}
+
+// directField recognises a plain scalar field of the generated executor,
+//
+//	func (ec *executionContext) _T_f(ctx context.Context, field graphql.CollectedField, obj *X) (ret graphql.Marshaler) {
+//		return graphql.ResolveField(ctx, ec.OperationContext, field, fieldContext,
+//			func(ctx context.Context) (any, error) { return obj.F, nil },
+//			nil, func(ctx, selections, v) graphql.Marshaler { return ec.marshalM(ctx, selections, v) }, true, nonNull)
+//	}
+//
+// with marshalM in safe, and returns its direct path:
+// ec.marshalM(ctx, field.Selections, obj.F).
+func directField(fn *ast.FuncDecl, safe map[string]bool) (string, bool) {
+	if fn.Recv == nil || !strings.HasPrefix(fn.Name.Name, "_") || !hasParam(fn, "obj") || len(fn.Body.List) != 1 {
+		return "", false
+	}
+	ret, ok := fn.Body.List[0].(*ast.ReturnStmt)
+	if !ok || len(ret.Results) != 1 {
+		return "", false
+	}
+	call, ok := ret.Results[0].(*ast.CallExpr)
+	if !ok || exprString(call.Fun) != "graphql.ResolveField" || len(call.Args) != 9 || !isIdent(call.Args[5], "nil") {
+		return "", false
+	}
+	read := onlyReturn(call.Args[4])
+	if len(read) != 2 || !isIdent(read[1], "nil") {
+		return "", false
+	}
+	field, ok := read[0].(*ast.SelectorExpr)
+	if !ok || !isIdent(field.X, "obj") {
+		return "", false
+	}
+	marshal := onlyReturn(call.Args[6])
+	if len(marshal) != 1 {
+		return "", false
+	}
+	m, ok := marshal[0].(*ast.CallExpr)
+	if !ok || len(m.Args) != 3 || exprString(m.Args[1]) != "selections" || exprString(m.Args[2]) != "v" {
+		return "", false
+	}
+	name, ok := m.Fun.(*ast.SelectorExpr)
+	if !ok || !isIdent(name.X, "ec") || !safe[name.Sel.Name] {
+		return "", false
+	}
+	return "ec." + name.Sel.Name + "(ctx, field.Selections, obj." + field.Sel.Name + ")", true
+}
+
+// onlyReturn gives the results of a function literal whose body is one
+// return statement.
+func onlyReturn(e ast.Expr) []ast.Expr {
+	lit, ok := e.(*ast.FuncLit)
+	if !ok || len(lit.Body.List) != 1 {
+		return nil
+	}
+	ret, ok := lit.Body.List[0].(*ast.ReturnStmt)
+	if !ok {
+		return nil
+	}
+	return ret.Results
+}
+
+func returns(st ast.Stmt, name string) bool {
+	ret, ok := st.(*ast.ReturnStmt)
+	return ok && len(ret.Results) == 1 && isIdent(ret.Results[0], name)
+}
+
+func exprString(e ast.Expr) string {
+	var b bytes.Buffer
+	_ = format.Node(&b, token.NewFileSet(), e)
+	return b.String()
 }
 
 func writeFormatted(path string, src []byte) error {

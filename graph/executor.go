@@ -2,22 +2,26 @@ package graph
 
 import (
 	"context"
+	"io"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/vektah/gqlparser/v2/ast"
 )
 
-// The generated executor calls these two helpers where gqlgen's templates
-// call graphql.NewDeferredGroup and graphql.MarshalSliceConcurrently
-// (ent/gqlgen.go rewrites the calls after every generate). Both of gqlgen's
-// functions cost on every object and every list element whether or not the
-// operation needs them: the first builds the object's full path for @defer
-// bookkeeping, the second starts a goroutine per element. See issue 15 and
-// docs/benchmarks.md for what they cost in P2.
+// The generated executor calls these helpers where gqlgen's templates call
+// graphql.NewDeferredGroup and graphql.MarshalSliceConcurrently, and where
+// an object marshaller returns its *graphql.FieldSet (ent/gqlgen.go rewrites
+// the calls after every generate). gqlgen's code costs on every object and
+// every list element whether or not the operation needs it: the first
+// builds the object's full path for @defer bookkeeping, the second starts a
+// goroutine per element, and a FieldSet writes itself through a map and a
+// copy of each field. See issue 15 and docs/benchmarks.md for what they
+// cost in P2.
 
-// gqlgenOriginal makes both helpers call gqlgen's own functions unchanged.
-// Only the equivalence test sets it, to compare whole responses with and
-// without the rewrite in one process.
+// gqlgenOriginal makes the helpers, and the plain scalar fields' direct
+// paths (ent/gqlgen.go), run gqlgen's own code unchanged. Only the
+// equivalence test sets it, to compare whole responses with and without
+// the rewrite in one process.
 var gqlgenOriginal bool
 
 // executorField is one field of a GraphQL type as executorTypes
@@ -120,6 +124,61 @@ func reachesConcurrent(typ string, sel ast.SelectionSet, depth int) bool {
 				return true
 			}
 		default:
+			return true
+		}
+	}
+	return false
+}
+
+// objectMarshaler returns what writes an object's fields once they are
+// resolved. With deferred fragments it is gqlgen's FieldSet, whose views
+// take their fields out of it; otherwise objectFields, which writes the
+// same bytes without a map of the aliases written and a copy of each
+// field.
+func objectMarshaler(out *graphql.FieldSet, fields []graphql.CollectedField, deferred int) graphql.Marshaler {
+	if gqlgenOriginal || deferred > 0 {
+		return out
+	}
+	return &objectFields{fields: fields, values: out.Values}
+}
+
+type objectFields struct {
+	fields []graphql.CollectedField
+	values []graphql.Marshaler
+}
+
+var (
+	openBrace  = []byte{'{'}
+	closeBrace = []byte{'}'}
+	comma      = []byte{','}
+	quoteColon = []byte{'"', ':'}
+	quote      = []byte{'"'}
+)
+
+// MarshalGQL writes the fields in order, each response name once, as
+// graphql.FieldSet does. A response name is a GraphQL name, which JSON
+// never needs to escape.
+func (o *objectFields) MarshalGQL(w io.Writer) {
+	_, _ = w.Write(openBrace)
+	for i := range o.fields {
+		alias := o.fields[i].Alias
+		if written(o.fields[:i], alias) {
+			continue
+		}
+		if i > 0 {
+			_, _ = w.Write(comma)
+		}
+		_, _ = w.Write(quote)
+		_, _ = io.WriteString(w, alias)
+		_, _ = w.Write(quoteColon)
+		o.values[i].MarshalGQL(w)
+	}
+	_, _ = w.Write(closeBrace)
+}
+
+func written(before []graphql.CollectedField, alias string) bool {
+	for i := range before {
+		if before[i].Alias == alias {
 			return true
 		}
 	}

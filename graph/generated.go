@@ -3020,6 +3020,9 @@ func (ec *executionContext) field___Type_inputFields_args(ctx context.Context, r
 // region    **************************** field.gotpl *****************************
 
 func (ec *executionContext) _App_id(ctx context.Context, field graphql.CollectedField, obj *ent.App) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNID2int(ctx, field.Selections, obj.ID)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3089,6 +3092,9 @@ func (ec *executionContext) fieldContext_App_updatedAt(_ context.Context, field 
 }
 
 func (ec *executionContext) _App_adamID(ctx context.Context, field graphql.CollectedField, obj *ent.App) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNString2string(ctx, field.Selections, obj.AdamID)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3112,6 +3118,9 @@ func (ec *executionContext) fieldContext_App_adamID(_ context.Context, field gra
 }
 
 func (ec *executionContext) _App_pricingParam(ctx context.Context, field graphql.CollectedField, obj *ent.App) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNString2string(ctx, field.Selections, obj.PricingParam)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3135,6 +3144,9 @@ func (ec *executionContext) fieldContext_App_pricingParam(_ context.Context, fie
 }
 
 func (ec *executionContext) _App_productType(ctx context.Context, field graphql.CollectedField, obj *ent.App) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNProductType2githubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋappᚐProductType(ctx, field.Selections, obj.ProductType)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3158,6 +3170,9 @@ func (ec *executionContext) fieldContext_App_productType(_ context.Context, fiel
 }
 
 func (ec *executionContext) _App_name(ctx context.Context, field graphql.CollectedField, obj *ent.App) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalOString2ᚖstring(ctx, field.Selections, obj.Name)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3181,6 +3196,9 @@ func (ec *executionContext) fieldContext_App_name(_ context.Context, field graph
 }
 
 func (ec *executionContext) _App_bundleID(ctx context.Context, field graphql.CollectedField, obj *ent.App) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalOString2ᚖstring(ctx, field.Selections, obj.BundleID)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3204,6 +3222,9 @@ func (ec *executionContext) fieldContext_App_bundleID(_ context.Context, field g
 }
 
 func (ec *executionContext) _App_iconURL(ctx context.Context, field graphql.CollectedField, obj *ent.App) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalOString2ᚖstring(ctx, field.Selections, obj.IconURL)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3227,6 +3248,9 @@ func (ec *executionContext) fieldContext_App_iconURL(_ context.Context, field gr
 }
 
 func (ec *executionContext) _App_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.App) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNInt2int(ctx, field.Selections, obj.TotalCount)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3250,6 +3274,9 @@ func (ec *executionContext) fieldContext_App_totalCount(_ context.Context, field
 }
 
 func (ec *executionContext) _App_assignedCount(ctx context.Context, field graphql.CollectedField, obj *ent.App) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNInt2int(ctx, field.Selections, obj.AssignedCount)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3273,6 +3300,9 @@ func (ec *executionContext) fieldContext_App_assignedCount(_ context.Context, fi
 }
 
 func (ec *executionContext) _App_availableCount(ctx context.Context, field graphql.CollectedField, obj *ent.App) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNInt2int(ctx, field.Selections, obj.AvailableCount)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3296,6 +3326,9 @@ func (ec *executionContext) fieldContext_App_availableCount(_ context.Context, f
 }
 
 func (ec *executionContext) _App_retiredCount(ctx context.Context, field graphql.CollectedField, obj *ent.App) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNInt2int(ctx, field.Selections, obj.RetiredCount)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3319,6 +3352,9 @@ func (ec *executionContext) fieldContext_App_retiredCount(_ context.Context, fie
 }
 
 func (ec *executionContext) _App_unlimited(ctx context.Context, field graphql.CollectedField, obj *ent.App) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNBoolean2bool(ctx, field.Selections, obj.Unlimited)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3365,6 +3401,9 @@ func (ec *executionContext) fieldContext_App_supportedPlatforms(_ context.Contex
 }
 
 func (ec *executionContext) _App_lowLicenceThreshold(ctx context.Context, field graphql.CollectedField, obj *ent.App) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalOInt2ᚖint(ctx, field.Selections, obj.LowLicenceThreshold)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3484,6 +3523,9 @@ func (ec *executionContext) fieldContext_AppConnection_pageInfo(_ context.Contex
 }
 
 func (ec *executionContext) _AppConnection_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.AppConnection) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNInt2int(ctx, field.Selections, obj.TotalCount)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3562,6 +3604,9 @@ func (ec *executionContext) fieldContext_AppEdge_cursor(_ context.Context, field
 }
 
 func (ec *executionContext) _AuditEvent_id(ctx context.Context, field graphql.CollectedField, obj *ent.AuditEvent) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNID2int(ctx, field.Selections, obj.ID)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3608,6 +3653,9 @@ func (ec *executionContext) fieldContext_AuditEvent_createdAt(_ context.Context,
 }
 
 func (ec *executionContext) _AuditEvent_actor(ctx context.Context, field graphql.CollectedField, obj *ent.AuditEvent) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNString2string(ctx, field.Selections, obj.Actor)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3631,6 +3679,9 @@ func (ec *executionContext) fieldContext_AuditEvent_actor(_ context.Context, fie
 }
 
 func (ec *executionContext) _AuditEvent_action(ctx context.Context, field graphql.CollectedField, obj *ent.AuditEvent) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNString2string(ctx, field.Selections, obj.Action)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3654,6 +3705,9 @@ func (ec *executionContext) fieldContext_AuditEvent_action(_ context.Context, fi
 }
 
 func (ec *executionContext) _AuditEvent_outcome(ctx context.Context, field graphql.CollectedField, obj *ent.AuditEvent) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNString2string(ctx, field.Selections, obj.Outcome)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3677,6 +3731,9 @@ func (ec *executionContext) fieldContext_AuditEvent_outcome(_ context.Context, f
 }
 
 func (ec *executionContext) _AuditEvent_detail(ctx context.Context, field graphql.CollectedField, obj *ent.AuditEvent) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNString2string(ctx, field.Selections, obj.Detail)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3700,6 +3757,9 @@ func (ec *executionContext) fieldContext_AuditEvent_detail(_ context.Context, fi
 }
 
 func (ec *executionContext) _AuditEvent_customerID(ctx context.Context, field graphql.CollectedField, obj *ent.AuditEvent) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalOID2ᚖint(ctx, field.Selections, obj.CustomerID)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3787,6 +3847,9 @@ func (ec *executionContext) fieldContext_AuditEventConnection_pageInfo(_ context
 }
 
 func (ec *executionContext) _AuditEventConnection_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.AuditEventConnection) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNInt2int(ctx, field.Selections, obj.TotalCount)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3865,6 +3928,9 @@ func (ec *executionContext) fieldContext_AuditEventEdge_cursor(_ context.Context
 }
 
 func (ec *executionContext) _Customer_id(ctx context.Context, field graphql.CollectedField, obj *ent.Customer) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNID2int(ctx, field.Selections, obj.ID)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3934,6 +4000,9 @@ func (ec *executionContext) fieldContext_Customer_updatedAt(_ context.Context, f
 }
 
 func (ec *executionContext) _Customer_name(ctx context.Context, field graphql.CollectedField, obj *ent.Customer) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNString2string(ctx, field.Selections, obj.Name)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4097,6 +4166,9 @@ func (ec *executionContext) fieldContext_CustomerConnection_pageInfo(_ context.C
 }
 
 func (ec *executionContext) _CustomerConnection_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.CustomerConnection) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNInt2int(ctx, field.Selections, obj.TotalCount)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4175,6 +4247,9 @@ func (ec *executionContext) fieldContext_CustomerEdge_cursor(_ context.Context, 
 }
 
 func (ec *executionContext) _DeleteCustomerPayload_deletedID(ctx context.Context, field graphql.CollectedField, obj *model.DeleteCustomerPayload) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNID2int(ctx, field.Selections, obj.DeletedID)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4198,6 +4273,9 @@ func (ec *executionContext) fieldContext_DeleteCustomerPayload_deletedID(_ conte
 }
 
 func (ec *executionContext) _DeleteServerTokenPayload_deletedID(ctx context.Context, field graphql.CollectedField, obj *model.DeleteServerTokenPayload) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNID2int(ctx, field.Selections, obj.DeletedID)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4221,6 +4299,9 @@ func (ec *executionContext) fieldContext_DeleteServerTokenPayload_deletedID(_ co
 }
 
 func (ec *executionContext) _LicenceAssignment_id(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceAssignment) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNID2int(ctx, field.Selections, obj.ID)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4244,6 +4325,9 @@ func (ec *executionContext) fieldContext_LicenceAssignment_id(_ context.Context,
 }
 
 func (ec *executionContext) _LicenceAssignment_adamID(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceAssignment) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNString2string(ctx, field.Selections, obj.AdamID)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4267,6 +4351,9 @@ func (ec *executionContext) fieldContext_LicenceAssignment_adamID(_ context.Cont
 }
 
 func (ec *executionContext) _LicenceAssignment_pricingParam(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceAssignment) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNString2string(ctx, field.Selections, obj.PricingParam)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4290,6 +4377,9 @@ func (ec *executionContext) fieldContext_LicenceAssignment_pricingParam(_ contex
 }
 
 func (ec *executionContext) _LicenceAssignment_serialNumber(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceAssignment) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalOString2ᚖstring(ctx, field.Selections, obj.SerialNumber)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4313,6 +4403,9 @@ func (ec *executionContext) fieldContext_LicenceAssignment_serialNumber(_ contex
 }
 
 func (ec *executionContext) _LicenceAssignment_clientUserID(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceAssignment) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalOString2ᚖstring(ctx, field.Selections, obj.ClientUserID)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4464,6 +4557,9 @@ func (ec *executionContext) fieldContext_LicenceAssignmentConnection_pageInfo(_ 
 }
 
 func (ec *executionContext) _LicenceAssignmentConnection_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceAssignmentConnection) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNInt2int(ctx, field.Selections, obj.TotalCount)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4542,6 +4638,9 @@ func (ec *executionContext) fieldContext_LicenceAssignmentEdge_cursor(_ context.
 }
 
 func (ec *executionContext) _LicenceFailure_adamID(ctx context.Context, field graphql.CollectedField, obj *schematype.LicenceFailure) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalOString2ᚖstring(ctx, field.Selections, obj.AdamID)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4565,6 +4664,9 @@ func (ec *executionContext) fieldContext_LicenceFailure_adamID(_ context.Context
 }
 
 func (ec *executionContext) _LicenceFailure_pricingParam(ctx context.Context, field graphql.CollectedField, obj *schematype.LicenceFailure) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalOString2ᚖstring(ctx, field.Selections, obj.PricingParam)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4588,6 +4690,9 @@ func (ec *executionContext) fieldContext_LicenceFailure_pricingParam(_ context.C
 }
 
 func (ec *executionContext) _LicenceFailure_serialNumber(ctx context.Context, field graphql.CollectedField, obj *schematype.LicenceFailure) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalOString2ᚖstring(ctx, field.Selections, obj.SerialNumber)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4611,6 +4716,9 @@ func (ec *executionContext) fieldContext_LicenceFailure_serialNumber(_ context.C
 }
 
 func (ec *executionContext) _LicenceFailure_clientUserID(ctx context.Context, field graphql.CollectedField, obj *schematype.LicenceFailure) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalOString2ᚖstring(ctx, field.Selections, obj.ClientUserID)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4634,6 +4742,9 @@ func (ec *executionContext) fieldContext_LicenceFailure_clientUserID(_ context.C
 }
 
 func (ec *executionContext) _LicenceFailure_code(ctx context.Context, field graphql.CollectedField, obj *schematype.LicenceFailure) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNString2string(ctx, field.Selections, obj.Code)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4657,6 +4768,9 @@ func (ec *executionContext) fieldContext_LicenceFailure_code(_ context.Context, 
 }
 
 func (ec *executionContext) _LicenceFailure_message(ctx context.Context, field graphql.CollectedField, obj *schematype.LicenceFailure) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNString2string(ctx, field.Selections, obj.Message)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4680,6 +4794,9 @@ func (ec *executionContext) fieldContext_LicenceFailure_message(_ context.Contex
 }
 
 func (ec *executionContext) _LicenceOperation_id(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceOperation) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNID2int(ctx, field.Selections, obj.ID)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4703,6 +4820,9 @@ func (ec *executionContext) fieldContext_LicenceOperation_id(_ context.Context, 
 }
 
 func (ec *executionContext) _LicenceOperation_kind(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceOperation) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNLicenceOperationKind2githubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋlicenceoperationᚐKind(ctx, field.Selections, obj.Kind)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4726,6 +4846,9 @@ func (ec *executionContext) fieldContext_LicenceOperation_kind(_ context.Context
 }
 
 func (ec *executionContext) _LicenceOperation_status(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceOperation) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNLicenceOperationStatus2githubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋlicenceoperationᚐStatus(ctx, field.Selections, obj.Status)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4749,6 +4872,9 @@ func (ec *executionContext) fieldContext_LicenceOperation_status(_ context.Conte
 }
 
 func (ec *executionContext) _LicenceOperation_requested(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceOperation) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNInt2int(ctx, field.Selections, obj.Requested)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4772,6 +4898,9 @@ func (ec *executionContext) fieldContext_LicenceOperation_requested(_ context.Co
 }
 
 func (ec *executionContext) _LicenceOperation_completed(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceOperation) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNInt2int(ctx, field.Selections, obj.Completed)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4969,6 +5098,9 @@ func (ec *executionContext) fieldContext_LicenceOperationConnection_pageInfo(_ c
 }
 
 func (ec *executionContext) _LicenceOperationConnection_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceOperationConnection) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNInt2int(ctx, field.Selections, obj.TotalCount)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -5079,6 +5211,9 @@ func (ec *executionContext) fieldContext_LicenceOperationPayload_operation(_ con
 }
 
 func (ec *executionContext) _LicenceTotals_total(ctx context.Context, field graphql.CollectedField, obj *domain.LicenceTotals) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNInt2int(ctx, field.Selections, obj.Total)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -5102,6 +5237,9 @@ func (ec *executionContext) fieldContext_LicenceTotals_total(_ context.Context, 
 }
 
 func (ec *executionContext) _LicenceTotals_assigned(ctx context.Context, field graphql.CollectedField, obj *domain.LicenceTotals) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNInt2int(ctx, field.Selections, obj.Assigned)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -5125,6 +5263,9 @@ func (ec *executionContext) fieldContext_LicenceTotals_assigned(_ context.Contex
 }
 
 func (ec *executionContext) _LicenceTotals_available(ctx context.Context, field graphql.CollectedField, obj *domain.LicenceTotals) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNInt2int(ctx, field.Selections, obj.Available)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -5148,6 +5289,9 @@ func (ec *executionContext) fieldContext_LicenceTotals_available(_ context.Conte
 }
 
 func (ec *executionContext) _LicenceTotals_retired(ctx context.Context, field graphql.CollectedField, obj *domain.LicenceTotals) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNInt2int(ctx, field.Selections, obj.Retired)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -5171,6 +5315,9 @@ func (ec *executionContext) fieldContext_LicenceTotals_retired(_ context.Context
 }
 
 func (ec *executionContext) _LicenceTotals_unlimitedCount(ctx context.Context, field graphql.CollectedField, obj *domain.LicenceTotals) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNInt2int(ctx, field.Selections, obj.UnlimitedCount)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -5258,6 +5405,9 @@ func (ec *executionContext) fieldContext_LicenceWarning_token(_ context.Context,
 }
 
 func (ec *executionContext) _LicenceWarning_availableCount(ctx context.Context, field graphql.CollectedField, obj *domain.LicenceWarning) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNInt2int(ctx, field.Selections, obj.AvailableCount)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -5281,6 +5431,9 @@ func (ec *executionContext) fieldContext_LicenceWarning_availableCount(_ context
 }
 
 func (ec *executionContext) _LicenceWarning_threshold(ctx context.Context, field graphql.CollectedField, obj *domain.LicenceWarning) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNInt2int(ctx, field.Selections, obj.Threshold)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -5304,6 +5457,9 @@ func (ec *executionContext) fieldContext_LicenceWarning_threshold(_ context.Cont
 }
 
 func (ec *executionContext) _LicenceWarning_level(ctx context.Context, field graphql.CollectedField, obj *domain.LicenceWarning) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNLicenceWarningLevel2githubᚗcomᚋorchardᚑmspᚋorchardᚋgraphᚋdomainᚐLicenceWarningLevel(ctx, field.Selections, obj.Level)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -5350,6 +5506,9 @@ func (ec *executionContext) fieldContext_LicenceWarning_issuedAt(_ context.Conte
 }
 
 func (ec *executionContext) _MDMInfo_id(ctx context.Context, field graphql.CollectedField, obj *schematype.MDMInfo) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNString2string(ctx, field.Selections, obj.ID)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -5373,6 +5532,9 @@ func (ec *executionContext) fieldContext_MDMInfo_id(_ context.Context, field gra
 }
 
 func (ec *executionContext) _MDMInfo_name(ctx context.Context, field graphql.CollectedField, obj *schematype.MDMInfo) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNString2string(ctx, field.Selections, obj.Name)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -5396,6 +5558,9 @@ func (ec *executionContext) fieldContext_MDMInfo_name(_ context.Context, field g
 }
 
 func (ec *executionContext) _MDMInfo_metadata(ctx context.Context, field graphql.CollectedField, obj *schematype.MDMInfo) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNString2string(ctx, field.Selections, obj.Metadata)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -5991,6 +6156,9 @@ func (ec *executionContext) fieldContext_Mutation_updateApp(ctx context.Context,
 }
 
 func (ec *executionContext) _PageInfo_hasNextPage(ctx context.Context, field graphql.CollectedField, obj *entgql.PageInfo[int]) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNBoolean2bool(ctx, field.Selections, obj.HasNextPage)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -6014,6 +6182,9 @@ func (ec *executionContext) fieldContext_PageInfo_hasNextPage(_ context.Context,
 }
 
 func (ec *executionContext) _PageInfo_hasPreviousPage(ctx context.Context, field graphql.CollectedField, obj *entgql.PageInfo[int]) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNBoolean2bool(ctx, field.Selections, obj.HasPreviousPage)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -6455,6 +6626,9 @@ func (ec *executionContext) fieldContext_Query___schema(_ context.Context, field
 }
 
 func (ec *executionContext) _ServerToken_id(ctx context.Context, field graphql.CollectedField, obj *ent.ServerToken) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNID2int(ctx, field.Selections, obj.ID)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -6524,6 +6698,9 @@ func (ec *executionContext) fieldContext_ServerToken_updatedAt(_ context.Context
 }
 
 func (ec *executionContext) _ServerToken_state(ctx context.Context, field graphql.CollectedField, obj *ent.ServerToken) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNServerTokenState2githubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋservertokenᚐState(ctx, field.Selections, obj.State)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -6547,6 +6724,9 @@ func (ec *executionContext) fieldContext_ServerToken_state(_ context.Context, fi
 }
 
 func (ec *executionContext) _ServerToken_orgName(ctx context.Context, field graphql.CollectedField, obj *ent.ServerToken) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNString2string(ctx, field.Selections, obj.OrgName)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -6570,6 +6750,9 @@ func (ec *executionContext) fieldContext_ServerToken_orgName(_ context.Context, 
 }
 
 func (ec *executionContext) _ServerToken_locationName(ctx context.Context, field graphql.CollectedField, obj *ent.ServerToken) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNString2string(ctx, field.Selections, obj.LocationName)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -6593,6 +6776,9 @@ func (ec *executionContext) fieldContext_ServerToken_locationName(_ context.Cont
 }
 
 func (ec *executionContext) _ServerToken_locationUID(ctx context.Context, field graphql.CollectedField, obj *ent.ServerToken) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNString2string(ctx, field.Selections, obj.LocationUID)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -6616,6 +6802,9 @@ func (ec *executionContext) fieldContext_ServerToken_locationUID(_ context.Conte
 }
 
 func (ec *executionContext) _ServerToken_countryCode(ctx context.Context, field graphql.CollectedField, obj *ent.ServerToken) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNString2string(ctx, field.Selections, obj.CountryCode)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -6639,6 +6828,9 @@ func (ec *executionContext) fieldContext_ServerToken_countryCode(_ context.Conte
 }
 
 func (ec *executionContext) _ServerToken_defaultPlatform(ctx context.Context, field graphql.CollectedField, obj *ent.ServerToken) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNString2string(ctx, field.Selections, obj.DefaultPlatform)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -6662,6 +6854,9 @@ func (ec *executionContext) fieldContext_ServerToken_defaultPlatform(_ context.C
 }
 
 func (ec *executionContext) _ServerToken_websiteURL(ctx context.Context, field graphql.CollectedField, obj *ent.ServerToken) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNString2string(ctx, field.Selections, obj.WebsiteURL)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -6763,6 +6958,9 @@ func (ec *executionContext) fieldContext_ServerToken_lastSyncedAt(_ context.Cont
 }
 
 func (ec *executionContext) _ServerToken_lastErrorCode(ctx context.Context, field graphql.CollectedField, obj *ent.ServerToken) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNString2string(ctx, field.Selections, obj.LastErrorCode)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -6786,6 +6984,9 @@ func (ec *executionContext) fieldContext_ServerToken_lastErrorCode(_ context.Con
 }
 
 func (ec *executionContext) _ServerToken_lastError(ctx context.Context, field graphql.CollectedField, obj *ent.ServerToken) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNString2string(ctx, field.Selections, obj.LastError)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7161,6 +7362,9 @@ func (ec *executionContext) fieldContext_ServerTokenConnection_pageInfo(_ contex
 }
 
 func (ec *executionContext) _ServerTokenConnection_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.ServerTokenConnection) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNInt2int(ctx, field.Selections, obj.TotalCount)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7435,6 +7639,9 @@ func (ec *executionContext) fieldContext_TokenExpiryWarning_token(_ context.Cont
 }
 
 func (ec *executionContext) _TokenExpiryWarning_daysUntilExpiry(ctx context.Context, field graphql.CollectedField, obj *domain.Warning) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNInt2int(ctx, field.Selections, obj.DaysUntilExpiry)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7458,6 +7665,9 @@ func (ec *executionContext) fieldContext_TokenExpiryWarning_daysUntilExpiry(_ co
 }
 
 func (ec *executionContext) _TokenExpiryWarning_level(ctx context.Context, field graphql.CollectedField, obj *domain.Warning) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNExpiryWarningLevel2githubᚗcomᚋorchardᚑmspᚋorchardᚋgraphᚋdomainᚐWarningLevel(ctx, field.Selections, obj.Level)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7600,6 +7810,9 @@ func (ec *executionContext) fieldContext_UploadServerTokenPayload_renews(_ conte
 }
 
 func (ec *executionContext) _Viewer_name(ctx context.Context, field graphql.CollectedField, obj *model.Viewer) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNString2string(ctx, field.Selections, obj.Name)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7623,6 +7836,9 @@ func (ec *executionContext) fieldContext_Viewer_name(_ context.Context, field gr
 }
 
 func (ec *executionContext) _Viewer_role(ctx context.Context, field graphql.CollectedField, obj *model.Viewer) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNRole2githubᚗcomᚋorchardᚑmspᚋorchardᚋgraphᚋmodelᚐRole(ctx, field.Selections, obj.Role)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7646,6 +7862,9 @@ func (ec *executionContext) fieldContext_Viewer_role(_ context.Context, field gr
 }
 
 func (ec *executionContext) _Viewer_allCustomers(ctx context.Context, field graphql.CollectedField, obj *model.Viewer) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNBoolean2bool(ctx, field.Selections, obj.AllCustomers)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7669,6 +7888,9 @@ func (ec *executionContext) fieldContext_Viewer_allCustomers(_ context.Context, 
 }
 
 func (ec *executionContext) ___Directive_name(ctx context.Context, field graphql.CollectedField, obj *introspection.Directive) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNString2string(ctx, field.Selections, obj.Name)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7715,6 +7937,9 @@ func (ec *executionContext) fieldContext___Directive_description(_ context.Conte
 }
 
 func (ec *executionContext) ___Directive_isRepeatable(ctx context.Context, field graphql.CollectedField, obj *introspection.Directive) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNBoolean2bool(ctx, field.Selections, obj.IsRepeatable)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7805,6 +8030,9 @@ func (ec *executionContext) fieldContext___Directive_args(ctx context.Context, f
 }
 
 func (ec *executionContext) ___EnumValue_name(ctx context.Context, field graphql.CollectedField, obj *introspection.EnumValue) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNString2string(ctx, field.Selections, obj.Name)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7897,6 +8125,9 @@ func (ec *executionContext) fieldContext___EnumValue_deprecationReason(_ context
 }
 
 func (ec *executionContext) ___Field_name(ctx context.Context, field graphql.CollectedField, obj *introspection.Field) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNString2string(ctx, field.Selections, obj.Name)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -8065,6 +8296,9 @@ func (ec *executionContext) fieldContext___Field_deprecationReason(_ context.Con
 }
 
 func (ec *executionContext) ___InputValue_name(ctx context.Context, field graphql.CollectedField, obj *introspection.InputValue) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNString2string(ctx, field.Selections, obj.Name)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -8143,6 +8377,9 @@ func (ec *executionContext) fieldContext___InputValue_type(_ context.Context, fi
 }
 
 func (ec *executionContext) ___InputValue_defaultValue(ctx context.Context, field graphql.CollectedField, obj *introspection.InputValue) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalOString2ᚖstring(ctx, field.Selections, obj.DefaultValue)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -12985,7 +13222,7 @@ func (ec *executionContext) _App(ctx context.Context, sel ast.SelectionSet, obj 
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var appConnectionImplementors = []string{"AppConnection"}
@@ -13028,7 +13265,7 @@ func (ec *executionContext) _AppConnection(ctx context.Context, sel ast.Selectio
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var appEdgeImplementors = []string{"AppEdge"}
@@ -13066,7 +13303,7 @@ func (ec *executionContext) _AppEdge(ctx context.Context, sel ast.SelectionSet, 
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var auditEventImplementors = []string{"AuditEvent", "Node"}
@@ -13129,7 +13366,7 @@ func (ec *executionContext) _AuditEvent(ctx context.Context, sel ast.SelectionSe
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var auditEventConnectionImplementors = []string{"AuditEventConnection"}
@@ -13172,7 +13409,7 @@ func (ec *executionContext) _AuditEventConnection(ctx context.Context, sel ast.S
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var auditEventEdgeImplementors = []string{"AuditEventEdge"}
@@ -13210,7 +13447,7 @@ func (ec *executionContext) _AuditEventEdge(ctx context.Context, sel ast.Selecti
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var customerImplementors = []string{"Customer", "Node"}
@@ -13270,7 +13507,7 @@ func (ec *executionContext) _Customer(ctx context.Context, sel ast.SelectionSet,
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var customerConnectionImplementors = []string{"CustomerConnection"}
@@ -13313,7 +13550,7 @@ func (ec *executionContext) _CustomerConnection(ctx context.Context, sel ast.Sel
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var customerEdgeImplementors = []string{"CustomerEdge"}
@@ -13351,7 +13588,7 @@ func (ec *executionContext) _CustomerEdge(ctx context.Context, sel ast.Selection
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var deleteCustomerPayloadImplementors = []string{"DeleteCustomerPayload"}
@@ -13384,7 +13621,7 @@ func (ec *executionContext) _DeleteCustomerPayload(ctx context.Context, sel ast.
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var deleteServerTokenPayloadImplementors = []string{"DeleteServerTokenPayload"}
@@ -13417,7 +13654,7 @@ func (ec *executionContext) _DeleteServerTokenPayload(ctx context.Context, sel a
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var licenceAssignmentImplementors = []string{"LicenceAssignment", "Node"}
@@ -13482,7 +13719,7 @@ func (ec *executionContext) _LicenceAssignment(ctx context.Context, sel ast.Sele
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var licenceAssignmentConnectionImplementors = []string{"LicenceAssignmentConnection"}
@@ -13525,7 +13762,7 @@ func (ec *executionContext) _LicenceAssignmentConnection(ctx context.Context, se
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var licenceAssignmentEdgeImplementors = []string{"LicenceAssignmentEdge"}
@@ -13563,7 +13800,7 @@ func (ec *executionContext) _LicenceAssignmentEdge(ctx context.Context, sel ast.
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var licenceFailureImplementors = []string{"LicenceFailure"}
@@ -13621,7 +13858,7 @@ func (ec *executionContext) _LicenceFailure(ctx context.Context, sel ast.Selecti
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var licenceOperationImplementors = []string{"LicenceOperation", "Node"}
@@ -13695,7 +13932,7 @@ func (ec *executionContext) _LicenceOperation(ctx context.Context, sel ast.Selec
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var licenceOperationConnectionImplementors = []string{"LicenceOperationConnection"}
@@ -13738,7 +13975,7 @@ func (ec *executionContext) _LicenceOperationConnection(ctx context.Context, sel
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var licenceOperationEdgeImplementors = []string{"LicenceOperationEdge"}
@@ -13776,7 +14013,7 @@ func (ec *executionContext) _LicenceOperationEdge(ctx context.Context, sel ast.S
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var licenceOperationPayloadImplementors = []string{"LicenceOperationPayload"}
@@ -13809,7 +14046,7 @@ func (ec *executionContext) _LicenceOperationPayload(ctx context.Context, sel as
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var licenceTotalsImplementors = []string{"LicenceTotals"}
@@ -13862,7 +14099,7 @@ func (ec *executionContext) _LicenceTotals(ctx context.Context, sel ast.Selectio
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var licenceWarningImplementors = []string{"LicenceWarning"}
@@ -13920,7 +14157,7 @@ func (ec *executionContext) _LicenceWarning(ctx context.Context, sel ast.Selecti
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var mDMInfoImplementors = []string{"MDMInfo"}
@@ -13963,7 +14200,7 @@ func (ec *executionContext) _MDMInfo(ctx context.Context, sel ast.SelectionSet, 
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var mutationImplementors = []string{"Mutation"}
@@ -14090,7 +14327,7 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var pageInfoImplementors = []string{"PageInfo"}
@@ -14138,7 +14375,7 @@ func (ec *executionContext) _PageInfo(ctx context.Context, sel ast.SelectionSet,
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var queryImplementors = []string{"Query"}
@@ -14230,7 +14467,7 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var serverTokenImplementors = []string{"ServerToken", "Node"}
@@ -14386,7 +14623,7 @@ func (ec *executionContext) _ServerToken(ctx context.Context, sel ast.SelectionS
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var serverTokenConnectionImplementors = []string{"ServerTokenConnection"}
@@ -14429,7 +14666,7 @@ func (ec *executionContext) _ServerTokenConnection(ctx context.Context, sel ast.
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var serverTokenEdgeImplementors = []string{"ServerTokenEdge"}
@@ -14467,7 +14704,7 @@ func (ec *executionContext) _ServerTokenEdge(ctx context.Context, sel ast.Select
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var serverTokenPayloadImplementors = []string{"ServerTokenPayload"}
@@ -14500,7 +14737,7 @@ func (ec *executionContext) _ServerTokenPayload(ctx context.Context, sel ast.Sel
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var subscriptionImplementors = []string{"Subscription"}
@@ -14572,7 +14809,7 @@ func (ec *executionContext) _TokenExpiryWarning(ctx context.Context, sel ast.Sel
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var uploadServerTokenPayloadImplementors = []string{"UploadServerTokenPayload"}
@@ -14615,7 +14852,7 @@ func (ec *executionContext) _UploadServerTokenPayload(ctx context.Context, sel a
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var viewerImplementors = []string{"Viewer"}
@@ -14658,7 +14895,7 @@ func (ec *executionContext) _Viewer(ctx context.Context, sel ast.SelectionSet, o
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var __DirectiveImplementors = []string{"__Directive"}
@@ -14711,7 +14948,7 @@ func (ec *executionContext) ___Directive(ctx context.Context, sel ast.SelectionS
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var __EnumValueImplementors = []string{"__EnumValue"}
@@ -14759,7 +14996,7 @@ func (ec *executionContext) ___EnumValue(ctx context.Context, sel ast.SelectionS
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var __FieldImplementors = []string{"__Field"}
@@ -14817,7 +15054,7 @@ func (ec *executionContext) ___Field(ctx context.Context, sel ast.SelectionSet, 
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var __InputValueImplementors = []string{"__InputValue"}
@@ -14875,7 +15112,7 @@ func (ec *executionContext) ___InputValue(ctx context.Context, sel ast.Selection
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var __SchemaImplementors = []string{"__Schema"}
@@ -14933,7 +15170,7 @@ func (ec *executionContext) ___Schema(ctx context.Context, sel ast.SelectionSet,
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 var __TypeImplementors = []string{"__Type"}
@@ -15016,7 +15253,7 @@ func (ec *executionContext) ___Type(ctx context.Context, sel ast.SelectionSet, o
 		ec.ProcessDeferredGroup(deferred)
 	}
 
-	return out
+	return objectMarshaler(out, fields, len(deferred.Defers))
 }
 
 // endregion **************************** object.gotpl ****************************

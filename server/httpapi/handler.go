@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"mime"
@@ -165,15 +166,15 @@ func newGraphQL(d serverDeps) *handler.Server {
 	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
 	srv.SetParserTokenLimit(parserTokenLimit)
 	if d.cfg.Introspection {
-		srv.Use(extension.Introspection{})
+		use(srv, extension.Introspection{})
 	} else {
 		// Without introspection, "did you mean" hints would leak the schema.
 		srv.SetDisableSuggestion(true)
 	}
-	srv.Use(extension.FixedComplexityLimit(complexityLimit))
-	srv.Use(graph.PageLimit{Max: 100})
+	use(srv, extension.FixedComplexityLimit(complexityLimit))
+	use(srv, graph.PageLimit{Max: 100})
 	if d.limits != nil {
-		srv.Use(d.limits) // after the complexity limit, whose figure it reads
+		use(srv, d.limits) // after the complexity limit, whose figure it reads
 	}
 	srv.SetErrorPresenter(graph.ErrorPresenter(d.log))
 	srv.SetRecoverFunc(graph.Recover(d.log))
@@ -193,6 +194,17 @@ func newGraphQL(d serverDeps) *handler.Server {
 	srv.AroundResponses(d.metrics.graphqlResponses)
 	srv.AroundResponses(graph.Loaders(d.svc))
 	return srv
+}
+
+// use adds an extension to the GraphQL server. A field interceptor is
+// refused: the generated executor marshals plain scalar fields directly,
+// without the field middleware (ent/gqlgen.go), so one would silently miss
+// most fields. Nothing here calls srv.AroundFields for the same reason.
+func use(srv *handler.Server, ext graphql.HandlerExtension) {
+	if _, ok := ext.(graphql.FieldInterceptor); ok {
+		panic(fmt.Sprintf("httpapi: %s intercepts fields, which plain scalar fields skip (see ent/gqlgen.go)", ext.ExtensionName()))
+	}
+	srv.Use(ext)
 }
 
 // checkOperations refuses a multipart request whose operations field has
