@@ -156,7 +156,7 @@ func newGraphQL(d serverDeps) *handler.Server {
 	})
 	srv.AddTransport(transport.Options{})
 	srv.AddTransport(transport.GET{})
-	srv.AddTransport(transport.POST{})
+	srv.AddTransport(jsonPOST{})
 	srv.AddTransport(transport.MultipartForm{
 		MaxUploadSize: d.cfg.MaxUploadBytes + multipartOverhead,
 		// Above MaxUploadSize, so an upload is always held in memory and a
