@@ -23,7 +23,8 @@ func (r *queryResolver) Viewer(ctx context.Context) (*model.Viewer, error) {
 		// Only API keys call the API; the system role never reaches a resolver.
 		return nil, fault.New(fault.Unauthenticated, "A valid API key is required.")
 	}
-	return &model.Viewer{Name: v.Name, Role: model.Role(strings.ToUpper(string(v.Role))), AllCustomers: !v.Scoped()}, nil
+	return &model.Viewer{Name: v.Name, Role: model.Role(strings.ToUpper(string(v.Role))), AllCustomers: !v.Scoped(),
+		DefaultLowLicenceThreshold: r.svc.LicenceSettings().WarnAvailable}, nil
 }
 
 // CustomerID is the resolver for the customerID field.

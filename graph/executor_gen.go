@@ -233,9 +233,10 @@ var executorTypes = map[string]map[string]executorField{
 		"token":    {typ: "ServerToken", concurrent: false},
 	},
 	"Viewer": {
-		"allCustomers": {typ: "Boolean", concurrent: false},
-		"name":         {typ: "String", concurrent: false},
-		"role":         {typ: "Role", concurrent: false},
+		"allCustomers":               {typ: "Boolean", concurrent: false},
+		"defaultLowLicenceThreshold": {typ: "Int", concurrent: false},
+		"name":                       {typ: "String", concurrent: false},
+		"role":                       {typ: "Role", concurrent: false},
 	},
 	"__Directive": {
 		"args":         {typ: "__InputValue", concurrent: false},

@@ -307,9 +307,10 @@ type ComplexityRoot struct {
 	}
 
 	Viewer struct {
-		AllCustomers func(childComplexity int) int
-		Name         func(childComplexity int) int
-		Role         func(childComplexity int) int
+		AllCustomers               func(childComplexity int) int
+		DefaultLowLicenceThreshold func(childComplexity int) int
+		Name                       func(childComplexity int) int
+		Role                       func(childComplexity int) int
 	}
 }
 
@@ -1502,6 +1503,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Viewer.AllCustomers(childComplexity), true
+	case "Viewer.defaultLowLicenceThreshold":
+		if e.ComplexityRoot.Viewer.DefaultLowLicenceThreshold == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Viewer.DefaultLowLicenceThreshold(childComplexity), true
 	case "Viewer.name":
 		if e.ComplexityRoot.Viewer.Name == nil {
 			break
@@ -2111,6 +2118,8 @@ func (ec *executionContext) childFields_Viewer(ctx context.Context, field graphq
 		return ec.fieldContext_Viewer_role(ctx, field)
 	case "allCustomers":
 		return ec.fieldContext_Viewer_allCustomers(ctx, field)
+	case "defaultLowLicenceThreshold":
+		return ec.fieldContext_Viewer_defaultLowLicenceThreshold(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Viewer", field.Name)
 }
@@ -7885,6 +7894,32 @@ func (ec *executionContext) _Viewer_allCustomers(ctx context.Context, field grap
 }
 func (ec *executionContext) fieldContext_Viewer_allCustomers(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Viewer", field, false, false, "Boolean")
+}
+
+func (ec *executionContext) _Viewer_defaultLowLicenceThreshold(ctx context.Context, field graphql.CollectedField, obj *model.Viewer) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		return ec.marshalNInt2int(ctx, field.Selections, obj.DefaultLowLicenceThreshold)
+	}
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Viewer_defaultLowLicenceThreshold(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.DefaultLowLicenceThreshold, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Viewer_defaultLowLicenceThreshold(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Viewer", field, false, false, "Int")
 }
 
 func (ec *executionContext) ___Directive_name(ctx context.Context, field graphql.CollectedField, obj *introspection.Directive) (ret graphql.Marshaler) {
@@ -14878,6 +14913,11 @@ func (ec *executionContext) _Viewer(ctx context.Context, sel ast.SelectionSet, o
 			}
 		case "allCustomers":
 			out.Values[i] = ec._Viewer_allCustomers(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "defaultLowLicenceThreshold":
+			out.Values[i] = ec._Viewer_defaultLowLicenceThreshold(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}

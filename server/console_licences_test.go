@@ -190,6 +190,8 @@ func TestConsoleLicences(t *testing.T) {
 
 		// The threshold in the Apps table: 400000000 warns at 10 from now on.
 		do(ctx, t, "editing a threshold", click(`//*[@role="tab" and starts-with(normalize-space(), "Apps")]`),
+			// Before: the server's default, by its number.
+			waitText(`//tr[contains(., "adamID 400000000")]/td[contains(@class, "threshold") and starts-with(normalize-space(), "5 (default)")]`),
 			click(button("Edit threshold for adamID 400000000")),
 			chromedp.SendKeys(labelled("Low-licence threshold for adamID 400000000"), "10", chromedp.NodeVisible),
 			click(button("Save")), waitText(`//tr[contains(., "adamID 400000000")]/td[contains(@class, "threshold") and starts-with(normalize-space(), "10")]`))

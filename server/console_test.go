@@ -370,9 +370,10 @@ func TestConsoleViewerKey(t *testing.T) {
 	}
 }
 
-// The viewer query for scoped and technician keys.
+// The viewer query for scoped and technician keys, and the server's
+// default low-licence threshold it reports to every role.
 func TestViewerQuery(t *testing.T) {
-	s := startServer(t, nil)
+	s := startServer(t, map[string]string{"ORCHARD_LICENCE_WARN_AVAILABLE": "7"})
 	admin := s.key()
 	c := s.createCustomer(admin, "Scoped")
 	for _, tc := range []struct {
@@ -387,12 +388,13 @@ func TestViewerQuery(t *testing.T) {
 		key := s.key(tc.args...)
 		var v struct {
 			Viewer struct {
-				Role         string
-				AllCustomers bool
+				Role                       string
+				AllCustomers               bool
+				DefaultLowLicenceThreshold int
 			}
 		}
-		s.gql(key, `{ viewer { role allCustomers } }`, nil).decode(t, &v)
-		if v.Viewer.Role != tc.role || v.Viewer.AllCustomers != tc.all {
+		s.gql(key, `{ viewer { role allCustomers defaultLowLicenceThreshold } }`, nil).decode(t, &v)
+		if v.Viewer.Role != tc.role || v.Viewer.AllCustomers != tc.all || v.Viewer.DefaultLowLicenceThreshold != 7 {
 			t.Errorf("%v: viewer = %+v", tc.args, v.Viewer)
 		}
 	}

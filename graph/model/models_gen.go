@@ -81,6 +81,8 @@ type Viewer struct {
 	Role Role   `json:"role"`
 	// True when the key is not limited to some customers.
 	AllCustomers bool `json:"allCustomers"`
+	// The low-licence threshold of every app without one of its own (ORCHARD_LICENCE_WARN_AVAILABLE).
+	DefaultLowLicenceThreshold int `json:"defaultLowLicenceThreshold"`
 }
 
 // What an API key may do.

@@ -24,7 +24,7 @@ function SignIn({ onSignedIn }) {
     setError('');
     session.set(key.trim());
     try {
-      const data = await gql('{ viewer { name role allCustomers } }');
+      const data = await gql('{ viewer { name role allCustomers defaultLowLicenceThreshold } }');
       onSignedIn(data.viewer);
     } catch (err) {
       session.clear();
@@ -115,7 +115,7 @@ function App() {
   const [checking, setChecking] = useState(!!session.key);
   useEffect(() => {
     if (!session.key) return;
-    gql('{ viewer { name role allCustomers } }')
+    gql('{ viewer { name role allCustomers defaultLowLicenceThreshold } }')
       .then((d) => setViewer(d.viewer))
       .catch(() => session.clear())
       .finally(() => setChecking(false));

@@ -121,7 +121,7 @@ export function TokenPage({ id, viewer, tab: initialTab, licenceWarnings }) {
           onClick=${() => choose(name)}>${label[name]}</button>`)}
       </div>
       <section role="tabpanel" id="panel-apps" aria-labelledby="tab-apps" hidden=${tab !== 'apps'}>
-        <${AppsTable} where=${{ hasTokenWith: [{ id: t.id }] }} canEdit=${canWrite} refresh=${changed} />
+        <${AppsTable} where=${{ hasTokenWith: [{ id: t.id }] }} canEdit=${canWrite} refresh=${changed} defaultThreshold=${viewer.defaultLowLicenceThreshold} />
       </section>
       ${opened.licences ? html`
         <section role="tabpanel" id="panel-licences" aria-labelledby="tab-licences" hidden=${tab !== 'licences'}>
@@ -146,7 +146,7 @@ const COLUMNS = [
 // AppsTable lists apps matching where: searchable, filterable by platform
 // and type, sortable, paged with Relay cursors. canEdit lets the low-licence
 // threshold be changed; a change of refresh reloads the page shown.
-export function AppsTable({ where, pageSize = 50, canEdit = false, refresh = 0 }) {
+export function AppsTable({ where, pageSize = 50, canEdit = false, refresh = 0, defaultThreshold = null }) {
   const [search, setSearch] = useState('');
   const [query, setQuery] = useState('');
   const [platform, setPlatform] = useState('');
@@ -196,13 +196,14 @@ export function AppsTable({ where, pageSize = 50, canEdit = false, refresh = 0 }
     if (editing && editing.id === a.id) {
       return html`<form class="inline threshold" onSubmit=${saveThreshold}>
         <label class="vh" for=${'threshold-' + a.id}>Low-licence threshold for ${name}</label>
-        <input id=${'threshold-' + a.id} type="number" min="0" step="1" inputmode="numeric" placeholder="default"
+        <input id=${'threshold-' + a.id} type="number" min="0" step="1" inputmode="numeric" placeholder=${defaultThreshold === null || defaultThreshold === undefined ? 'default' : `default (${defaultThreshold})`}
           value=${editing.value} onInput=${(ev) => setEditing({ ...editing, value: ev.target.value })} />
         <button type="submit">Save</button>
         <button type="button" onClick=${() => setEditing(null)}>Cancel</button>
       </form>`;
     }
-    const shown = a.unlimited ? 'never' : a.lowLicenceThreshold === null ? 'default' : String(a.lowLicenceThreshold);
+    const shown = a.unlimited ? 'never' : a.lowLicenceThreshold !== null ? String(a.lowLicenceThreshold)
+      : defaultThreshold === null || defaultThreshold === undefined ? 'default' : `${defaultThreshold} (default)`;
     return html`${shown}${canEdit && !a.unlimited ? html` <button type="button" class="link" onClick=${() => setEditing({ id: a.id, value: a.lowLicenceThreshold === null ? '' : String(a.lowLicenceThreshold) })}>Edit<span class="vh"> threshold for ${name}</span></button>` : null}`;
   }
 

@@ -129,7 +129,7 @@ export function CustomerPage({ id, viewer }) {
     <h2>Server tokens</h2>
     ${tokens.length ? html`<${TokenRows} tokens=${tokens} />` : html`<p>No server tokens yet.</p>`}
     <h2>Apps</h2>
-    <${AppsTable} where=${{ hasTokenWith: [{ hasCustomerWith: [{ id: c.id }], state: 'ACTIVE' }] }} />
+    <${AppsTable} where=${{ hasTokenWith: [{ hasCustomerWith: [{ id: c.id }], state: 'ACTIVE' }] }} defaultThreshold=${viewer.defaultLowLicenceThreshold} />
     <p><a href=${'#/audit?customer=' + encodeURIComponent(c.id)}>Audit log for ${c.name}</a></p>`;
 }
 
