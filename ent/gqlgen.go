@@ -222,7 +222,7 @@ func rewrite(path string, elems map[string]string, enums map[string]bool) error 
 			counts["direct"]++
 			// Before gqlgen's return, which stays for the equivalence test.
 			at := fset.Position(fn.Body.List[0].Pos()).Offset
-			edits = append(edits, edit{at, at, "if !" + directSwitch + " {\nreturn " + direct + "\n}\n"})
+			edits = append(edits, edit{at, at, "if !" + directSwitch + " {\n" + direct + "}\n"})
 		}
 		ast.Inspect(fn.Body, func(n ast.Node) bool {
 			call, ok := n.(*ast.CallExpr)
@@ -352,16 +352,23 @@ func neverNullMarshallers(file *ast.File, enums map[string]bool) map[string]bool
 	return safe
 }
 
-// directField recognises a plain scalar field of the generated executor,
+// directField recognises a plain field of the generated executor, one read
+// straight from a struct field,
 //
 //	func (ec *executionContext) _T_f(ctx context.Context, field graphql.CollectedField, obj *X) (ret graphql.Marshaler) {
-//		return graphql.ResolveField(ctx, ec.OperationContext, field, fieldContext,
+//		return graphql.ResolveField(ctx, ec.OperationContext, field,
+//			func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) { return ec.fieldContext_T_f(ctx, field) },
 //			func(ctx context.Context) (any, error) { return obj.F, nil },
 //			nil, func(ctx, selections, v) graphql.Marshaler { return ec.marshalM(ctx, selections, v) }, true, nonNull)
 //	}
 //
-// with marshalM in safe, and returns its direct path:
-// ec.marshalM(ctx, field.Selections, obj.F).
+// and returns its direct path. With marshalM in safe (a scalar that can
+// neither fail nor report a null) that is ec.marshalM(ctx,
+// field.Selections, obj.F) alone. Otherwise (an object, a list, a Time)
+// the field keeps its FieldContext, which the paths of errors below it and
+// its own null check read, and the panic guard; what it loses is only
+// graphql.ResolveField's closures and its call of the field middleware,
+// which Orchard keeps empty.
 func directField(fn *ast.FuncDecl, safe map[string]bool) (string, bool) {
 	if fn.Recv == nil || !strings.HasPrefix(fn.Name.Name, "_") || !hasParam(fn, "obj") || len(fn.Body.List) != 1 {
 		return "", false
@@ -372,6 +379,15 @@ func directField(fn *ast.FuncDecl, safe map[string]bool) (string, bool) {
 	}
 	call, ok := ret.Results[0].(*ast.CallExpr)
 	if !ok || exprString(call.Fun) != "graphql.ResolveField" || len(call.Args) != 9 || !isIdent(call.Args[5], "nil") {
+		return "", false
+	}
+	fieldContext := onlyReturn(call.Args[3])
+	if len(fieldContext) != 1 {
+		return "", false
+	}
+	fc, ok := fieldContext[0].(*ast.CallExpr)
+	if !ok || len(fc.Args) != 2 || exprString(fc.Args[0]) != "ctx" || exprString(fc.Args[1]) != "field" ||
+		!strings.HasPrefix(exprString(fc.Fun), "ec.fieldContext_") || !isIdent(call.Args[7], "true") {
 		return "", false
 	}
 	read := onlyReturn(call.Args[4])
@@ -391,10 +407,25 @@ func directField(fn *ast.FuncDecl, safe map[string]bool) (string, bool) {
 		return "", false
 	}
 	name, ok := m.Fun.(*ast.SelectorExpr)
-	if !ok || !isIdent(name.X, "ec") || !safe[name.Sel.Name] {
+	if !ok || !isIdent(name.X, "ec") || !strings.HasPrefix(name.Sel.Name, "marshal") {
 		return "", false
 	}
-	return "ec." + name.Sel.Name + "(ctx, field.Selections, obj." + field.Sel.Name + ")", true
+	value := "ec." + name.Sel.Name + "(ctx, field.Selections, obj." + field.Sel.Name + ")"
+	if safe[name.Sel.Name] {
+		return "return " + value + "\n", true
+	}
+	return `fc, err := ` + exprString(fc) + `
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ` + value + "\n", true
 }
 
 // onlyReturn gives the results of a function literal whose body is one

@@ -3055,6 +3055,20 @@ func (ec *executionContext) fieldContext_App_id(_ context.Context, field graphql
 }
 
 func (ec *executionContext) _App_createdAt(ctx context.Context, field graphql.CollectedField, obj *ent.App) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_App_createdAt(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalNTime2timeᚐTime(ctx, field.Selections, obj.CreatedAt)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3078,6 +3092,20 @@ func (ec *executionContext) fieldContext_App_createdAt(_ context.Context, field 
 }
 
 func (ec *executionContext) _App_updatedAt(ctx context.Context, field graphql.CollectedField, obj *ent.App) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_App_updatedAt(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalNTime2timeᚐTime(ctx, field.Selections, obj.UpdatedAt)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3387,6 +3415,20 @@ func (ec *executionContext) fieldContext_App_unlimited(_ context.Context, field 
 }
 
 func (ec *executionContext) _App_supportedPlatforms(ctx context.Context, field graphql.CollectedField, obj *ent.App) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_App_supportedPlatforms(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalNString2ᚕstringᚄ(ctx, field.Selections, obj.SupportedPlatforms)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3468,6 +3510,20 @@ func (ec *executionContext) fieldContext_App_token(_ context.Context, field grap
 }
 
 func (ec *executionContext) _AppConnection_edges(ctx context.Context, field graphql.CollectedField, obj *ent.AppConnection) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_AppConnection_edges(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalOAppEdge2ᚕᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐAppEdge(ctx, field.Selections, obj.Edges)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3500,6 +3556,20 @@ func (ec *executionContext) fieldContext_AppConnection_edges(_ context.Context, 
 }
 
 func (ec *executionContext) _AppConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *ent.AppConnection) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_AppConnection_pageInfo(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalNPageInfo2entgoᚗioᚋcontribᚋentgqlᚐPageInfo(ctx, field.Selections, obj.PageInfo)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3558,6 +3628,20 @@ func (ec *executionContext) fieldContext_AppConnection_totalCount(_ context.Cont
 }
 
 func (ec *executionContext) _AppEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.AppEdge) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_AppEdge_node(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalOApp2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐApp(ctx, field.Selections, obj.Node)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3590,6 +3674,20 @@ func (ec *executionContext) fieldContext_AppEdge_node(_ context.Context, field g
 }
 
 func (ec *executionContext) _AppEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *ent.AppEdge) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_AppEdge_cursor(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalNCursor2entgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, field.Selections, obj.Cursor)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3639,6 +3737,20 @@ func (ec *executionContext) fieldContext_AuditEvent_id(_ context.Context, field 
 }
 
 func (ec *executionContext) _AuditEvent_createdAt(ctx context.Context, field graphql.CollectedField, obj *ent.AuditEvent) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_AuditEvent_createdAt(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalNTime2timeᚐTime(ctx, field.Selections, obj.CreatedAt)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3792,6 +3904,20 @@ func (ec *executionContext) fieldContext_AuditEvent_customerID(_ context.Context
 }
 
 func (ec *executionContext) _AuditEventConnection_edges(ctx context.Context, field graphql.CollectedField, obj *ent.AuditEventConnection) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_AuditEventConnection_edges(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalOAuditEventEdge2ᚕᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐAuditEventEdge(ctx, field.Selections, obj.Edges)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3824,6 +3950,20 @@ func (ec *executionContext) fieldContext_AuditEventConnection_edges(_ context.Co
 }
 
 func (ec *executionContext) _AuditEventConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *ent.AuditEventConnection) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_AuditEventConnection_pageInfo(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalNPageInfo2entgoᚗioᚋcontribᚋentgqlᚐPageInfo(ctx, field.Selections, obj.PageInfo)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3882,6 +4022,20 @@ func (ec *executionContext) fieldContext_AuditEventConnection_totalCount(_ conte
 }
 
 func (ec *executionContext) _AuditEventEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.AuditEventEdge) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_AuditEventEdge_node(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalOAuditEvent2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐAuditEvent(ctx, field.Selections, obj.Node)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3914,6 +4068,20 @@ func (ec *executionContext) fieldContext_AuditEventEdge_node(_ context.Context, 
 }
 
 func (ec *executionContext) _AuditEventEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *ent.AuditEventEdge) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_AuditEventEdge_cursor(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalNCursor2entgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, field.Selections, obj.Cursor)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3963,6 +4131,20 @@ func (ec *executionContext) fieldContext_Customer_id(_ context.Context, field gr
 }
 
 func (ec *executionContext) _Customer_createdAt(ctx context.Context, field graphql.CollectedField, obj *ent.Customer) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_Customer_createdAt(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalNTime2timeᚐTime(ctx, field.Selections, obj.CreatedAt)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -3986,6 +4168,20 @@ func (ec *executionContext) fieldContext_Customer_createdAt(_ context.Context, f
 }
 
 func (ec *executionContext) _Customer_updatedAt(ctx context.Context, field graphql.CollectedField, obj *ent.Customer) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_Customer_updatedAt(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalNTime2timeᚐTime(ctx, field.Selections, obj.UpdatedAt)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4111,6 +4307,20 @@ func (ec *executionContext) fieldContext_Customer_licences(_ context.Context, fi
 }
 
 func (ec *executionContext) _CustomerConnection_edges(ctx context.Context, field graphql.CollectedField, obj *ent.CustomerConnection) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_CustomerConnection_edges(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalOCustomerEdge2ᚕᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐCustomerEdge(ctx, field.Selections, obj.Edges)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4143,6 +4353,20 @@ func (ec *executionContext) fieldContext_CustomerConnection_edges(_ context.Cont
 }
 
 func (ec *executionContext) _CustomerConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *ent.CustomerConnection) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_CustomerConnection_pageInfo(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalNPageInfo2entgoᚗioᚋcontribᚋentgqlᚐPageInfo(ctx, field.Selections, obj.PageInfo)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4201,6 +4425,20 @@ func (ec *executionContext) fieldContext_CustomerConnection_totalCount(_ context
 }
 
 func (ec *executionContext) _CustomerEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.CustomerEdge) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_CustomerEdge_node(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalOCustomer2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐCustomer(ctx, field.Selections, obj.Node)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4233,6 +4471,20 @@ func (ec *executionContext) fieldContext_CustomerEdge_node(_ context.Context, fi
 }
 
 func (ec *executionContext) _CustomerEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *ent.CustomerEdge) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_CustomerEdge_cursor(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalNCursor2entgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, field.Selections, obj.Cursor)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4502,6 +4754,20 @@ func (ec *executionContext) fieldContext_LicenceAssignment_app(_ context.Context
 }
 
 func (ec *executionContext) _LicenceAssignmentConnection_edges(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceAssignmentConnection) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_LicenceAssignmentConnection_edges(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalOLicenceAssignmentEdge2ᚕᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceAssignmentEdge(ctx, field.Selections, obj.Edges)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4534,6 +4800,20 @@ func (ec *executionContext) fieldContext_LicenceAssignmentConnection_edges(_ con
 }
 
 func (ec *executionContext) _LicenceAssignmentConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceAssignmentConnection) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_LicenceAssignmentConnection_pageInfo(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalNPageInfo2entgoᚗioᚋcontribᚋentgqlᚐPageInfo(ctx, field.Selections, obj.PageInfo)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4592,6 +4872,20 @@ func (ec *executionContext) fieldContext_LicenceAssignmentConnection_totalCount(
 }
 
 func (ec *executionContext) _LicenceAssignmentEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceAssignmentEdge) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_LicenceAssignmentEdge_node(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalOLicenceAssignment2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceAssignment(ctx, field.Selections, obj.Node)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4624,6 +4918,20 @@ func (ec *executionContext) fieldContext_LicenceAssignmentEdge_node(_ context.Co
 }
 
 func (ec *executionContext) _LicenceAssignmentEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceAssignmentEdge) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_LicenceAssignmentEdge_cursor(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalNCursor2entgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, field.Selections, obj.Cursor)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4933,6 +5241,20 @@ func (ec *executionContext) fieldContext_LicenceOperation_completed(_ context.Co
 }
 
 func (ec *executionContext) _LicenceOperation_failures(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceOperation) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_LicenceOperation_failures(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalNLicenceFailure2ᚕgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋschematypeᚐLicenceFailureᚄ(ctx, field.Selections, obj.Failures)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4965,6 +5287,20 @@ func (ec *executionContext) fieldContext_LicenceOperation_failures(_ context.Con
 }
 
 func (ec *executionContext) _LicenceOperation_createdAt(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceOperation) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_LicenceOperation_createdAt(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalNTime2timeᚐTime(ctx, field.Selections, obj.CreatedAt)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -4988,6 +5324,20 @@ func (ec *executionContext) fieldContext_LicenceOperation_createdAt(_ context.Co
 }
 
 func (ec *executionContext) _LicenceOperation_completedAt(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceOperation) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_LicenceOperation_completedAt(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.CompletedAt)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -5043,6 +5393,20 @@ func (ec *executionContext) fieldContext_LicenceOperation_token(_ context.Contex
 }
 
 func (ec *executionContext) _LicenceOperationConnection_edges(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceOperationConnection) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_LicenceOperationConnection_edges(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalOLicenceOperationEdge2ᚕᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceOperationEdge(ctx, field.Selections, obj.Edges)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -5075,6 +5439,20 @@ func (ec *executionContext) fieldContext_LicenceOperationConnection_edges(_ cont
 }
 
 func (ec *executionContext) _LicenceOperationConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceOperationConnection) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_LicenceOperationConnection_pageInfo(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalNPageInfo2entgoᚗioᚋcontribᚋentgqlᚐPageInfo(ctx, field.Selections, obj.PageInfo)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -5133,6 +5511,20 @@ func (ec *executionContext) fieldContext_LicenceOperationConnection_totalCount(_
 }
 
 func (ec *executionContext) _LicenceOperationEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceOperationEdge) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_LicenceOperationEdge_node(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalOLicenceOperation2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceOperation(ctx, field.Selections, obj.Node)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -5165,6 +5557,20 @@ func (ec *executionContext) fieldContext_LicenceOperationEdge_node(_ context.Con
 }
 
 func (ec *executionContext) _LicenceOperationEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceOperationEdge) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_LicenceOperationEdge_cursor(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalNCursor2entgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, field.Selections, obj.Cursor)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -5188,6 +5594,20 @@ func (ec *executionContext) fieldContext_LicenceOperationEdge_cursor(_ context.C
 }
 
 func (ec *executionContext) _LicenceOperationPayload_operation(ctx context.Context, field graphql.CollectedField, obj *model.LicenceOperationPayload) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_LicenceOperationPayload_operation(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalNLicenceOperation2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceOperation(ctx, field.Selections, obj.Operation)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -5350,6 +5770,20 @@ func (ec *executionContext) fieldContext_LicenceTotals_unlimitedCount(_ context.
 }
 
 func (ec *executionContext) _LicenceWarning_app(ctx context.Context, field graphql.CollectedField, obj *domain.LicenceWarning) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_LicenceWarning_app(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalNApp2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐApp(ctx, field.Selections, obj.App)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -5382,6 +5816,20 @@ func (ec *executionContext) fieldContext_LicenceWarning_app(_ context.Context, f
 }
 
 func (ec *executionContext) _LicenceWarning_token(ctx context.Context, field graphql.CollectedField, obj *domain.LicenceWarning) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_LicenceWarning_token(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalNServerToken2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐServerToken(ctx, field.Selections, obj.Token)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -5492,6 +5940,20 @@ func (ec *executionContext) fieldContext_LicenceWarning_level(_ context.Context,
 }
 
 func (ec *executionContext) _LicenceWarning_issuedAt(ctx context.Context, field graphql.CollectedField, obj *domain.LicenceWarning) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_LicenceWarning_issuedAt(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalNTime2timeᚐTime(ctx, field.Selections, obj.IssuedAt)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -6217,6 +6679,20 @@ func (ec *executionContext) fieldContext_PageInfo_hasPreviousPage(_ context.Cont
 }
 
 func (ec *executionContext) _PageInfo_startCursor(ctx context.Context, field graphql.CollectedField, obj *entgql.PageInfo[int]) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_PageInfo_startCursor(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, field.Selections, obj.StartCursor)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -6240,6 +6716,20 @@ func (ec *executionContext) fieldContext_PageInfo_startCursor(_ context.Context,
 }
 
 func (ec *executionContext) _PageInfo_endCursor(ctx context.Context, field graphql.CollectedField, obj *entgql.PageInfo[int]) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_PageInfo_endCursor(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalOCursor2ᚖentgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, field.Selections, obj.EndCursor)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -6661,6 +7151,20 @@ func (ec *executionContext) fieldContext_ServerToken_id(_ context.Context, field
 }
 
 func (ec *executionContext) _ServerToken_createdAt(ctx context.Context, field graphql.CollectedField, obj *ent.ServerToken) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_ServerToken_createdAt(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalNTime2timeᚐTime(ctx, field.Selections, obj.CreatedAt)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -6684,6 +7188,20 @@ func (ec *executionContext) fieldContext_ServerToken_createdAt(_ context.Context
 }
 
 func (ec *executionContext) _ServerToken_updatedAt(ctx context.Context, field graphql.CollectedField, obj *ent.ServerToken) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_ServerToken_updatedAt(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalNTime2timeᚐTime(ctx, field.Selections, obj.UpdatedAt)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -6889,6 +7407,20 @@ func (ec *executionContext) fieldContext_ServerToken_websiteURL(_ context.Contex
 }
 
 func (ec *executionContext) _ServerToken_expiresAt(ctx context.Context, field graphql.CollectedField, obj *ent.ServerToken) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_ServerToken_expiresAt(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalNTime2timeᚐTime(ctx, field.Selections, obj.ExpiresAt)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -6912,6 +7444,20 @@ func (ec *executionContext) fieldContext_ServerToken_expiresAt(_ context.Context
 }
 
 func (ec *executionContext) _ServerToken_managedBy(ctx context.Context, field graphql.CollectedField, obj *ent.ServerToken) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_ServerToken_managedBy(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalOMDMInfo2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋschematypeᚐMDMInfo(ctx, field.Selections, obj.ManagedBy)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -6944,6 +7490,20 @@ func (ec *executionContext) fieldContext_ServerToken_managedBy(_ context.Context
 }
 
 func (ec *executionContext) _ServerToken_lastSyncedAt(ctx context.Context, field graphql.CollectedField, obj *ent.ServerToken) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_ServerToken_lastSyncedAt(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.LastSyncedAt)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7019,6 +7579,20 @@ func (ec *executionContext) fieldContext_ServerToken_lastError(_ context.Context
 }
 
 func (ec *executionContext) _ServerToken_lastErrorAt(ctx context.Context, field graphql.CollectedField, obj *ent.ServerToken) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_ServerToken_lastErrorAt(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalOTime2ᚖtimeᚐTime(ctx, field.Selections, obj.LastErrorAt)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7307,6 +7881,20 @@ func (ec *executionContext) fieldContext_ServerToken_licences(_ context.Context,
 }
 
 func (ec *executionContext) _ServerTokenConnection_edges(ctx context.Context, field graphql.CollectedField, obj *ent.ServerTokenConnection) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_ServerTokenConnection_edges(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalOServerTokenEdge2ᚕᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐServerTokenEdge(ctx, field.Selections, obj.Edges)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7339,6 +7927,20 @@ func (ec *executionContext) fieldContext_ServerTokenConnection_edges(_ context.C
 }
 
 func (ec *executionContext) _ServerTokenConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *ent.ServerTokenConnection) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_ServerTokenConnection_pageInfo(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalNPageInfo2entgoᚗioᚋcontribᚋentgqlᚐPageInfo(ctx, field.Selections, obj.PageInfo)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7397,6 +7999,20 @@ func (ec *executionContext) fieldContext_ServerTokenConnection_totalCount(_ cont
 }
 
 func (ec *executionContext) _ServerTokenEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.ServerTokenEdge) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_ServerTokenEdge_node(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalOServerToken2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐServerToken(ctx, field.Selections, obj.Node)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7429,6 +8045,20 @@ func (ec *executionContext) fieldContext_ServerTokenEdge_node(_ context.Context,
 }
 
 func (ec *executionContext) _ServerTokenEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *ent.ServerTokenEdge) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_ServerTokenEdge_cursor(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalNCursor2entgoᚗioᚋcontribᚋentgqlᚐCursor(ctx, field.Selections, obj.Cursor)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7452,6 +8082,20 @@ func (ec *executionContext) fieldContext_ServerTokenEdge_cursor(_ context.Contex
 }
 
 func (ec *executionContext) _ServerTokenPayload_token(ctx context.Context, field graphql.CollectedField, obj *model.ServerTokenPayload) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_ServerTokenPayload_token(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalNServerToken2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐServerToken(ctx, field.Selections, obj.Token)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7616,6 +8260,20 @@ func (ec *executionContext) fieldContext_Subscription_licenceWarnings(ctx contex
 }
 
 func (ec *executionContext) _TokenExpiryWarning_token(ctx context.Context, field graphql.CollectedField, obj *domain.Warning) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_TokenExpiryWarning_token(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalNServerToken2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐServerToken(ctx, field.Selections, obj.Token)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7700,6 +8358,20 @@ func (ec *executionContext) fieldContext_TokenExpiryWarning_level(_ context.Cont
 }
 
 func (ec *executionContext) _TokenExpiryWarning_issuedAt(ctx context.Context, field graphql.CollectedField, obj *domain.Warning) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_TokenExpiryWarning_issuedAt(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalNTime2timeᚐTime(ctx, field.Selections, obj.IssuedAt)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7723,6 +8395,20 @@ func (ec *executionContext) fieldContext_TokenExpiryWarning_issuedAt(_ context.C
 }
 
 func (ec *executionContext) _UploadServerTokenPayload_token(ctx context.Context, field graphql.CollectedField, obj *model.UploadServerTokenPayload) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_UploadServerTokenPayload_token(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalNServerToken2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐServerToken(ctx, field.Selections, obj.Token)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7755,6 +8441,20 @@ func (ec *executionContext) fieldContext_UploadServerTokenPayload_token(_ contex
 }
 
 func (ec *executionContext) _UploadServerTokenPayload_conflict(ctx context.Context, field graphql.CollectedField, obj *model.UploadServerTokenPayload) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_UploadServerTokenPayload_conflict(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalOMDMInfo2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋschematypeᚐMDMInfo(ctx, field.Selections, obj.Conflict)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7787,6 +8487,20 @@ func (ec *executionContext) fieldContext_UploadServerTokenPayload_conflict(_ con
 }
 
 func (ec *executionContext) _UploadServerTokenPayload_renews(ctx context.Context, field graphql.CollectedField, obj *model.UploadServerTokenPayload) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext_UploadServerTokenPayload_renews(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalOServerToken2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐServerToken(ctx, field.Selections, obj.Renews)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -7998,6 +8712,20 @@ func (ec *executionContext) fieldContext___Directive_isRepeatable(_ context.Cont
 }
 
 func (ec *executionContext) ___Directive_locations(ctx context.Context, field graphql.CollectedField, obj *introspection.Directive) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext___Directive_locations(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalN__DirectiveLocation2ᚕstringᚄ(ctx, field.Selections, obj.Locations)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -8253,6 +8981,20 @@ func (ec *executionContext) fieldContext___Field_args(ctx context.Context, field
 }
 
 func (ec *executionContext) ___Field_type(ctx context.Context, field graphql.CollectedField, obj *introspection.Field) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext___Field_type(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalN__Type2ᚖgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐType(ctx, field.Selections, obj.Type)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
@@ -8380,6 +9122,20 @@ func (ec *executionContext) fieldContext___InputValue_description(_ context.Cont
 }
 
 func (ec *executionContext) ___InputValue_type(ctx context.Context, field graphql.CollectedField, obj *introspection.InputValue) (ret graphql.Marshaler) {
+	if !gqlgenOriginal {
+		fc, err := ec.fieldContext___InputValue_type(ctx, field)
+		if err != nil {
+			return graphql.Null
+		}
+		ctx = graphql.WithFieldContext(ctx, fc)
+		defer func() {
+			if r := recover(); r != nil {
+				ec.OperationContext.Error(ctx, ec.OperationContext.Recover(ctx, r))
+				ret = graphql.Null
+			}
+		}()
+		return ec.marshalN__Type2ᚖgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐType(ctx, field.Selections, obj.Type)
+	}
 	return graphql.ResolveField(
 		ctx,
 		ec.OperationContext,
