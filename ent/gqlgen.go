@@ -54,6 +54,7 @@ const (
 	directSwitch   = "gqlgenOriginal"
 	deferredHelper = "deferredGroupIfNeeded"
 	objectHelper   = "objectMarshaler"
+	collectHelper  = "collectFields"
 	listHelper     = "marshalListElements"
 	tableFile      = "executor_gen.go"
 )
@@ -185,6 +186,7 @@ func (p *executorData) table(pkg string) []byte {
 //
 //	graphql.NewDeferredGroup(ctx)                       → deferredGroupIfNeeded(ctx, fields)
 //	graphql.MarshalSliceConcurrently(ctx, n, w, p, fn)  → marshalListElements(ctx, "Elem", sel, n, w, p, fn)
+//	graphql.CollectFields(ec.OperationContext, sel, x)  → collectFields(ctx, ec.OperationContext, sel, x)
 //
 // checking each call's shape, has each object marshaller return
 // objectMarshaler(out, fields, len(deferred.Defers)), and gives each plain
@@ -242,6 +244,13 @@ func rewrite(path string, elems map[string]string, enums map[string]bool) error 
 					return true
 				}
 				edits = append(edits, edit{fset.Position(call.Pos()).Offset, fset.Position(call.End()).Offset, deferredHelper + "(ctx, fields)"})
+			case "CollectFields":
+				counts[sel.Sel.Name]++
+				if len(call.Args) != 3 || exprString(call.Args[0]) != "ec.OperationContext" || !isIdent(call.Args[1], "sel") || !hasParam(fn, "ctx") {
+					errs = append(errs, fmt.Sprintf("%s: %s: expected graphql.CollectFields(ec.OperationContext, sel, implementors) in a marshaller taking ctx", at, fn.Name.Name))
+					return true
+				}
+				edits = append(edits, edit{fset.Position(call.Pos()).Offset, fset.Position(call.Args[0].Pos()).Offset, collectHelper + "(ctx, "})
 			case "MarshalSliceConcurrently":
 				counts[sel.Sel.Name]++
 				elem, known := elems[fn.Name.Name]
@@ -257,7 +266,7 @@ func rewrite(path string, elems map[string]string, enums map[string]bool) error 
 			return true
 		})
 	}
-	for _, name := range []string{"NewDeferredGroup", "MarshalSliceConcurrently"} {
+	for _, name := range []string{"NewDeferredGroup", "MarshalSliceConcurrently", "CollectFields"} {
 		if counts[name] == 0 {
 			errs = append(errs, "no call of graphql."+name+" found")
 		}
@@ -276,7 +285,7 @@ func rewrite(path string, elems map[string]string, enums map[string]bool) error 
 	for _, e := range edits {
 		out = slices.Concat(out[:e.start], []byte(e.text), out[e.end:])
 	}
-	for _, name := range []string{"graphql.NewDeferredGroup(", "graphql.MarshalSliceConcurrently("} {
+	for _, name := range []string{"graphql.NewDeferredGroup(", "graphql.MarshalSliceConcurrently(", "graphql.CollectFields("} {
 		if bytes.Contains(out, []byte(name)) {
 			return fmt.Errorf("%s survived the rewrite", name)
 		}

@@ -3,15 +3,16 @@ package graph
 import (
 	"context"
 	"io"
+	"sync"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/vektah/gqlparser/v2/ast"
 )
 
 // The generated executor calls these helpers where gqlgen's templates call
-// graphql.NewDeferredGroup and graphql.MarshalSliceConcurrently, and where
-// an object marshaller returns its *graphql.FieldSet (ent/gqlgen.go rewrites
-// the calls after every generate). gqlgen's code costs on every object and
+// graphql.NewDeferredGroup, graphql.MarshalSliceConcurrently and
+// graphql.CollectFields, and where an object marshaller returns its
+// *graphql.FieldSet (ent/gqlgen.go rewrites the calls after every generate). gqlgen's code costs on every object and
 // every list element whether or not the operation needs it: the first
 // builds the object's full path for @defer bookkeeping, the second starts a
 // goroutine per element, and a FieldSet writes itself through a map and a
@@ -62,6 +63,8 @@ func marshalListElements(ctx context.Context, elem string, sel ast.SelectionSet,
 		return graphql.MarshalSliceConcurrently(ctx, n, workerLimit, omitPanicHandler, marshal)
 	}
 	ret := make(graphql.Array, n)
+	// Every element collects the same fields from the same selections.
+	ctx = context.WithValue(ctx, fieldsMemoKey{}, &fieldsMemo{})
 	// One allocation each for all the elements' contexts and indexes,
 	// rather than one per element.
 	fcs := make([]graphql.FieldContext, n)
@@ -183,4 +186,48 @@ func written(before []graphql.CollectedField, alias string) bool {
 		}
 	}
 	return false
+}
+
+// fieldsMemo remembers, for the elements of one list marshalled in a plain
+// loop, the fields collected from each selection set below them: each
+// element, and each object inside it, would otherwise ask
+// graphql.CollectFields again, which builds and hashes a cache key every
+// time. A deferred fragment below may read it from another goroutine,
+// hence the lock.
+type fieldsMemo struct {
+	mu      sync.Mutex
+	entries [8]fieldsMemoEntry
+	used    int
+}
+
+type fieldsMemoEntry struct {
+	sel       *ast.Selection
+	n         int
+	satisfies *string
+	fields    []graphql.CollectedField
+}
+
+type fieldsMemoKey struct{}
+
+// collectFields is graphql.CollectFields, answered from the list's memo
+// when there is one. A selection set and a type's implementors are the
+// same slices for every element, so their addresses identify them.
+func collectFields(ctx context.Context, oc *graphql.OperationContext, sel ast.SelectionSet, satisfies []string) []graphql.CollectedField {
+	m, _ := ctx.Value(fieldsMemoKey{}).(*fieldsMemo)
+	if gqlgenOriginal || m == nil || len(sel) == 0 || len(satisfies) == 0 {
+		return graphql.CollectFields(oc, sel, satisfies)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i := range m.used {
+		if e := &m.entries[i]; e.sel == &sel[0] && e.n == len(sel) && e.satisfies == &satisfies[0] {
+			return e.fields
+		}
+	}
+	fields := graphql.CollectFields(oc, sel, satisfies)
+	if m.used < len(m.entries) {
+		m.entries[m.used] = fieldsMemoEntry{sel: &sel[0], n: len(sel), satisfies: &satisfies[0], fields: fields}
+		m.used++
+	}
+	return fields
 }

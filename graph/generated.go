@@ -13905,7 +13905,7 @@ func (ec *executionContext) _Node(ctx context.Context, sel ast.SelectionSet, obj
 var appImplementors = []string{"App", "Node"}
 
 func (ec *executionContext) _App(ctx context.Context, sel ast.SelectionSet, obj *ent.App) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, appImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, appImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -14019,7 +14019,7 @@ func (ec *executionContext) _App(ctx context.Context, sel ast.SelectionSet, obj 
 var appConnectionImplementors = []string{"AppConnection"}
 
 func (ec *executionContext) _AppConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.AppConnection) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, appConnectionImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, appConnectionImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -14062,7 +14062,7 @@ func (ec *executionContext) _AppConnection(ctx context.Context, sel ast.Selectio
 var appEdgeImplementors = []string{"AppEdge"}
 
 func (ec *executionContext) _AppEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.AppEdge) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, appEdgeImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, appEdgeImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -14100,7 +14100,7 @@ func (ec *executionContext) _AppEdge(ctx context.Context, sel ast.SelectionSet, 
 var auditEventImplementors = []string{"AuditEvent", "Node"}
 
 func (ec *executionContext) _AuditEvent(ctx context.Context, sel ast.SelectionSet, obj *ent.AuditEvent) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, auditEventImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, auditEventImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -14163,7 +14163,7 @@ func (ec *executionContext) _AuditEvent(ctx context.Context, sel ast.SelectionSe
 var auditEventConnectionImplementors = []string{"AuditEventConnection"}
 
 func (ec *executionContext) _AuditEventConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.AuditEventConnection) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, auditEventConnectionImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, auditEventConnectionImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -14206,7 +14206,7 @@ func (ec *executionContext) _AuditEventConnection(ctx context.Context, sel ast.S
 var auditEventEdgeImplementors = []string{"AuditEventEdge"}
 
 func (ec *executionContext) _AuditEventEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.AuditEventEdge) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, auditEventEdgeImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, auditEventEdgeImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -14244,7 +14244,7 @@ func (ec *executionContext) _AuditEventEdge(ctx context.Context, sel ast.Selecti
 var customerImplementors = []string{"Customer", "Node"}
 
 func (ec *executionContext) _Customer(ctx context.Context, sel ast.SelectionSet, obj *ent.Customer) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, customerImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, customerImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -14304,7 +14304,7 @@ func (ec *executionContext) _Customer(ctx context.Context, sel ast.SelectionSet,
 var customerConnectionImplementors = []string{"CustomerConnection"}
 
 func (ec *executionContext) _CustomerConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.CustomerConnection) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, customerConnectionImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, customerConnectionImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -14347,7 +14347,7 @@ func (ec *executionContext) _CustomerConnection(ctx context.Context, sel ast.Sel
 var customerEdgeImplementors = []string{"CustomerEdge"}
 
 func (ec *executionContext) _CustomerEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.CustomerEdge) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, customerEdgeImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, customerEdgeImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -14385,7 +14385,7 @@ func (ec *executionContext) _CustomerEdge(ctx context.Context, sel ast.Selection
 var deleteCustomerPayloadImplementors = []string{"DeleteCustomerPayload"}
 
 func (ec *executionContext) _DeleteCustomerPayload(ctx context.Context, sel ast.SelectionSet, obj *model.DeleteCustomerPayload) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, deleteCustomerPayloadImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, deleteCustomerPayloadImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -14418,7 +14418,7 @@ func (ec *executionContext) _DeleteCustomerPayload(ctx context.Context, sel ast.
 var deleteServerTokenPayloadImplementors = []string{"DeleteServerTokenPayload"}
 
 func (ec *executionContext) _DeleteServerTokenPayload(ctx context.Context, sel ast.SelectionSet, obj *model.DeleteServerTokenPayload) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, deleteServerTokenPayloadImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, deleteServerTokenPayloadImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -14451,7 +14451,7 @@ func (ec *executionContext) _DeleteServerTokenPayload(ctx context.Context, sel a
 var licenceAssignmentImplementors = []string{"LicenceAssignment", "Node"}
 
 func (ec *executionContext) _LicenceAssignment(ctx context.Context, sel ast.SelectionSet, obj *ent.LicenceAssignment) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, licenceAssignmentImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, licenceAssignmentImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -14516,7 +14516,7 @@ func (ec *executionContext) _LicenceAssignment(ctx context.Context, sel ast.Sele
 var licenceAssignmentConnectionImplementors = []string{"LicenceAssignmentConnection"}
 
 func (ec *executionContext) _LicenceAssignmentConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.LicenceAssignmentConnection) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, licenceAssignmentConnectionImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, licenceAssignmentConnectionImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -14559,7 +14559,7 @@ func (ec *executionContext) _LicenceAssignmentConnection(ctx context.Context, se
 var licenceAssignmentEdgeImplementors = []string{"LicenceAssignmentEdge"}
 
 func (ec *executionContext) _LicenceAssignmentEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.LicenceAssignmentEdge) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, licenceAssignmentEdgeImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, licenceAssignmentEdgeImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -14597,7 +14597,7 @@ func (ec *executionContext) _LicenceAssignmentEdge(ctx context.Context, sel ast.
 var licenceFailureImplementors = []string{"LicenceFailure"}
 
 func (ec *executionContext) _LicenceFailure(ctx context.Context, sel ast.SelectionSet, obj *schematype.LicenceFailure) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, licenceFailureImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, licenceFailureImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -14655,7 +14655,7 @@ func (ec *executionContext) _LicenceFailure(ctx context.Context, sel ast.Selecti
 var licenceOperationImplementors = []string{"LicenceOperation", "Node"}
 
 func (ec *executionContext) _LicenceOperation(ctx context.Context, sel ast.SelectionSet, obj *ent.LicenceOperation) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, licenceOperationImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, licenceOperationImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -14729,7 +14729,7 @@ func (ec *executionContext) _LicenceOperation(ctx context.Context, sel ast.Selec
 var licenceOperationConnectionImplementors = []string{"LicenceOperationConnection"}
 
 func (ec *executionContext) _LicenceOperationConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.LicenceOperationConnection) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, licenceOperationConnectionImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, licenceOperationConnectionImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -14772,7 +14772,7 @@ func (ec *executionContext) _LicenceOperationConnection(ctx context.Context, sel
 var licenceOperationEdgeImplementors = []string{"LicenceOperationEdge"}
 
 func (ec *executionContext) _LicenceOperationEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.LicenceOperationEdge) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, licenceOperationEdgeImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, licenceOperationEdgeImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -14810,7 +14810,7 @@ func (ec *executionContext) _LicenceOperationEdge(ctx context.Context, sel ast.S
 var licenceOperationPayloadImplementors = []string{"LicenceOperationPayload"}
 
 func (ec *executionContext) _LicenceOperationPayload(ctx context.Context, sel ast.SelectionSet, obj *model.LicenceOperationPayload) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, licenceOperationPayloadImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, licenceOperationPayloadImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -14843,7 +14843,7 @@ func (ec *executionContext) _LicenceOperationPayload(ctx context.Context, sel as
 var licenceTotalsImplementors = []string{"LicenceTotals"}
 
 func (ec *executionContext) _LicenceTotals(ctx context.Context, sel ast.SelectionSet, obj *domain.LicenceTotals) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, licenceTotalsImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, licenceTotalsImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -14896,7 +14896,7 @@ func (ec *executionContext) _LicenceTotals(ctx context.Context, sel ast.Selectio
 var licenceWarningImplementors = []string{"LicenceWarning"}
 
 func (ec *executionContext) _LicenceWarning(ctx context.Context, sel ast.SelectionSet, obj *domain.LicenceWarning) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, licenceWarningImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, licenceWarningImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -14954,7 +14954,7 @@ func (ec *executionContext) _LicenceWarning(ctx context.Context, sel ast.Selecti
 var mDMInfoImplementors = []string{"MDMInfo"}
 
 func (ec *executionContext) _MDMInfo(ctx context.Context, sel ast.SelectionSet, obj *schematype.MDMInfo) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, mDMInfoImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, mDMInfoImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -14997,7 +14997,7 @@ func (ec *executionContext) _MDMInfo(ctx context.Context, sel ast.SelectionSet, 
 var mutationImplementors = []string{"Mutation"}
 
 func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, mutationImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, mutationImplementors)
 	ctx = graphql.WithFieldContext(ctx, &graphql.FieldContext{
 		Object: "Mutation",
 	})
@@ -15124,7 +15124,7 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 var pageInfoImplementors = []string{"PageInfo"}
 
 func (ec *executionContext) _PageInfo(ctx context.Context, sel ast.SelectionSet, obj *entgql.PageInfo[int]) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, pageInfoImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, pageInfoImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -15172,7 +15172,7 @@ func (ec *executionContext) _PageInfo(ctx context.Context, sel ast.SelectionSet,
 var queryImplementors = []string{"Query"}
 
 func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, queryImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, queryImplementors)
 	ctx = graphql.WithFieldContext(ctx, &graphql.FieldContext{
 		Object: "Query",
 	})
@@ -15264,7 +15264,7 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 var serverTokenImplementors = []string{"ServerToken", "Node"}
 
 func (ec *executionContext) _ServerToken(ctx context.Context, sel ast.SelectionSet, obj *ent.ServerToken) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, serverTokenImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, serverTokenImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -15420,7 +15420,7 @@ func (ec *executionContext) _ServerToken(ctx context.Context, sel ast.SelectionS
 var serverTokenConnectionImplementors = []string{"ServerTokenConnection"}
 
 func (ec *executionContext) _ServerTokenConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.ServerTokenConnection) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, serverTokenConnectionImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, serverTokenConnectionImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -15463,7 +15463,7 @@ func (ec *executionContext) _ServerTokenConnection(ctx context.Context, sel ast.
 var serverTokenEdgeImplementors = []string{"ServerTokenEdge"}
 
 func (ec *executionContext) _ServerTokenEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.ServerTokenEdge) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, serverTokenEdgeImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, serverTokenEdgeImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -15501,7 +15501,7 @@ func (ec *executionContext) _ServerTokenEdge(ctx context.Context, sel ast.Select
 var serverTokenPayloadImplementors = []string{"ServerTokenPayload"}
 
 func (ec *executionContext) _ServerTokenPayload(ctx context.Context, sel ast.SelectionSet, obj *model.ServerTokenPayload) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, serverTokenPayloadImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, serverTokenPayloadImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -15534,7 +15534,7 @@ func (ec *executionContext) _ServerTokenPayload(ctx context.Context, sel ast.Sel
 var subscriptionImplementors = []string{"Subscription"}
 
 func (ec *executionContext) _Subscription(ctx context.Context, sel ast.SelectionSet) func(ctx context.Context) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, subscriptionImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, subscriptionImplementors)
 	ctx = graphql.WithFieldContext(ctx, &graphql.FieldContext{
 		Object: "Subscription",
 	})
@@ -15558,7 +15558,7 @@ func (ec *executionContext) _Subscription(ctx context.Context, sel ast.Selection
 var tokenExpiryWarningImplementors = []string{"TokenExpiryWarning"}
 
 func (ec *executionContext) _TokenExpiryWarning(ctx context.Context, sel ast.SelectionSet, obj *domain.Warning) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, tokenExpiryWarningImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, tokenExpiryWarningImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -15606,7 +15606,7 @@ func (ec *executionContext) _TokenExpiryWarning(ctx context.Context, sel ast.Sel
 var uploadServerTokenPayloadImplementors = []string{"UploadServerTokenPayload"}
 
 func (ec *executionContext) _UploadServerTokenPayload(ctx context.Context, sel ast.SelectionSet, obj *model.UploadServerTokenPayload) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, uploadServerTokenPayloadImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, uploadServerTokenPayloadImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -15649,7 +15649,7 @@ func (ec *executionContext) _UploadServerTokenPayload(ctx context.Context, sel a
 var viewerImplementors = []string{"Viewer"}
 
 func (ec *executionContext) _Viewer(ctx context.Context, sel ast.SelectionSet, obj *model.Viewer) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, viewerImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, viewerImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -15697,7 +15697,7 @@ func (ec *executionContext) _Viewer(ctx context.Context, sel ast.SelectionSet, o
 var __DirectiveImplementors = []string{"__Directive"}
 
 func (ec *executionContext) ___Directive(ctx context.Context, sel ast.SelectionSet, obj *introspection.Directive) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, __DirectiveImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, __DirectiveImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -15750,7 +15750,7 @@ func (ec *executionContext) ___Directive(ctx context.Context, sel ast.SelectionS
 var __EnumValueImplementors = []string{"__EnumValue"}
 
 func (ec *executionContext) ___EnumValue(ctx context.Context, sel ast.SelectionSet, obj *introspection.EnumValue) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, __EnumValueImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, __EnumValueImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -15798,7 +15798,7 @@ func (ec *executionContext) ___EnumValue(ctx context.Context, sel ast.SelectionS
 var __FieldImplementors = []string{"__Field"}
 
 func (ec *executionContext) ___Field(ctx context.Context, sel ast.SelectionSet, obj *introspection.Field) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, __FieldImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, __FieldImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -15856,7 +15856,7 @@ func (ec *executionContext) ___Field(ctx context.Context, sel ast.SelectionSet, 
 var __InputValueImplementors = []string{"__InputValue"}
 
 func (ec *executionContext) ___InputValue(ctx context.Context, sel ast.SelectionSet, obj *introspection.InputValue) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, __InputValueImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, __InputValueImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -15914,7 +15914,7 @@ func (ec *executionContext) ___InputValue(ctx context.Context, sel ast.Selection
 var __SchemaImplementors = []string{"__Schema"}
 
 func (ec *executionContext) ___Schema(ctx context.Context, sel ast.SelectionSet, obj *introspection.Schema) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, __SchemaImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, __SchemaImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
@@ -15972,7 +15972,7 @@ func (ec *executionContext) ___Schema(ctx context.Context, sel ast.SelectionSet,
 var __TypeImplementors = []string{"__Type"}
 
 func (ec *executionContext) ___Type(ctx context.Context, sel ast.SelectionSet, obj *introspection.Type) graphql.Marshaler {
-	fields := graphql.CollectFields(ec.OperationContext, sel, __TypeImplementors)
+	fields := collectFields(ctx, ec.OperationContext, sel, __TypeImplementors)
 
 	out := graphql.NewFieldSet(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
