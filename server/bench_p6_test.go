@@ -117,7 +117,7 @@ func benchSubscriber(url string, init, sub []byte) (*websocket.Conn, error) {
 // firstWarning waits for c's first warning and says how long after its
 // issuedAt it arrived, answering pings meanwhile.
 func firstWarning(c *websocket.Conn) (time.Duration, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	for {
 		_, b, err := c.Read(ctx)
