@@ -818,7 +818,6 @@ func goMemStat(t *testing.T, base, adminKey, which string) int64 {
 	return int64(r.value(t, "go_memstats_"+which+"_inuse_bytes", nil))
 }
 
-
 func freeAddr(t *testing.T) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -70,7 +70,8 @@ func (t *wsTransport) Do(w http.ResponseWriter, r *http.Request, exec graphql.Gr
 		return // Accept has answered
 	}
 	conn.SetReadLimit(t.readLimit)
-	ctx, cancel := context.WithCancel(r.Context())
+	// The socket may outlive the request (see detachRequest).
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	c := &wsConn{t: t, conn: conn, exec: exec, headers: r.Header, ctx: ctx, cancel: cancel, subs: map[string]*wsSub{}}
 	if t.initTimeout > 0 {
 		c.timer = time.AfterFunc(t.initTimeout, func() {
@@ -78,6 +79,15 @@ func (t *wsTransport) Do(w http.ResponseWriter, r *http.Request, exec graphql.Gr
 		})
 	}
 	t.sessions.add(c)
+	if done := detachRequest(r.Context()); done != nil {
+		// A fresh goroutine reads, and the handler's, with its stack grown
+		// by the middleware and gqlgen, ends.
+		go func() {
+			c.read()
+			done()
+		}()
+		return
+	}
 	c.read()
 }
 
@@ -280,13 +290,7 @@ func (c *wsConn) run(ctx context.Context, id string, s *wsSub, payload json.RawM
 	}
 	params.ReadTime = graphql.TraceTiming{Start: start, End: graphql.Now()}
 	params.Headers = c.headers
-	rc, errs = c.exec.CreateOperationContext(ctx, params)
-	if errs != nil {
-		// Refused before it runs (validation, rate limit, complexity): an
-		// error message with the errors as Orchard presents them.
-		if resp := c.exec.DispatchError(graphql.WithOperationContext(ctx, rc), errs); len(resp.Errors) > 0 {
-			errs = resp.Errors
-		}
+	if rc, errs = c.prepare(ctx, params); errs != nil {
 		return
 	}
 	responses, ctx := c.exec.DispatchOperation(graphql.WithOperationContext(ctx, rc), rc)
@@ -301,6 +305,39 @@ func (c *wsConn) run(ctx context.Context, id string, s *wsSub, payload json.RawM
 		}
 		c.send(id, s, "next", b)
 	}
+}
+
+// prepare parses and validates a subscribe on a short-lived goroutine, so
+// the subscription's own keeps a small stack for as long as it waits. A
+// subscribe refused before it runs (validation, rate limit, complexity)
+// gets its errors as Orchard presents them.
+func (c *wsConn) prepare(ctx context.Context, params *graphql.RawParams) (*graphql.OperationContext, gqlerror.List) {
+	type result struct {
+		rc   *graphql.OperationContext
+		errs gqlerror.List
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		defer func() {
+			if p := recover(); p != nil {
+				gqlErr := &gqlerror.Error{Message: "internal system error"}
+				if r.rc != nil {
+					_ = errors.As(r.rc.Recover(ctx, p), &gqlErr)
+				}
+				r.errs = gqlerror.List{gqlErr}
+			}
+			done <- r
+		}()
+		r.rc, r.errs = c.exec.CreateOperationContext(ctx, params)
+		if r.errs != nil {
+			if resp := c.exec.DispatchError(graphql.WithOperationContext(ctx, r.rc), r.errs); len(resp.Errors) > 0 {
+				r.errs = resp.Errors
+			}
+		}
+	}()
+	r := <-done
+	return r.rc, r.errs
 }
 
 // finish ends subscription id: an error message when errs are given, else
