@@ -1,10 +1,13 @@
 package httpapi
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -65,7 +68,7 @@ func (t *wsTransport) Do(w http.ResponseWriter, r *http.Request, exec graphql.Gr
 	}
 	o := t.accept
 	o.Subprotocols = []string{transportWS}
-	conn, err := websocket.Accept(w, r, &o)
+	conn, err := websocket.Accept(smallBuffers{w}, r, &o)
 	if err != nil {
 		return // Accept has answered
 	}
@@ -374,8 +377,24 @@ func (c *wsConn) send(id string, s *wsSub, kind string, payload json.RawMessage)
 			return
 		}
 	}
-	b, _ := json.Marshal(wsEnvelope{ID: id, Type: kind, Payload: payload})
-	c.write(b)
+	c.write(envelope(id, kind, payload))
+}
+
+// envelope is wsEnvelope's encoding, built by hand: payload is already
+// compact JSON, which json.Marshal would scan again for every subscriber.
+func envelope(id, kind string, payload json.RawMessage) []byte {
+	qid, _ := json.Marshal(id)
+	b := make([]byte, 0, len(qid)+len(kind)+len(payload)+32)
+	b = append(b, `{"id":`...)
+	b = append(b, qid...)
+	b = append(b, `,"type":"`...)
+	b = append(b, kind...)
+	b = append(b, '"')
+	if len(payload) > 0 {
+		b = append(b, `,"payload":`...)
+		b = append(b, payload...)
+	}
+	return append(b, '}')
 }
 
 // write sends b unless the socket is closing (a socket whose key was
@@ -424,3 +443,36 @@ func (c *wsConn) keyID() int {
 func (c *wsConn) shut(code int, reason string) { c.closeWith(code, reason) }
 
 func (c *wsConn) closeNow() { _ = c.conn.CloseNow() }
+
+// Buffer sizes of a socket after the upgrade: messages here are a few
+// hundred bytes, and net/http's 4 KiB reader and writer would stay with
+// every idle socket for its whole life. Longer messages take more reads
+// or writes, nothing else.
+const (
+	wsReadBuffer  = 512
+	wsWriteBuffer = 1024
+)
+
+// smallBuffers hands coder/websocket the hijacked connection with buffers
+// of wsReadBuffer and wsWriteBuffer bytes instead of net/http's.
+type smallBuffers struct{ http.ResponseWriter }
+
+// Hijack implements http.Hijacker.
+func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	// What the client sent right behind its handshake is already in
+	// net/http's reader: it goes into the new one's buffer, where
+	// coder/websocket looks for it.
+	early, _ := brw.Reader.Peek(brw.Reader.Buffered())
+	early = bytes.Clone(early)
+	br := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(early), conn), max(wsReadBuffer, len(early)))
+	if _, err := br.Peek(len(early)); err != nil {
+		_ = conn.Close()
+		return nil, nil, err
+	}
+	// net/http flushed the 101 response before handing the writer over.
+	return conn, bufio.NewReadWriter(br, bufio.NewWriterSize(conn, wsWriteBuffer)), nil
+}
