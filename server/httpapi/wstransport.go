@@ -75,7 +75,7 @@ func (t *wsTransport) Do(w http.ResponseWriter, r *http.Request, exec graphql.Gr
 	conn.SetReadLimit(t.readLimit)
 	// The socket may outlive the request (see detachRequest).
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
-	c := &wsConn{t: t, conn: conn, exec: exec, headers: r.Header, ctx: ctx, cancel: cancel, subs: map[string]*wsSub{}}
+	c := &wsConn{t: t, conn: conn, exec: exec, ctx: ctx, cancel: cancel, subs: map[string]*wsSub{}}
 	if t.initTimeout > 0 {
 		c.timer = time.AfterFunc(t.initTimeout, func() {
 			c.closeWith(closeInitTimeout, "Connection initialisation timeout")
@@ -96,10 +96,9 @@ func (t *wsTransport) Do(w http.ResponseWriter, r *http.Request, exec graphql.Gr
 
 // wsConn is one graphql-transport-ws socket.
 type wsConn struct {
-	t       *wsTransport
-	conn    *websocket.Conn
-	exec    graphql.GraphExecutor
-	headers http.Header
+	t    *wsTransport
+	conn *websocket.Conn
+	exec graphql.GraphExecutor
 	// ctx ends when the socket closes, and with it every subscription;
 	// after connection_init it carries the viewer.
 	ctx    context.Context
@@ -292,7 +291,8 @@ func (c *wsConn) run(ctx context.Context, id string, s *wsSub, payload json.RawM
 		return
 	}
 	params.ReadTime = graphql.TraceTiming{Start: start, End: graphql.Now()}
-	params.Headers = c.headers
+	// params.Headers stays empty: nothing reads it, and every idle socket
+	// would keep the upgrade's headers for it.
 	if rc, errs = c.prepare(ctx, params); errs != nil {
 		return
 	}
@@ -450,7 +450,7 @@ func (c *wsConn) closeNow() { _ = c.conn.CloseNow() }
 // or writes, nothing else.
 const (
 	wsReadBuffer  = 512
-	wsWriteBuffer = 1024
+	wsWriteBuffer = 512
 )
 
 // smallBuffers hands coder/websocket the hijacked connection with buffers
