@@ -23,8 +23,8 @@ import (
 )
 
 // wsTransport serves graphql-transport-ws itself, on coder/websocket, with
-// as little kept per socket as it can: the handler's goroutine reads, one
-// goroutine runs each subscription, and pings and timeouts are timers.
+// as little kept per socket as it can: one goroutine reads, one runs each
+// subscription, and pings and timeouts are timers.
 // gqlgen's transport kept four goroutines per socket (reader, ping loop,
 // close watcher, subscription). Sockets that do not offer
 // graphql-transport-ws go to legacy (gqlgen's transport, which also speaks
@@ -60,7 +60,8 @@ func offers(r *http.Request) bool {
 	return false
 }
 
-// Do implements graphql.Transport. It returns when the socket has closed.
+// Do implements graphql.Transport. It returns once the socket has closed,
+// or right after the upgrade when the request may be detached.
 func (t *wsTransport) Do(w http.ResponseWriter, r *http.Request, exec graphql.GraphExecutor) {
 	if !offers(r) {
 		t.legacy.Do(w, r, exec)
