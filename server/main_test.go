@@ -29,6 +29,13 @@ func TestMain(m *testing.M) {
 		}
 		return
 	}
+	if os.Getenv(envBenchSubscribers) != "" {
+		if err := runBenchSubscribers(); err != nil {
+			fmt.Println("error", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if os.Getenv("ORCHARD_TEST_RUN_MAIN") == "1" {
 		main()
 		return

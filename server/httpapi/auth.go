@@ -114,9 +114,25 @@ func (a *authenticator) middleware(next http.Handler) http.Handler {
 	})
 }
 
-// wsInit authenticates a websocket from its connection_init payload
-// ({"Authorization": "Bearer KEY"}).
+// wsInit authenticates a websocket of gqlgen's transport from its
+// connection_init payload.
 func (a *authenticator) wsInit(ctx context.Context, payload transport.InitPayload) (context.Context, *transport.InitPayload, error) {
+	v, err := a.wsViewer(ctx, payload)
+	if err != nil {
+		// graphql-transport-ws closes a refused connection_init with 4403.
+		ctx = transport.WithWebsocketCloseCode(ctx, 4403)
+		ctx = transport.AppendCloseReason(ctx, "Forbidden: a valid API key is required")
+		return ctx, nil, err
+	}
+	if s := sessionFrom(ctx); s != nil {
+		s.setKey(v.KeyID) // so the socket closes when the key stops being valid
+	}
+	return viewer.NewContext(ctx, v), nil, nil
+}
+
+// wsViewer checks the key in a connection_init payload
+// ({"Authorization": "Bearer KEY"}).
+func (a *authenticator) wsViewer(ctx context.Context, payload transport.InitPayload) (*viewer.Viewer, error) {
 	header := payload.Authorization()
 	if header == "" {
 		if s, ok := payload["authorization"].(string); ok {
@@ -135,17 +151,10 @@ func (a *authenticator) wsInit(ctx context.Context, payload transport.InitPayloa
 		done <- result{v, err}
 	}()
 	r := <-done
-	v, err := r.v, r.err
-	if err != nil {
-		// graphql-transport-ws closes a refused connection_init with 4403.
-		ctx = transport.WithWebsocketCloseCode(ctx, 4403)
-		ctx = transport.AppendCloseReason(ctx, "Forbidden: a valid API key is required")
-		return ctx, nil, errors.New(fault.MessageOf(err))
+	if r.err != nil {
+		return nil, errors.New(fault.MessageOf(r.err))
 	}
-	if s := sessionFrom(ctx); s != nil {
-		s.setKey(v.KeyID) // so the socket closes when the key stops being valid
-	}
-	return viewer.NewContext(ctx, v), nil, nil
+	return r.v, nil
 }
 
 func isWebsocket(r *http.Request) bool {

@@ -140,19 +140,28 @@ func newGraphQL(d serverDeps) *handler.Server {
 	if sockets == nil {
 		sockets = newWSSessions()
 	}
-	srv.AddTransport(websocketTransport{
-		Websocket: transport.Websocket{
-			Implementation: guardedWebsocket{
-				// coder/websocket refuses cross-origin browsers unless listed here.
-				accept:      websocket.AcceptOptions{OriginPatterns: origins},
-				max:         MaxSubscriptionsPerSocket,
-				initTimeout: 10 * time.Second,
+	accept := websocket.AcceptOptions{OriginPatterns: origins} // coder/websocket refuses cross-origin browsers unless listed here
+	srv.AddTransport(&wsTransport{
+		legacy: websocketTransport{
+			Websocket: transport.Websocket{
+				Implementation: guardedWebsocket{
+					accept:      accept,
+					max:         MaxSubscriptionsPerSocket,
+					initTimeout: 10 * time.Second,
+				},
+				InitFunc:         d.auth.wsInit,
+				PingPongInterval: 20 * time.Second,
+				PayloadReadLimit: &readLimit,
 			},
-			InitFunc:         d.auth.wsInit,
-			PingPongInterval: 20 * time.Second,
-			PayloadReadLimit: &readLimit,
+			sessions: sockets,
 		},
-		sessions: sockets,
+		sessions:     sockets,
+		accept:       accept,
+		viewer:       d.auth.wsViewer,
+		max:          MaxSubscriptionsPerSocket,
+		initTimeout:  10 * time.Second,
+		pingInterval: 20 * time.Second,
+		readLimit:    readLimit,
 	})
 	srv.AddTransport(transport.Options{})
 	srv.AddTransport(transport.GET{})

@@ -194,32 +194,92 @@ func (m *metrics) instrument(routes *http.ServeMux, next http.Handler) http.Hand
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, m: m}
 		rt := routeLabel(routes, r)
-		next.ServeHTTP(sw, r)
-		d := time.Since(start)
-		if sw.status == 0 {
-			sw.status = http.StatusOK
+		if !isWebsocket(r) {
+			next.ServeHTTP(sw, r)
+			m.record(r.Context(), r.Method, rt, sw, start)
+			return
 		}
-		method := methodLabel(r.Method)
-		m.requests.WithLabelValues(method, rt, strconv.Itoa(sw.status)).Inc()
-		if sw.upgraded {
-			m.wsOpen.Dec()
-			m.wsLifetime.Observe(d.Seconds())
-		} else {
-			m.durations.WithLabelValues(method, rt).Observe(d.Seconds())
+		after := &afterHandler{}
+		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), afterHandlerKey{}, after)))
+		after.mu.Lock()
+		if !after.detached {
+			after.mu.Unlock()
+			m.record(r.Context(), r.Method, rt, sw, start)
+			return
 		}
-		if rt == "/graphql" || sw.status >= 400 {
-			attrs := []any{"method", method, "path", rt, "status", sw.status, "duration_ms", d.Milliseconds()}
-			if info, ok := r.Context().Value(requestInfoKey{}).(*requestInfo); ok {
-				info.mu.Lock()
-				attrs = append(attrs, "request_id", info.id)
-				if info.key != "" {
-					attrs = append(attrs, "api_key", info.key)
-				}
-				info.mu.Unlock()
-			}
-			m.log.Info("http request", attrs...)
+		// Keep neither the request nor the writer: net/http's state for
+		// the connection is to be let go.
+		res := &statusWriter{status: sw.status, upgraded: sw.upgraded}
+		method, ctx := r.Method, context.WithoutCancel(r.Context())
+		after.record = func() { m.record(ctx, method, rt, res, start) }
+		ended := after.ended
+		after.mu.Unlock()
+		if ended {
+			after.record()
 		}
 	})
+}
+
+// afterHandler lets a websocket outlive its HTTP handler, so the handler's
+// goroutine and what net/http keeps for it are let go: the transport
+// detaches the request, and the request is recorded when the socket ends.
+type afterHandler struct {
+	mu       sync.Mutex
+	detached bool
+	ended    bool   // the socket has ended
+	record   func() // set once the handler has returned
+}
+
+type afterHandlerKey struct{}
+
+// detachRequest marks ctx's request as going on after its handler returns
+// and gives the function to call when it ends; nil when nothing records
+// the request (the handler then has to keep it until the end).
+func detachRequest(ctx context.Context) func() {
+	a, _ := ctx.Value(afterHandlerKey{}).(*afterHandler)
+	if a == nil {
+		return nil
+	}
+	a.mu.Lock()
+	a.detached = true
+	a.mu.Unlock()
+	return func() {
+		a.mu.Lock()
+		a.ended = true
+		record := a.record
+		a.mu.Unlock()
+		if record != nil {
+			record()
+		}
+	}
+}
+
+// record counts, times and logs a request that has ended.
+func (m *metrics) record(ctx context.Context, method, rt string, sw *statusWriter, start time.Time) {
+	d := time.Since(start)
+	if sw.status == 0 {
+		sw.status = http.StatusOK
+	}
+	method = methodLabel(method)
+	m.requests.WithLabelValues(method, rt, strconv.Itoa(sw.status)).Inc()
+	if sw.upgraded {
+		m.wsOpen.Dec()
+		m.wsLifetime.Observe(d.Seconds())
+	} else {
+		m.durations.WithLabelValues(method, rt).Observe(d.Seconds())
+	}
+	if rt == "/graphql" || sw.status >= 400 {
+		attrs := []any{"method", method, "path", rt, "status", sw.status, "duration_ms", d.Milliseconds()}
+		if info, ok := ctx.Value(requestInfoKey{}).(*requestInfo); ok {
+			info.mu.Lock()
+			attrs = append(attrs, "request_id", info.id)
+			if info.key != "" {
+				attrs = append(attrs, "api_key", info.key)
+			}
+			info.mu.Unlock()
+		}
+		m.log.Info("http request", attrs...)
+	}
 }
 
 // opNameSet admits the first max distinct operation names; later ones are

@@ -61,26 +61,36 @@ const transportWS = "graphql-transport-ws"
 // ones whose API key stopped being valid.
 type wsSessions struct {
 	mu       sync.Mutex
-	open     map[*wsSession]struct{}
+	open     map[socket]struct{}
 	shutting bool
 	empty    chan struct{} // closed when shutting and the last socket is gone
 }
 
-func newWSSessions() *wsSessions {
-	return &wsSessions{open: map[*wsSession]struct{}{}, empty: make(chan struct{})}
+// socket is an open websocket of either transport.
+type socket interface {
+	// shut starts the close handshake with code, once.
+	shut(code int, reason string)
+	// closeNow drops the connection without a handshake.
+	closeNow()
+	// keyID is the API key the socket authenticated with, 0 before.
+	keyID() int
 }
 
-func (ss *wsSessions) add(s *wsSession) {
+func newWSSessions() *wsSessions {
+	return &wsSessions{open: map[socket]struct{}{}, empty: make(chan struct{})}
+}
+
+func (ss *wsSessions) add(s socket) {
 	ss.mu.Lock()
 	ss.open[s] = struct{}{}
 	late := ss.shutting
 	ss.mu.Unlock()
 	if late {
-		s.closeWith(closeGoingAway, "server shutting down")
+		s.shut(closeGoingAway, "server shutting down")
 	}
 }
 
-func (ss *wsSessions) remove(s *wsSession) {
+func (ss *wsSessions) remove(s socket) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if _, ok := ss.open[s]; !ok {
@@ -92,10 +102,10 @@ func (ss *wsSessions) remove(s *wsSession) {
 	}
 }
 
-func (ss *wsSessions) snapshot() []*wsSession {
+func (ss *wsSessions) snapshot() []socket {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	out := make([]*wsSession, 0, len(ss.open))
+	out := make([]socket, 0, len(ss.open))
 	for s := range ss.open {
 		out = append(out, s)
 	}
@@ -121,7 +131,7 @@ func (ss *wsSessions) closeAll(code int, reason string) {
 	}
 	ss.mu.Unlock()
 	for _, s := range ss.snapshot() {
-		s.closeWith(code, reason)
+		s.shut(code, reason)
 	}
 }
 
@@ -135,7 +145,7 @@ func (ss *wsSessions) wait(ctx context.Context) int {
 	}
 	left := ss.snapshot()
 	for _, s := range left {
-		go s.conn.CloseNow() // may wait for its handshake's own timeout
+		go s.closeNow() // may wait for its handshake's own timeout
 	}
 	return len(left)
 }
@@ -161,7 +171,7 @@ func (ss *wsSessions) watchKeys(ctx context.Context, client *ent.Client, every t
 }
 
 func (ss *wsSessions) checkKeys(ctx context.Context, client *ent.Client, now time.Time) error {
-	byKey := map[int][]*wsSession{}
+	byKey := map[int][]socket{}
 	for _, s := range ss.snapshot() {
 		if id := s.keyID(); id != 0 {
 			byKey[id] = append(byKey[id], s)
@@ -185,7 +195,7 @@ func (ss *wsSessions) checkKeys(ctx context.Context, client *ent.Client, now tim
 				continue
 			}
 			for _, s := range byKey[id] {
-				s.closeWith(closeForbidden, "Forbidden: the API key was revoked or has expired")
+				s.shut(closeForbidden, "Forbidden: the API key was revoked or has expired")
 			}
 		}
 	}
@@ -345,6 +355,10 @@ func (s *wsSession) closeWith(code int, reason string) {
 		s.sessions.remove(s)
 	}()
 }
+
+func (s *wsSession) shut(code int, reason string) { s.closeWith(code, reason) }
+
+func (s *wsSession) closeNow() { _ = s.conn.CloseNow() }
 
 func (s *wsSession) isClosing() bool {
 	s.mu.Lock()
