@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"mime/multipart"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -104,6 +106,28 @@ func startServer(t *testing.T, env map[string]string) *testServer {
 
 func (s *testServer) start() {
 	s.t.Helper()
+	for attempt := 1; ; attempt++ {
+		err := s.startOnce()
+		if err == nil {
+			return
+		}
+		// A test that must know its address before the server starts
+		// (ORCHARD_PUBLIC_URL) takes a port freeAddr found free; something
+		// else on the machine may have taken it since. On the first start
+		// another port will do.
+		listen := s.env["ORCHARD_LISTEN"]
+		if s.URL == "" && attempt < 5 && errors.Is(err, syscall.EADDRINUSE) && s.env["ORCHARD_PUBLIC_URL"] == "http://"+listen {
+			addr := freeAddr(s.t)
+			s.env["ORCHARD_LISTEN"], s.env["ORCHARD_PUBLIC_URL"] = addr, "http://"+addr
+			continue
+		}
+		s.t.Fatalf("server did not start: %v\n%s", err, s.Log)
+	}
+}
+
+// startOnce starts the server once.
+func (s *testServer) startOnce() error {
+	s.t.Helper()
 	cfg, _, err := loadConfig("serve", nil, s.getenv, io.Discard)
 	if err != nil {
 		s.t.Fatal(err)
@@ -115,11 +139,15 @@ func (s *testServer) start() {
 	select {
 	case addr := <-ready:
 		s.URL = "http://" + addr
+		return nil
 	case err := <-s.done:
-		s.t.Fatalf("server did not start: %v\n%s", err, s.Log)
+		cancel()
+		s.stopped = true
+		return err
 	case <-time.After(20 * time.Second):
 		s.t.Fatal("server did not start in time")
 	}
+	return nil
 }
 
 func (s *testServer) stop() {
