@@ -13,7 +13,11 @@
 //     decides) is reachable from the list's selection, and otherwise calls
 //     gqlgen's function as before, so dataloader batching is kept.
 //
-// and it gives each plain scalar field a direct path: a field read straight
+// It also passes the marshaller of each subscription's events through
+// sharedEvents, so that one event handed to many identical subscriptions is
+// rendered once for all of them rather than once each.
+//
+// And it gives each plain scalar field a direct path: a field read straight
 // from a struct field (no resolver, method, arguments or directives) whose
 // marshaller can neither fail nor report a null is marshalled without the
 // FieldContext, context value, closures and panic guard graphql.ResolveField
@@ -56,6 +60,7 @@ const (
 	objectHelper   = "objectMarshaler"
 	collectHelper  = "collectFields"
 	listHelper     = "marshalListElements"
+	streamHelper   = "sharedEvents"
 	tableFile      = "executor_gen.go"
 )
 
@@ -251,6 +256,19 @@ func rewrite(path string, elems map[string]string, enums map[string]bool) error 
 					return true
 				}
 				edits = append(edits, edit{fset.Position(call.Pos()).Offset, fset.Position(call.Args[0].Pos()).Offset, collectHelper + "(ctx, "})
+			case "ResolveFieldStream":
+				counts[sel.Sel.Name]++
+				var marshal *ast.FuncLit
+				if len(call.Args) == 9 {
+					marshal, _ = call.Args[6].(*ast.FuncLit)
+				}
+				if marshal == nil || len(marshal.Type.Params.List) != 3 {
+					errs = append(errs, fmt.Sprintf("%s: %s: expected graphql.ResolveFieldStream(ctx, oc, field, fieldContext, resolver, middleware, func(ctx, selections, v) graphql.Marshaler, recover, nonNull)", at, fn.Name.Name))
+					return true
+				}
+				edits = append(edits,
+					edit{fset.Position(marshal.End()).Offset, fset.Position(marshal.End()).Offset, ")"},
+					edit{fset.Position(marshal.Pos()).Offset, fset.Position(marshal.Pos()).Offset, streamHelper + "("})
 			case "MarshalSliceConcurrently":
 				counts[sel.Sel.Name]++
 				elem, known := elems[fn.Name.Name]
@@ -266,7 +284,7 @@ func rewrite(path string, elems map[string]string, enums map[string]bool) error 
 			return true
 		})
 	}
-	for _, name := range []string{"NewDeferredGroup", "MarshalSliceConcurrently", "CollectFields"} {
+	for _, name := range []string{"NewDeferredGroup", "MarshalSliceConcurrently", "CollectFields", "ResolveFieldStream"} {
 		if counts[name] == 0 {
 			errs = append(errs, "no call of graphql."+name+" found")
 		}

@@ -8140,9 +8140,9 @@ func (ec *executionContext) _Subscription_tokenExpiryWarnings(ctx context.Contex
 			return ec.Resolvers.Subscription().TokenExpiryWarnings(ctx, fc.Args["customerID"].(*int))
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *domain.Warning) graphql.Marshaler {
+		sharedEvents(func(ctx context.Context, selections ast.SelectionSet, v *domain.Warning) graphql.Marshaler {
 			return ec.marshalNTokenExpiryWarning2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋgraphᚋdomainᚐWarning(ctx, selections, v)
-		},
+		}),
 		true,
 		true,
 	)
@@ -8184,9 +8184,9 @@ func (ec *executionContext) _Subscription_licenceOperationUpdates(ctx context.Co
 			return ec.Resolvers.Subscription().LicenceOperationUpdates(ctx, fc.Args["customerID"].(*int))
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *ent.LicenceOperation) graphql.Marshaler {
+		sharedEvents(func(ctx context.Context, selections ast.SelectionSet, v *ent.LicenceOperation) graphql.Marshaler {
 			return ec.marshalNLicenceOperation2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceOperation(ctx, selections, v)
-		},
+		}),
 		true,
 		true,
 	)
@@ -8228,9 +8228,9 @@ func (ec *executionContext) _Subscription_licenceWarnings(ctx context.Context, f
 			return ec.Resolvers.Subscription().LicenceWarnings(ctx, fc.Args["customerID"].(*int))
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v *domain.LicenceWarning) graphql.Marshaler {
+		sharedEvents(func(ctx context.Context, selections ast.SelectionSet, v *domain.LicenceWarning) graphql.Marshaler {
 			return ec.marshalNLicenceWarning2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋgraphᚋdomainᚐLicenceWarning(ctx, selections, v)
-		},
+		}),
 		true,
 		true,
 	)

@@ -22,6 +22,7 @@ type Warning struct {
 	DaysUntilExpiry int
 	Level           WarningLevel
 	IssuedAt        time.Time
+	fanout          *Fanout
 }
 
 // subscriberBuffer is how many warnings a subscriber may fall behind before
@@ -36,6 +37,8 @@ type subscriber struct {
 	// in backlog so they follow it.
 	starting bool
 	backlog  []*Warning
+	// signal, when the transport gave one, is raised with every event.
+	signal *EventSignal
 }
 
 // Hub fans expiry warnings from the broker out to the GraphQL subscribers of
@@ -143,6 +146,9 @@ func (h *Hub) deliver(ctx context.Context, m warningMessage) {
 		Level:           LevelOf(tok.ExpiresAt, m.IssuedAt),
 		IssuedAt:        m.IssuedAt,
 	}
+	if len(targets) > 1 {
+		w.fanout = &Fanout{}
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, s := range targets {
@@ -161,6 +167,7 @@ func (h *Hub) deliver(ctx context.Context, m warningMessage) {
 func (h *Hub) send(s *subscriber, w *Warning) {
 	select {
 	case s.ch <- w:
+		s.signal.raise()
 	default:
 		h.log.Warn("expiry subscriber is not keeping up; warning dropped", "token", w.Token.ID)
 	}
@@ -210,6 +217,12 @@ func (h *Hub) subscribe(ctx context.Context, customerID *int) (<-chan *Warning, 
 	}
 	h.mu.Lock()
 	s.ch = make(chan *Warning, subscriberBuffer+len(current))
+	if sig := eventSignalFrom(ctx); sig != nil {
+		ch := s.ch
+		sig.claim(func() int { return len(ch) })
+		s.signal = sig
+		defer sig.raise() // for the first batch
+	}
 	sent := map[int]WarningLevel{}
 	for _, w := range current {
 		s.ch <- w
@@ -227,6 +240,7 @@ func (h *Hub) subscribe(ctx context.Context, customerID *int) (<-chan *Warning, 
 		delete(h.subs, s)
 		close(s.ch)
 		h.mu.Unlock()
+		s.signal.raise()
 	})
 	return s.ch, nil
 }

@@ -65,6 +65,7 @@ type LicenceWarning struct {
 	Threshold      int
 	Level          LicenceWarningLevel
 	IssuedAt       time.Time
+	fanout         *Fanout
 }
 
 // licenceWarningMessage travels on LicenceWarningTopic.
@@ -383,6 +384,9 @@ func (h *LicenceHub) Run(ctx context.Context) {
 				continue
 			}
 			w := &LicenceWarning{App: a, Token: a.Edges.Token, AvailableCount: m.Available, Threshold: m.Threshold, Level: m.Level, IssuedAt: m.IssuedAt}
+			if len(targets) > 1 {
+				w.fanout = &Fanout{}
+			}
 			h.mu.Lock()
 			for _, s := range targets {
 				if _, open := h.warn[s]; open {

@@ -162,6 +162,7 @@ func newGraphQL(d serverDeps) *handler.Server {
 		initTimeout:  10 * time.Second,
 		pingInterval: 20 * time.Second,
 		readLimit:    readLimit,
+		workers:      newEventWorkers(),
 	})
 	srv.AddTransport(transport.Options{})
 	srv.AddTransport(transport.GET{})

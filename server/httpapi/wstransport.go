@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -41,6 +42,7 @@ type wsTransport struct {
 	// answered a ping by the next one loses its socket.
 	pingInterval time.Duration
 	readLimit    int64
+	workers      *eventWorkers
 }
 
 var _ graphql.Transport = (*wsTransport)(nil)
@@ -297,17 +299,108 @@ func (c *wsConn) run(ctx context.Context, id string, s *wsSub, payload json.RawM
 	if rc, errs = c.prepare(ctx, params); errs != nil {
 		return
 	}
-	responses, ctx := c.exec.DispatchOperation(graphql.WithOperationContext(ctx, rc), rc)
+	signal := domain.NewEventSignal()
+	responses, ctx := c.exec.DispatchOperation(graphql.WithOperationContext(domain.WithEventSignal(ctx, signal), rc), rc)
+	if !signal.Claimed() {
+		// The resolver's events come without a signal: wait inside the
+		// executor.
+		for c.next(ctx, id, s, responses) {
+		}
+		return
+	}
 	for {
-		resp := responses(ctx)
-		if resp == nil {
+		select {
+		case <-signal.C():
+		case <-ctx.Done():
+			// Let the executor see the end, as it would have waiting.
+			for c.next(ctx, id, s, responses) {
+			}
 			return
 		}
-		b, err := json.Marshal(resp)
-		if err != nil {
-			panic(err)
+		for signal.Pending() > 0 {
+			// The executor runs on a worker; the write, which waits for a
+			// slow client, here.
+			var answer []byte
+			var p any
+			c.t.workers.run(func() {
+				defer func() { p = recover() }()
+				answer = nextAnswer(ctx, responses)
+			})
+			if p != nil {
+				panic(p)
+			}
+			if answer == nil {
+				return
+			}
+			c.send(id, s, "next", answer)
 		}
-		c.send(id, s, "next", b)
+	}
+}
+
+// next takes the subscription's next event from the executor and sends
+// it; false when the stream has ended.
+func (c *wsConn) next(ctx context.Context, id string, s *wsSub, responses graphql.ResponseHandler) bool {
+	answer := nextAnswer(ctx, responses)
+	if answer != nil {
+		c.send(id, s, "next", answer)
+	}
+	return answer != nil
+}
+
+// nextAnswer is the payload of the subscription's next event, or nil when
+// the stream has ended.
+func nextAnswer(ctx context.Context, responses graphql.ResponseHandler) []byte {
+	resp := responses(ctx)
+	if resp == nil {
+		return nil
+	}
+	var answer bytes.Buffer
+	writeResponse(&answer, resp)
+	return answer.Bytes()
+}
+
+// eventWorkers run the executor for subscriptions' events on a few
+// goroutines whose stacks stay grown while there is work, instead of on
+// each subscription's own, which the collector shrinks while it waits (see
+// domain.EventSignal). A worker ends after a while without work.
+type eventWorkers struct {
+	jobs  chan func()
+	slots chan struct{} // one per running worker
+}
+
+const eventWorkerIdle = 30 * time.Second
+
+func newEventWorkers() *eventWorkers {
+	return &eventWorkers{jobs: make(chan func()), slots: make(chan struct{}, max(4, 2*runtime.GOMAXPROCS(0)))}
+}
+
+// run runs job on a worker and returns when it has.
+func (p *eventWorkers) run(job func()) {
+	done := make(chan struct{})
+	j := func() {
+		defer close(done)
+		job()
+	}
+	select {
+	case p.jobs <- j:
+	case p.slots <- struct{}{}:
+		go p.work(j)
+	}
+	<-done
+}
+
+func (p *eventWorkers) work(j func()) {
+	defer func() { <-p.slots }()
+	idle := time.NewTimer(eventWorkerIdle)
+	defer idle.Stop()
+	for {
+		j()
+		idle.Reset(eventWorkerIdle)
+		select {
+		case j = <-p.jobs:
+		case <-idle.C:
+			return
+		}
 	}
 }
 
