@@ -345,6 +345,22 @@ func (s *testServer) action(key, mutation, tokenID string) *gqlResponse {
 	return s.gql(key, fmt.Sprintf(`mutation($t: ID!) { %s(input: {tokenID: $t}) { token { id state expiresAt managedBy { name } } } }`, mutation), map[string]any{"t": tokenID})
 }
 
+// tailspinExpiring uploads and confirms, for customerID, the location
+// "Tailspin Toys" with a token that expires in five days (so a WARNING is
+// raised at once), and returns the token's ID.
+func (s *testServer) tailspinExpiring(key, customerID string) string {
+	s.t.Helper()
+	exp := time.Now().Add(5*24*time.Hour + time.Hour)
+	file := appletest.TokenFile("Tailspin", exp, "tailspin")
+	s.Fake.AddLocation(file, &appletest.Location{UID: "4004", Name: "Tailspin Toys", ExpiresAt: exp})
+	var up uploadResult
+	s.upload(key, customerID, file).decode(s.t, &up)
+	if r := s.action(key, "confirmServerToken", up.UploadServerToken.Token.ID); len(r.Errors) > 0 {
+		s.t.Fatal(r.Raw)
+	}
+	return up.UploadServerToken.Token.ID
+}
+
 // forceSQLite, set in a test server's env, keeps it on SQLite in the
 // PostgreSQL run (for tests about SQLite's files and settings).
 const forceSQLite = "ORCHARD_TEST_FORCE_SQLITE"

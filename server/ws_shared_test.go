@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"testing"
 	"time"
-
-	"github.com/orchard-msp/orchard/modules/apple/appletest"
 )
 
 // One warning reaches many subscriptions at once, and subscriptions of the
@@ -71,14 +69,7 @@ func TestSharedWarningKeepsEachSubscriptionsAnswer(t *testing.T) {
 			return scrape(t, s.URL, "Bearer "+admin).value(t, "orchard_expiry_subscribers", nil) >= float64(len(subs)+1)
 		})
 
-		exp := time.Now().Add(5*24*time.Hour + time.Hour)
-		file := appletest.TokenFile("Tailspin", exp, "tailspin")
-		s.Fake.AddLocation(file, &appletest.Location{UID: "4004", Name: "Tailspin Toys", ExpiresAt: exp})
-		var up uploadResult
-		s.upload(admin, tailspin, file).decode(t, &up)
-		if r := s.action(admin, "confirmServerToken", up.UploadServerToken.Token.ID); len(r.Errors) > 0 {
-			t.Fatal(r.Raw)
-		}
+		s.tailspinExpiring(admin, tailspin)
 		for i, c := range clients {
 			m, err := c.read(5 * time.Second)
 			if err != nil {

@@ -13,7 +13,6 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/orchard-msp/orchard/modules/apple/appletest"
 	"github.com/orchard-msp/orchard/server/httpapi"
 )
 
@@ -164,14 +163,7 @@ func TestExpiryWarningsOverWebsocket(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 
 		// Confirm a token that expires in 5 days: one WARNING, at once.
-		exp := time.Now().Add(5*24*time.Hour + time.Hour)
-		file := appletest.TokenFile("Tailspin", exp, "tailspin")
-		s.Fake.AddLocation(file, &appletest.Location{UID: "4004", Name: "Tailspin Toys", ExpiresAt: exp})
-		var up uploadResult
-		s.upload(admin, tailspin, file).decode(t, &up)
-		if r := s.action(admin, "confirmServerToken", up.UploadServerToken.Token.ID); len(r.Errors) > 0 {
-			t.Fatal(r.Raw)
-		}
+		tokenID := s.tailspinExpiring(admin, tailspin)
 		w, err := first.nextWarning(5 * time.Second)
 		if err != nil {
 			t.Fatal(err)
@@ -190,7 +182,7 @@ func TestExpiryWarningsOverWebsocket(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if w.Data.TokenExpiryWarnings.Token.ID != up.UploadServerToken.Token.ID {
+		if w.Data.TokenExpiryWarnings.Token.ID != tokenID {
 			t.Fatalf("first batch = %+v", w)
 		}
 	})
