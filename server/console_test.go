@@ -249,7 +249,15 @@ func TestConsoleWizard(t *testing.T) {
 	if inZone, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`!!document.querySelector('.dropzone input[type=file]#wizard-file')`)); err != nil || !inZone {
 		t.Errorf("the file input is not inside the drop zone (%v)", err)
 	}
-	do(ctx, t, "choosing the file", chromedp.SetUploadFiles(labelled("Server token file"), []string{filepath.Join(dir, "valid.vpptoken")}))
+	// The first sync runs in the background after Confirm. This file's
+	// location answers the app-name lookup slowly, so the token page opens
+	// before the sync has ended: the Apps table must fill in when it does,
+	// without a reload.
+	slow := filepath.Join(dir, "slow-names.vpptoken")
+	if err := os.WriteFile(slow, simulator.ScenarioToken("Contoso Ltd", time.Now().AddDate(1, 0, 0), "location=Contoso HQ;uid=1001;country=GB;apps=40;metadataDelay=1500ms"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	do(ctx, t, "choosing the file", chromedp.SetUploadFiles(labelled("Server token file"), []string{slow}))
 	shoot(ctx, t, "3-upload")
 	do(ctx, t, "uploading", click(button("Next")), waitText(heading("Review")))
 	review := textOf(ctx, t, ".panel")

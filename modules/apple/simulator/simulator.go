@@ -14,7 +14,8 @@
 // location, uid and country describe the location; apps is how many assets
 // it holds; mdm names another MDM that manages it (a CONFLICT on upload);
 // state is one of expired, revoked, invalid, ratelimited or unavailable,
-// which Apple would answer to every call. Any other token is a valid
+// which Apple would answer to every call; metadataDelay (a Go duration)
+// makes the app-name lookup that slow, as Apple's can be. Any other token is a valid
 // location with no other MDM and 25 apps, derived from the token's hash.
 // The demo (orchard demo) writes one file per scenario.
 //
@@ -74,6 +75,7 @@ type scenario struct {
 	otherMDM               string
 	state                  string
 	expires                time.Time
+	metadataDelay          time.Duration
 }
 
 func parse(token []byte) (*scenario, error) {
@@ -120,6 +122,8 @@ func parse(token []byte) (*scenario, error) {
 			sc.otherMDM = v
 		case "state":
 			sc.state = v
+		case "metadataDelay":
+			sc.metadataDelay, _ = time.ParseDuration(v)
 		}
 	}
 	return sc, nil
@@ -211,9 +215,17 @@ func (c *Client) Assets(_ context.Context, token []byte) (*apple.Assets, error) 
 }
 
 // Metadata implements apple.Client.
-func (c *Client) Metadata(_ context.Context, token []byte, _, _ string, adamIDs []string) (map[string]apple.Metadata, error) {
-	if _, err := c.load(token); err != nil {
+func (c *Client) Metadata(ctx context.Context, token []byte, _, _ string, adamIDs []string) (map[string]apple.Metadata, error) {
+	sc, err := c.load(token)
+	if err != nil {
 		return nil, err
+	}
+	if sc.metadataDelay > 0 {
+		select {
+		case <-time.After(sc.metadataDelay):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 	out := make(map[string]apple.Metadata, len(adamIDs))
 	for _, id := range adamIDs {

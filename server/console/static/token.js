@@ -48,6 +48,19 @@ export function TokenPage({ id, viewer, tab: initialTab, licenceWarnings }) {
     }).catch((e) => setError(e.message));
   }, [id]);
   useEffect(() => { if (token && heading.current) heading.current.focus(); }, [token && token.id]);
+  // A confirmed token's first sync runs in the background, so right after
+  // Confirm the apps may be missing or nameless: look again every second
+  // until it has ended (synced or failed), which reloads the Apps table.
+  const [polls, setPolls] = useState(0);
+  const firstSyncPending = token && token.state === 'ACTIVE' && !token.lastSyncedAt && !token.lastErrorAt;
+  useEffect(() => {
+    if (!firstSyncPending || polls >= 60) return undefined;
+    const t = setTimeout(() => {
+      gql(TOKEN, { id }).then((d) => { if (d.node) setToken(d.node); }).catch(() => {});
+      setPolls((n) => n + 1);
+    }, 1000);
+    return () => clearTimeout(t);
+  }, [firstSyncPending, polls]);
 
   async function act(fn) {
     setBusy(true);
@@ -121,7 +134,7 @@ export function TokenPage({ id, viewer, tab: initialTab, licenceWarnings }) {
           onClick=${() => choose(name)}>${label[name]}</button>`)}
       </div>
       <section role="tabpanel" id="panel-apps" aria-labelledby="tab-apps" hidden=${tab !== 'apps'}>
-        <${AppsTable} where=${{ hasTokenWith: [{ id: t.id }] }} canEdit=${canWrite} refresh=${changed} defaultThreshold=${viewer.defaultLowLicenceThreshold} />
+        <${AppsTable} where=${{ hasTokenWith: [{ id: t.id }] }} canEdit=${canWrite} refresh=${changed + '/' + (t.lastSyncedAt || '')} defaultThreshold=${viewer.defaultLowLicenceThreshold} />
       </section>
       ${opened.licences ? html`
         <section role="tabpanel" id="panel-licences" aria-labelledby="tab-licences" hidden=${tab !== 'licences'}>
