@@ -286,11 +286,12 @@ func TestConsoleWizard(t *testing.T) {
 		t.Errorf("the customer is not pre-selected: %q %v", chosen, err)
 	}
 	// Heading → Customer → Next, then heading → link → Next. Each step moves
-	// the focus to its heading; the keys wait for it, or on a busy machine
-	// they could land before the page has placed it.
+	// the focus to its heading; the keys wait for it, and Enter waits for the
+	// focus to reach Next, or on a busy machine they could land before the
+	// page has placed it.
 	at := "Select customer"
 	for _, want := range []string{"Download from Apple Business Manager", "Upload server token"} {
-		do(ctx, t, "by keyboard to "+want, waitFocus(at), chromedp.KeyEvent("\t"), chromedp.KeyEvent("\t"), chromedp.KeyEvent("\r"), waitText(heading(want)))
+		do(ctx, t, "by keyboard to "+want, waitFocus(at), chromedp.KeyEvent("\t"), chromedp.KeyEvent("\t"), waitFocus("Next"), chromedp.KeyEvent("\r"), waitText(heading(want)))
 		do(ctx, t, "focus on the heading "+want, waitFocus(want))
 		at = want
 	}
