@@ -43,7 +43,16 @@ export function Wizard({ customerID, renew }) {
   const heading = useRef(null);
   const inputRef = useRef(null);
 
-  useEffect(() => { heading.current && heading.current.focus(); }, [step, customers === null]);
+  // Each step puts the focus on its heading once. Not again when the
+  // customers arrive: a keyboard user may already have moved on, and would
+  // be sent back to the heading.
+  const focusedStep = useRef(null);
+  useEffect(() => {
+    if (heading.current && focusedStep.current !== step) {
+      focusedStep.current = step;
+      heading.current.focus();
+    }
+  }, [step, customers === null]);
   useEffect(() => {
     gql(CUSTOMERS).then((d) => {
       const list = d.customers.edges.map((e) => e.node);
