@@ -17,6 +17,14 @@
 // sharedEvents, so that one event handed to many identical subscriptions is
 // rendered once for all of them rather than once each.
 //
+// Each object marshaller fills in an objectOut instead of a
+// graphql.FieldSet: one allocation where a FieldSet, its values and the
+// writer cost three, with a FieldSet made only when a field of the object
+// runs on its own goroutine or is deferred.
+//
+// It writes a query's answer into a pooled buffer (marshalResponseData),
+// which the POST transport hands back once the answer is sent.
+//
 // And it gives each plain scalar field a direct path: a field read straight
 // from a struct field (no resolver, method, arguments or directives) whose
 // marshaller can neither fail nor report a null is marshalled without the
@@ -42,6 +50,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -58,9 +67,11 @@ const (
 	directSwitch   = "gqlgenOriginal"
 	deferredHelper = "deferredGroupIfNeeded"
 	objectHelper   = "objectMarshaler"
+	outHelper      = "newObjectOut"
 	collectHelper  = "collectFields"
 	listHelper     = "marshalListElements"
 	streamHelper   = "sharedEvents"
+	dataHelper     = "marshalResponseData"
 	tableFile      = "executor_gen.go"
 )
 
@@ -192,9 +203,11 @@ func (p *executorData) table(pkg string) []byte {
 //	graphql.NewDeferredGroup(ctx)                       → deferredGroupIfNeeded(ctx, fields)
 //	graphql.MarshalSliceConcurrently(ctx, n, w, p, fn)  → marshalListElements(ctx, "Elem", sel, n, w, p, fn)
 //	graphql.CollectFields(ec.OperationContext, sel, x)  → collectFields(ctx, ec.OperationContext, sel, x)
+//	var buf bytes.Buffer … response.Data = buf.Bytes()  → response.Data = marshalResponseData(data)
 //
-// checking each call's shape, has each object marshaller return
-// objectMarshaler(out, fields, len(deferred.Defers)), and gives each plain
+// checking each call's shape, has each object marshaller make its values
+// with newObjectOut(fields) and return objectMarshaler(out, fields,
+// len(deferred.Defers)), and gives each plain
 // scalar field its direct path (directField). It fails when a pattern is missing or an original
 // call survives.
 func rewrite(path string, elems map[string]string, enums map[string]bool) error {
@@ -220,10 +233,12 @@ func rewrite(path string, elems map[string]string, enums map[string]bool) error 
 		if !ok || fn.Body == nil {
 			continue
 		}
-		if ret, ok := objectReturn(fn); ok {
+		if ret, out, ok := objectReturn(fn); ok {
 			counts["object"]++
-			edits = append(edits, edit{fset.Position(ret.Pos()).Offset, fset.Position(ret.End()).Offset,
-				"return " + objectHelper + "(out, fields, len(deferred.Defers))"})
+			edits = append(edits,
+				edit{fset.Position(out.Pos()).Offset, fset.Position(out.End()).Offset, outHelper + "(fields)"},
+				edit{fset.Position(ret.Pos()).Offset, fset.Position(ret.End()).Offset,
+					"return " + objectHelper + "(out, fields, len(deferred.Defers))"})
 		}
 		if direct, ok := directField(fn, safe); ok {
 			counts["direct"]++
@@ -290,7 +305,7 @@ func rewrite(path string, elems map[string]string, enums map[string]bool) error 
 		}
 	}
 	if counts["object"] == 0 {
-		errs = append(errs, "no object marshaller ending in return out found")
+		errs = append(errs, "no object marshaller found (out := graphql.NewFieldSet(fields) … return out)")
 	}
 	if counts["direct"] == 0 {
 		errs = append(errs, "no plain scalar field found (graphql.ResolveField reading obj.Field with a never-null marshaller)")
@@ -303,7 +318,12 @@ func rewrite(path string, elems map[string]string, enums map[string]bool) error 
 	for _, e := range edits {
 		out = slices.Concat(out[:e.start], []byte(e.text), out[e.end:])
 	}
-	for _, name := range []string{"graphql.NewDeferredGroup(", "graphql.MarshalSliceConcurrently(", "graphql.CollectFields("} {
+	// A query's answer goes into a pooled buffer (marshalResponseData).
+	if n := len(queryData.FindAllIndex(out, -1)); n != 1 {
+		return fmt.Errorf("expected one query answer written as %q, found %d", queryData, n)
+	}
+	out = queryData.ReplaceAll(out, []byte("response.Data = "+dataHelper+"(data)"))
+	for _, name := range []string{"graphql.NewDeferredGroup(", "graphql.MarshalSliceConcurrently(", "graphql.CollectFields(", "graphql.NewFieldSet("} {
 		if bytes.Contains(out, []byte(name)) {
 			return fmt.Errorf("%s survived the rewrite", name)
 		}
@@ -311,23 +331,37 @@ func rewrite(path string, elems map[string]string, enums map[string]bool) error 
 	return writeFormatted(path, out)
 }
 
-// objectReturn finds the last statement of an object marshaller,
+// queryData is how the generated Exec writes a query's answer.
+var queryData = regexp.MustCompile(`var buf bytes\.Buffer\s+data\.MarshalGQL\(&buf\)\s+response\.Data = buf\.Bytes\(\)`)
+
+// objectReturn finds, in an object marshaller, the call that makes its
+// field set and its last statement:
 //
 //	fields := graphql.CollectFields(...)
 //	out := graphql.NewFieldSet(fields)
 //	deferred := deferredGroupIfNeeded(ctx, fields)
 //	...
 //	return out
-func objectReturn(fn *ast.FuncDecl) (*ast.ReturnStmt, bool) {
+func objectReturn(fn *ast.FuncDecl) (*ast.ReturnStmt, *ast.CallExpr, bool) {
 	body := fn.Body.List
-	if len(body) < 4 || !declares(fn, "fields") || !declares(fn, "out") || !declares(fn, "deferred") {
-		return nil, false
+	if len(body) < 4 || !declares(fn, "fields") || !declares(fn, "deferred") {
+		return nil, nil, false
 	}
 	ret, ok := body[len(body)-1].(*ast.ReturnStmt)
 	if !ok || len(ret.Results) != 1 || !isIdent(ret.Results[0], "out") {
-		return nil, false
+		return nil, nil, false
 	}
-	return ret, true
+	for _, st := range body {
+		as, ok := st.(*ast.AssignStmt)
+		if !ok || as.Tok != token.DEFINE || len(as.Lhs) != 1 || !isIdent(as.Lhs[0], "out") || len(as.Rhs) != 1 {
+			continue
+		}
+		call, ok := as.Rhs[0].(*ast.CallExpr)
+		if ok && exprString(call) == "graphql.NewFieldSet(fields)" {
+			return ret, call, true
+		}
+	}
+	return nil, nil, false
 }
 
 // neverNullMarshallers lists the generated marshallers that return a value

@@ -1576,9 +1576,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 					return nil
 				}
 			}
-			var buf bytes.Buffer
-			data.MarshalGQL(&buf)
-			response.Data = buf.Bytes()
+			response.Data = marshalResponseData(data)
 			if atomic.LoadInt32(&ec.Deferred) > 0 {
 				hasNext := atomic.LoadInt32(&ec.PendingDeferred) > 0
 				response.HasNext = &hasNext
@@ -13907,7 +13905,7 @@ var appImplementors = []string{"App", "Node"}
 func (ec *executionContext) _App(ctx context.Context, sel ast.SelectionSet, obj *ent.App) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, appImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14021,7 +14019,7 @@ var appConnectionImplementors = []string{"AppConnection"}
 func (ec *executionContext) _AppConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.AppConnection) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, appConnectionImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14064,7 +14062,7 @@ var appEdgeImplementors = []string{"AppEdge"}
 func (ec *executionContext) _AppEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.AppEdge) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, appEdgeImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14102,7 +14100,7 @@ var auditEventImplementors = []string{"AuditEvent", "Node"}
 func (ec *executionContext) _AuditEvent(ctx context.Context, sel ast.SelectionSet, obj *ent.AuditEvent) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, auditEventImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14165,7 +14163,7 @@ var auditEventConnectionImplementors = []string{"AuditEventConnection"}
 func (ec *executionContext) _AuditEventConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.AuditEventConnection) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, auditEventConnectionImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14208,7 +14206,7 @@ var auditEventEdgeImplementors = []string{"AuditEventEdge"}
 func (ec *executionContext) _AuditEventEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.AuditEventEdge) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, auditEventEdgeImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14246,7 +14244,7 @@ var customerImplementors = []string{"Customer", "Node"}
 func (ec *executionContext) _Customer(ctx context.Context, sel ast.SelectionSet, obj *ent.Customer) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, customerImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14306,7 +14304,7 @@ var customerConnectionImplementors = []string{"CustomerConnection"}
 func (ec *executionContext) _CustomerConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.CustomerConnection) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, customerConnectionImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14349,7 +14347,7 @@ var customerEdgeImplementors = []string{"CustomerEdge"}
 func (ec *executionContext) _CustomerEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.CustomerEdge) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, customerEdgeImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14387,7 +14385,7 @@ var deleteCustomerPayloadImplementors = []string{"DeleteCustomerPayload"}
 func (ec *executionContext) _DeleteCustomerPayload(ctx context.Context, sel ast.SelectionSet, obj *model.DeleteCustomerPayload) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, deleteCustomerPayloadImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14420,7 +14418,7 @@ var deleteServerTokenPayloadImplementors = []string{"DeleteServerTokenPayload"}
 func (ec *executionContext) _DeleteServerTokenPayload(ctx context.Context, sel ast.SelectionSet, obj *model.DeleteServerTokenPayload) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, deleteServerTokenPayloadImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14453,7 +14451,7 @@ var licenceAssignmentImplementors = []string{"LicenceAssignment", "Node"}
 func (ec *executionContext) _LicenceAssignment(ctx context.Context, sel ast.SelectionSet, obj *ent.LicenceAssignment) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, licenceAssignmentImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14518,7 +14516,7 @@ var licenceAssignmentConnectionImplementors = []string{"LicenceAssignmentConnect
 func (ec *executionContext) _LicenceAssignmentConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.LicenceAssignmentConnection) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, licenceAssignmentConnectionImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14561,7 +14559,7 @@ var licenceAssignmentEdgeImplementors = []string{"LicenceAssignmentEdge"}
 func (ec *executionContext) _LicenceAssignmentEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.LicenceAssignmentEdge) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, licenceAssignmentEdgeImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14599,7 +14597,7 @@ var licenceFailureImplementors = []string{"LicenceFailure"}
 func (ec *executionContext) _LicenceFailure(ctx context.Context, sel ast.SelectionSet, obj *schematype.LicenceFailure) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, licenceFailureImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14657,7 +14655,7 @@ var licenceOperationImplementors = []string{"LicenceOperation", "Node"}
 func (ec *executionContext) _LicenceOperation(ctx context.Context, sel ast.SelectionSet, obj *ent.LicenceOperation) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, licenceOperationImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14731,7 +14729,7 @@ var licenceOperationConnectionImplementors = []string{"LicenceOperationConnectio
 func (ec *executionContext) _LicenceOperationConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.LicenceOperationConnection) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, licenceOperationConnectionImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14774,7 +14772,7 @@ var licenceOperationEdgeImplementors = []string{"LicenceOperationEdge"}
 func (ec *executionContext) _LicenceOperationEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.LicenceOperationEdge) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, licenceOperationEdgeImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14812,7 +14810,7 @@ var licenceOperationPayloadImplementors = []string{"LicenceOperationPayload"}
 func (ec *executionContext) _LicenceOperationPayload(ctx context.Context, sel ast.SelectionSet, obj *model.LicenceOperationPayload) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, licenceOperationPayloadImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14845,7 +14843,7 @@ var licenceTotalsImplementors = []string{"LicenceTotals"}
 func (ec *executionContext) _LicenceTotals(ctx context.Context, sel ast.SelectionSet, obj *domain.LicenceTotals) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, licenceTotalsImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14898,7 +14896,7 @@ var licenceWarningImplementors = []string{"LicenceWarning"}
 func (ec *executionContext) _LicenceWarning(ctx context.Context, sel ast.SelectionSet, obj *domain.LicenceWarning) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, licenceWarningImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14956,7 +14954,7 @@ var mDMInfoImplementors = []string{"MDMInfo"}
 func (ec *executionContext) _MDMInfo(ctx context.Context, sel ast.SelectionSet, obj *schematype.MDMInfo) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, mDMInfoImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -15002,7 +15000,7 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 		Object: "Mutation",
 	})
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		innerCtx := graphql.WithRootFieldContext(ctx, &graphql.RootFieldContext{
@@ -15126,7 +15124,7 @@ var pageInfoImplementors = []string{"PageInfo"}
 func (ec *executionContext) _PageInfo(ctx context.Context, sel ast.SelectionSet, obj *entgql.PageInfo[int]) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, pageInfoImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -15177,7 +15175,7 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 		Object: "Query",
 	})
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		innerCtx := graphql.WithRootFieldContext(ctx, &graphql.RootFieldContext{
@@ -15266,7 +15264,7 @@ var serverTokenImplementors = []string{"ServerToken", "Node"}
 func (ec *executionContext) _ServerToken(ctx context.Context, sel ast.SelectionSet, obj *ent.ServerToken) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, serverTokenImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -15422,7 +15420,7 @@ var serverTokenConnectionImplementors = []string{"ServerTokenConnection"}
 func (ec *executionContext) _ServerTokenConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.ServerTokenConnection) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, serverTokenConnectionImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -15465,7 +15463,7 @@ var serverTokenEdgeImplementors = []string{"ServerTokenEdge"}
 func (ec *executionContext) _ServerTokenEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.ServerTokenEdge) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, serverTokenEdgeImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -15503,7 +15501,7 @@ var serverTokenPayloadImplementors = []string{"ServerTokenPayload"}
 func (ec *executionContext) _ServerTokenPayload(ctx context.Context, sel ast.SelectionSet, obj *model.ServerTokenPayload) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, serverTokenPayloadImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -15560,7 +15558,7 @@ var tokenExpiryWarningImplementors = []string{"TokenExpiryWarning"}
 func (ec *executionContext) _TokenExpiryWarning(ctx context.Context, sel ast.SelectionSet, obj *domain.Warning) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, tokenExpiryWarningImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -15608,7 +15606,7 @@ var uploadServerTokenPayloadImplementors = []string{"UploadServerTokenPayload"}
 func (ec *executionContext) _UploadServerTokenPayload(ctx context.Context, sel ast.SelectionSet, obj *model.UploadServerTokenPayload) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, uploadServerTokenPayloadImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -15651,7 +15649,7 @@ var viewerImplementors = []string{"Viewer"}
 func (ec *executionContext) _Viewer(ctx context.Context, sel ast.SelectionSet, obj *model.Viewer) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, viewerImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -15699,7 +15697,7 @@ var __DirectiveImplementors = []string{"__Directive"}
 func (ec *executionContext) ___Directive(ctx context.Context, sel ast.SelectionSet, obj *introspection.Directive) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, __DirectiveImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -15752,7 +15750,7 @@ var __EnumValueImplementors = []string{"__EnumValue"}
 func (ec *executionContext) ___EnumValue(ctx context.Context, sel ast.SelectionSet, obj *introspection.EnumValue) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, __EnumValueImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -15800,7 +15798,7 @@ var __FieldImplementors = []string{"__Field"}
 func (ec *executionContext) ___Field(ctx context.Context, sel ast.SelectionSet, obj *introspection.Field) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, __FieldImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -15858,7 +15856,7 @@ var __InputValueImplementors = []string{"__InputValue"}
 func (ec *executionContext) ___InputValue(ctx context.Context, sel ast.SelectionSet, obj *introspection.InputValue) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, __InputValueImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -15916,7 +15914,7 @@ var __SchemaImplementors = []string{"__Schema"}
 func (ec *executionContext) ___Schema(ctx context.Context, sel ast.SelectionSet, obj *introspection.Schema) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, __SchemaImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -15974,7 +15972,7 @@ var __TypeImplementors = []string{"__Type"}
 func (ec *executionContext) ___Type(ctx context.Context, sel ast.SelectionSet, obj *introspection.Type) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, __TypeImplementors)
 
-	out := graphql.NewFieldSet(fields)
+	out := newObjectOut(fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {

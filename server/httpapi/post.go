@@ -13,6 +13,8 @@ import (
 	"github.com/99designs/gqlgen/graphql/errcode"
 	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"github.com/orchard-msp/orchard/graph"
 )
 
 // jsonPOST is gqlgen's POST transport (transport.POST, whose Supports it
@@ -58,7 +60,13 @@ func (h jsonPOST) Do(w http.ResponseWriter, r *http.Request, exec graphql.GraphE
 		return
 	}
 	responses, ctx := exec.DispatchOperation(ctx, rc)
-	writeResponse(w, responses(ctx))
+	resp := responses(ctx)
+	writeResponse(w, resp)
+	if resp != nil {
+		// Written out (or copied by json.Marshal): its buffer can serve the
+		// next answer.
+		graph.ReleaseResponseData(resp.Data)
+	}
 }
 
 // responseContentType picks the answer's media type from Accept the way
