@@ -378,15 +378,18 @@ func TestMetricsWebsocketLifetimeApart(t *testing.T) {
 	time.Sleep(held)
 	sub.conn.CloseNow()
 	var r scrapeResult
+	upgrade := map[string]string{"method": "GET", "route": "/graphql", "status": "101"}
 	waitFor(t, func() bool {
 		r = scrape(t, s.URL, auth)
-		return r.value(t, "orchard_websockets_open", nil) == 0
+		// The socket is counted closed before its handler returns and the
+		// request is counted, so wait for both.
+		return r.value(t, "orchard_websockets_open", nil) == 0 && r.value(t, "orchard_http_requests_total", upgrade) >= 1
 	})
 	ws := r.families["orchard_websocket_duration_seconds"].GetMetric()
 	if len(ws) != 1 || ws[0].GetHistogram().GetSampleCount() != 1 || ws[0].GetHistogram().GetSampleSum() < held.Seconds() {
 		t.Fatalf("orchard_websocket_duration_seconds = %v, want one sample of at least %v", ws, held)
 	}
-	if got := r.value(t, "orchard_http_requests_total", map[string]string{"method": "GET", "route": "/graphql", "status": "101"}); got != 1 {
+	if got := r.value(t, "orchard_http_requests_total", upgrade); got != 1 {
 		t.Errorf("the upgrade counted %v times, want 1", got)
 	}
 	for _, m := range r.series("orchard_http_request_duration_seconds", nil) {
