@@ -9,6 +9,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -68,6 +69,52 @@ func (b *bench) measure(fn func()) testing.BenchmarkResult {
 	})
 }
 
+// measurePair measures ours against base in full mode: five rounds, each
+// running ours and then base for about 300 ms, keeping the round whose
+// ratio is the median. This machine is a shared VM whose speed drifts over
+// seconds (the same build's P2 baseline measured 8 to 13 ms/op in one
+// hour); measured one after the other for a second each, the two sides
+// could see different machines. Once otherwise.
+func (b *bench) measurePair(ours, base func()) (o, bs testing.BenchmarkResult) {
+	if !b.full {
+		ours()
+		base()
+		one := testing.BenchmarkResult{N: 1, T: time.Nanosecond}
+		return one, one
+	}
+	ours()
+	base() // warm both up: caches, prepared statements, pools
+	type round struct {
+		ours, base testing.BenchmarkResult
+		ratio      float64
+	}
+	rounds := make([]round, 5)
+	for i := range rounds {
+		r := &rounds[i]
+		r.ours, r.base = runFor(ours, 300*time.Millisecond), runFor(base, 300*time.Millisecond)
+		r.ratio = ns(r.ours) / ns(r.base)
+	}
+	slices.SortFunc(rounds, func(a, b round) int { return cmp.Compare(a.ratio, b.ratio) })
+	return rounds[len(rounds)/2].ours, rounds[len(rounds)/2].base
+}
+
+// runFor runs fn repeatedly for about d and reports it as a benchmark
+// result, allocations included.
+func runFor(fn func(), d time.Duration) testing.BenchmarkResult {
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	start := time.Now()
+	n := 0
+	for n == 0 || time.Since(start) < d {
+		fn()
+		n++
+	}
+	elapsed := time.Since(start)
+	runtime.ReadMemStats(&after)
+	return testing.BenchmarkResult{N: n, T: elapsed, MemAllocs: after.Mallocs - before.Mallocs, MemBytes: after.TotalAlloc - before.TotalAlloc}
+}
+
 func TestBenchmarkReport(t *testing.T) {
 	out := os.Getenv("ORCHARD_BENCH")
 	b := &bench{t: t, full: out != ""}
@@ -102,7 +149,7 @@ func renderReport(rows []benchRow) string {
 			}
 		}
 	}
-	fmt.Fprintf(&w, "# Orchard benchmarks\n\nWritten by `make bench` (server/bench_test.go, TestBenchmarkReport). Each figure is measured in the same run as its baseline.\n\n")
+	fmt.Fprintf(&w, "# Orchard benchmarks\n\nWritten by `make bench` (server/bench_test.go, TestBenchmarkReport). Each figure is measured in the same run as its baseline; where a ratio is taken (P1, P2, P5) the two sides are measured in alternating rounds, so that the drift of this shared machine's speed falls on both.\n\n")
 	fmt.Fprintf(&w, "- machine: %s, %d cores (GOMAXPROCS %d), %s/%s, %s, host %s\n", cpu, runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH, runtime.Version(), host)
 	fmt.Fprintf(&w, "- date: %s\n\n", time.Now().UTC().Format(time.RFC3339))
 	fmt.Fprintf(&w, "| id | scenario | figure | baseline | ratio | target | result | note |\n|---|---|---|---|---|---|---|---|\n")
@@ -198,8 +245,7 @@ func benchTypename(b *bench) []benchRow {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"data":{"__typename":"Query"}}`))
 	})
-	ours := b.measure(func() { s.post(body) })
-	base := b.measure(func() {
+	ours, base := b.measurePair(func() { s.post(body) }, func() {
 		rec := httptest.NewRecorder()
 		req := httptest.NewRequest(http.MethodPost, "/graphql", bytes.NewReader(body))
 		baseline.ServeHTTP(rec, req)
@@ -351,8 +397,7 @@ func benchNestedList(b *bench) []benchRow {
 	if n := strings.Count(string(got), `"adamID"`); n != 3000 {
 		b.t.Fatalf("P2: %d app nodes, want 3000", n)
 	}
-	ours := b.measure(func() { s.post(body) })
-	baseline := b.measure(func() { baseRun() })
+	ours, baseline := b.measurePair(func() { s.post(body) }, func() { baseRun() })
 	r := ns(ours) / ns(baseline)
 	return []benchRow{{
 		ID: "P2", Scenario: "`customers(first: 20) { tokens { apps(first: 50) } }`, 3,000 app nodes, SQLite, vs hand-written database/sql + encoding/json (byte-identical JSON)",
@@ -512,9 +557,12 @@ func benchLoopback(b *bench) []benchRow {
 	defer pinned.undo()
 
 	body, _ := json.Marshal(map[string]string{"query": nestedQuery})
-	dur := 3 * time.Second
+	// Three rounds of 1.5 s against each server in turn, each side's
+	// requests pooled over its rounds: the machine's speed drifts, and both
+	// sides then see the same mix of it.
+	dur, rounds := 1500*time.Millisecond, 3
 	if !b.full {
-		dur = 100 * time.Millisecond
+		dur, rounds = 100*time.Millisecond, 1
 	}
 	request := func(url, auth string) *http.Request {
 		req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
@@ -524,9 +572,12 @@ func benchLoopback(b *bench) []benchRow {
 		}
 		return req
 	}
-	load := func(url, auth string) (float64, time.Duration) {
+	type loadResult struct {
+		lat  []time.Duration
+		took time.Duration
+	}
+	load := func(into *loadResult, url, auth string) {
 		var mu sync.Mutex
-		var lat []time.Duration
 		var failed atomic.Int64
 		began := time.Now()
 		deadline := began.Add(dur)
@@ -548,7 +599,7 @@ func benchLoopback(b *bench) []benchRow {
 						continue
 					}
 					mu.Lock()
-					lat = append(lat, time.Since(start))
+					into.lat = append(into.lat, time.Since(start))
 					mu.Unlock()
 				}
 			})
@@ -556,12 +607,17 @@ func benchLoopback(b *bench) []benchRow {
 		wg.Wait()
 		// Requests started before the deadline finish after it: count them
 		// over the whole time taken, not over dur.
-		took := time.Since(began)
-		if n := failed.Load(); n > 0 || len(lat) == 0 {
-			b.t.Fatalf("P5: %d of %d requests to %s failed", n, int(n)+len(lat), url)
+		into.took += time.Since(began)
+		if n := failed.Load(); n > 0 {
+			b.t.Fatalf("P5: %d requests to %s failed", n, url)
 		}
-		slices.Sort(lat)
-		return float64(len(lat)) / took.Seconds(), lat[len(lat)*99/100]
+	}
+	summary := func(r *loadResult, url string) (float64, time.Duration) {
+		if len(r.lat) == 0 {
+			b.t.Fatalf("P5: no request to %s was answered", url)
+		}
+		slices.Sort(r.lat)
+		return float64(len(r.lat)) / r.took.Seconds(), r.lat[len(r.lat)*99/100]
 	}
 	fetch := func(url, auth string) []byte {
 		resp, err := http.DefaultClient.Do(request(url, auth))
@@ -575,8 +631,13 @@ func benchLoopback(b *bench) []benchRow {
 	if got, want := fetch(ours.srv.URL+"/graphql", key), fetch(base.srv.URL+"/graphql", ""); !bytes.Equal(got, want) {
 		b.t.Fatalf("P5: the two servers answer differently:\n%.300s\n%.300s", got, want)
 	}
-	rps, p99 := load(ours.srv.URL+"/graphql", key)
-	brps, bp99 := load(base.srv.URL+"/graphql", "")
+	var oursLoad, baseLoad loadResult
+	for range rounds {
+		load(&oursLoad, ours.srv.URL+"/graphql", key)
+		load(&baseLoad, base.srv.URL+"/graphql", "")
+	}
+	rps, p99 := summary(&oursLoad, ours.srv.URL)
+	brps, bp99 := summary(&baseLoad, base.srv.URL)
 	share, tail := rps/max(brps, 1), float64(p99)/float64(max(bp99, 1))
 	return []benchRow{{
 		ID: "P5", Scenario: "P2 over loopback HTTP, 8 client connections, `orchard serve` vs the hand-written endpoint, each in its own process",
