@@ -68,6 +68,8 @@ const (
 	deferredHelper = "deferredGroupIfNeeded"
 	objectHelper   = "objectMarshaler"
 	outHelper      = "newObjectOut"
+	stringHelper   = "stringField"
+	intHelper      = "intField"
 	collectHelper  = "collectFields"
 	listHelper     = "marshalListElements"
 	streamHelper   = "sharedEvents"
@@ -227,7 +229,7 @@ func rewrite(path string, elems map[string]string, enums map[string]bool) error 
 	var edits []edit
 	var errs []string
 	counts := map[string]int{}
-	safe := neverNullMarshallers(file, enums)
+	safe, held := neverNullMarshallers(file, enums)
 	for _, decl := range file.Decls {
 		fn, ok := decl.(*ast.FuncDecl)
 		if !ok || fn.Body == nil {
@@ -240,7 +242,7 @@ func rewrite(path string, elems map[string]string, enums map[string]bool) error 
 				edit{fset.Position(ret.Pos()).Offset, fset.Position(ret.End()).Offset,
 					"return " + objectHelper + "(out, fields, len(deferred.Defers))"})
 		}
-		if direct, ok := directField(fn, safe); ok {
+		if direct, ok := directField(fn, safe, held); ok {
 			counts["direct"]++
 			// Before gqlgen's return, which stays for the equivalence test.
 			at := fset.Position(fn.Body.List[0].Pos()).Offset
@@ -370,9 +372,16 @@ func objectReturn(fn *ast.FuncDecl) (*ast.ReturnStmt, *ast.CallExpr, bool) {
 // never return graphql.Null, so their null checks are dead), and enums
 // held by value. Each is recognised by its whole body, so a marshaller
 // gqlgen changes drops out of the list rather than being trusted.
-func neverNullMarshallers(file *ast.File, enums map[string]bool) map[string]bool {
+//
+// For the marshallers of String and Int it also gives the helper that
+// writes the same value from where the object holds it (see directField),
+// and whether it is handed the value's address (the marshaller takes v) or
+// the pointer the object holds (it takes *v).
+func neverNullMarshallers(file *ast.File, enums map[string]bool) (map[string]bool, map[string]heldScalar) {
 	wrap := map[string]bool{"graphql.MarshalString": true, "graphql.MarshalInt": true, "graphql.MarshalBoolean": true, "relay.MarshalID": true}
+	heldBy := map[string]string{"graphql.MarshalString": stringHelper, "graphql.MarshalInt": intHelper}
 	safe := map[string]bool{}
+	held := map[string]heldScalar{}
 	for _, decl := range file.Decls {
 		fn, ok := decl.(*ast.FuncDecl)
 		if !ok || fn.Body == nil || fn.Recv == nil || !strings.HasPrefix(fn.Name.Name, "marshal") {
@@ -385,6 +394,7 @@ func neverNullMarshallers(file *ast.File, enums map[string]bool) map[string]bool
 		}
 		ok = len(body) > 0 && returns(body[len(body)-1], "res")
 		wrapped := false
+		var h heldScalar
 		for _, st := range body[:max(len(body)-1, 0)] {
 			switch st := st.(type) {
 			case *ast.AssignStmt: // _ = sel, _ = ctx, or res := graphql.MarshalX(v)
@@ -397,6 +407,9 @@ func neverNullMarshallers(file *ast.File, enums map[string]bool) map[string]bool
 					ok = false
 				}
 				wrapped = true
+				if ok {
+					h = heldScalar{helper: heldBy[exprString(call.Fun)], pointer: exprString(call.Args[0]) == "*v"}
+				}
 			case *ast.IfStmt: // if v == nil { return graphql.Null } or the dead null check
 				cond := exprString(st.Cond)
 				if cond != "v == nil" && cond != "res == graphql.Null" {
@@ -408,9 +421,18 @@ func neverNullMarshallers(file *ast.File, enums map[string]bool) map[string]bool
 		}
 		if ok && wrapped {
 			safe[fn.Name.Name] = true
+			if h.helper != "" {
+				held[fn.Name.Name] = h
+			}
 		}
 	}
-	return safe
+	return safe, held
+}
+
+// heldScalar is how a String or Int field is written from the object.
+type heldScalar struct {
+	helper  string
+	pointer bool // the object holds a pointer, nil for null
 }
 
 // directField recognises a plain field of the generated executor, one read
@@ -425,12 +447,15 @@ func neverNullMarshallers(file *ast.File, enums map[string]bool) map[string]bool
 //
 // and returns its direct path. With marshalM in safe (a scalar that can
 // neither fail nor report a null) that is ec.marshalM(ctx,
-// field.Selections, obj.F) alone. Otherwise (an object, a list, a Time)
+// field.Selections, obj.F) alone, or for a String or Int
+// stringField(&obj.F) / intField(&obj.F) (obj.F when the object holds a
+// pointer), which write the same bytes without the closure
+// graphql.MarshalString and MarshalInt allocate. Otherwise (an object, a list, a Time)
 // the field keeps its FieldContext, which the paths of errors below it and
 // its own null check read, and the panic guard; what it loses is only
 // graphql.ResolveField's closures and its call of the field middleware,
 // which Orchard keeps empty.
-func directField(fn *ast.FuncDecl, safe map[string]bool) (string, bool) {
+func directField(fn *ast.FuncDecl, safe map[string]bool, held map[string]heldScalar) (string, bool) {
 	if fn.Recv == nil || !strings.HasPrefix(fn.Name.Name, "_") || !hasParam(fn, "obj") || len(fn.Body.List) != 1 {
 		return "", false
 	}
@@ -470,6 +495,12 @@ func directField(fn *ast.FuncDecl, safe map[string]bool) (string, bool) {
 	name, ok := m.Fun.(*ast.SelectorExpr)
 	if !ok || !isIdent(name.X, "ec") || !strings.HasPrefix(name.Sel.Name, "marshal") {
 		return "", false
+	}
+	if h, ok := held[name.Sel.Name]; ok {
+		if h.pointer {
+			return "return " + h.helper + "(obj." + field.Sel.Name + ")\n", true
+		}
+		return "return " + h.helper + "(&obj." + field.Sel.Name + ")\n", true
 	}
 	value := "ec." + name.Sel.Name + "(ctx, field.Selections, obj." + field.Sel.Name + ")"
 	if safe[name.Sel.Name] {

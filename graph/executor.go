@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -405,6 +406,77 @@ func ReleaseResponseData(data []byte) {
 	}
 	data = data[:0]
 	responseBuffers.Put(&data)
+}
+
+// stringField and intField write a plain String or Int field (ent/gqlgen.go
+// gives each its direct path through them) from where the object holds it,
+// given its address, or the pointer the object holds for a nullable one. A
+// struct of one pointer goes into an interface without an allocation,
+// where graphql.MarshalString and MarshalInt each allocate a closure: about
+// one allocation in eight of P2. The bytes are the same as theirs; the
+// object is not changed between its fields' resolution and the answer's
+// writing.
+func stringField(p *string) graphql.Marshaler {
+	if p == nil {
+		return graphql.Null
+	}
+	return stringAt{p}
+}
+
+func intField(p *int) graphql.Marshaler {
+	if p == nil {
+		return graphql.Null
+	}
+	return intAt{p}
+}
+
+type stringAt struct{ p *string }
+
+func (s stringAt) MarshalGQL(w io.Writer) { writeQuoted(w, *s.p) }
+
+type intAt struct{ p *int }
+
+func (n intAt) MarshalGQL(w io.Writer) {
+	if b, ok := w.(*bytes.Buffer); ok {
+		_, _ = b.Write(strconv.AppendInt(b.AvailableBuffer(), int64(*n.p), 10))
+		return
+	}
+	_, _ = io.WriteString(w, strconv.Itoa(*n.p))
+}
+
+const upperHex = "0123456789ABCDEF"
+
+// writeQuoted writes s as a JSON string the way gqlgen's String marshaller
+// does: quotes, backslashes and control characters escaped (tab, CR and
+// newline by name, the others as \u00XX with upper-case hex), everything
+// else, invalid UTF-8 included, as it is.
+func writeQuoted(w io.Writer, s string) {
+	_, _ = io.WriteString(w, `"`)
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
+		}
+		_, _ = io.WriteString(w, s[start:i])
+		switch c {
+		case '\t':
+			_, _ = io.WriteString(w, `\t`)
+		case '\r':
+			_, _ = io.WriteString(w, `\r`)
+		case '\n':
+			_, _ = io.WriteString(w, `\n`)
+		case '\\':
+			_, _ = io.WriteString(w, `\\`)
+		case '"':
+			_, _ = io.WriteString(w, `\"`)
+		default:
+			_, _ = w.Write([]byte{'\\', 'u', '0', '0', upperHex[c>>4], upperHex[c&0xf]})
+		}
+		start = i + 1
+	}
+	_, _ = io.WriteString(w, s[start:])
+	_, _ = io.WriteString(w, `"`)
 }
 
 // rawJSON writes bytes already rendered.

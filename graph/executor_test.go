@@ -39,6 +39,11 @@ func TestExecutorRewriteEquivalence(t *testing.T) {
 		a := db.Client.App.Query().FirstX(ctx)
 		custID, tokID, appID := relay.Encode(cust.ID), relay.Encode(tok.ID), relay.Encode(a.ID)
 		missing := relay.Encode(tok.ID + 1_000_000)
+		// Strings JSON must escape, and some it must not, for the String
+		// fields written from the object (stringField, intField).
+		tricky := "say \"hi\"\\ back\ttab\r\nline\x01\x1f<b>&amp; é 東京 \u2028 🍏"
+		db.Client.Customer.UpdateOneID(cust.ID).SetName(tricky).ExecX(ctx)
+		db.Client.App.UpdateOneID(a.ID).SetName(tricky).SetBundleID("com.example.\"app\"").SetLowLicenceThreshold(2147483647).ExecX(ctx)
 
 		svc := domain.New(db.Client, domain.Modules{}, domain.Config{WarnDays: []int{30, 7}}, nil)
 		srv := handler.New(graph.NewSchema(svc, domain.NewHub(svc), nil))
@@ -58,6 +63,8 @@ func TestExecutorRewriteEquivalence(t *testing.T) {
 		}{
 			{name: "nested lists", query: `{ customers(first: 10) { totalCount edges { cursor node { id name tokens(first: 10) { edges { node { locationUID apps(first: 10) { edges { node { adamID name totalCount } } } } } } } } } }`,
 				want: []string{`"adamID":"3"`}},
+			{name: "strings and numbers written from the object", query: `{ customers(first: 10) { edges { node { name tokens(first: 10) { edges { node { apps(first: 10) { edges { node { name bundleID totalCount lowLicenceThreshold assignedCount } } } } } } } } } }`,
+				want: []string{`"name":"say \"hi\"\\ back\ttab\r\nline\u0001\u001F\u003cb\u003e\u0026amp; é 東京 \u2028 🍏"`, `"bundleID":"com.example.\"app\""`, `"lowLicenceThreshold":2147483647`, `"bundleID":null`}},
 			{name: "fragments and aliases", query: `query Q { first: tokens(first: 2) { ...conn } all: tokens(first: 20, orderBy: {field: EXPIRES_AT, direction: DESC}) { ...conn } }
 				fragment conn on ServerTokenConnection { totalCount edges { node { ...tok ... on ServerToken { alias: state } } } }
 				fragment tok on ServerToken { id __typename state expiresAt apps(first: 2) { edges { node { ... on App { adamID kind: productType } } } } }`,

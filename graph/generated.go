@@ -3128,7 +3128,7 @@ func (ec *executionContext) fieldContext_App_updatedAt(_ context.Context, field 
 
 func (ec *executionContext) _App_adamID(ctx context.Context, field graphql.CollectedField, obj *ent.App) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNString2string(ctx, field.Selections, obj.AdamID)
+		return stringField(&obj.AdamID)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -3154,7 +3154,7 @@ func (ec *executionContext) fieldContext_App_adamID(_ context.Context, field gra
 
 func (ec *executionContext) _App_pricingParam(ctx context.Context, field graphql.CollectedField, obj *ent.App) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNString2string(ctx, field.Selections, obj.PricingParam)
+		return stringField(&obj.PricingParam)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -3206,7 +3206,7 @@ func (ec *executionContext) fieldContext_App_productType(_ context.Context, fiel
 
 func (ec *executionContext) _App_name(ctx context.Context, field graphql.CollectedField, obj *ent.App) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalOString2ᚖstring(ctx, field.Selections, obj.Name)
+		return stringField(obj.Name)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -3232,7 +3232,7 @@ func (ec *executionContext) fieldContext_App_name(_ context.Context, field graph
 
 func (ec *executionContext) _App_bundleID(ctx context.Context, field graphql.CollectedField, obj *ent.App) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalOString2ᚖstring(ctx, field.Selections, obj.BundleID)
+		return stringField(obj.BundleID)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -3258,7 +3258,7 @@ func (ec *executionContext) fieldContext_App_bundleID(_ context.Context, field g
 
 func (ec *executionContext) _App_iconURL(ctx context.Context, field graphql.CollectedField, obj *ent.App) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalOString2ᚖstring(ctx, field.Selections, obj.IconURL)
+		return stringField(obj.IconURL)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -3284,7 +3284,7 @@ func (ec *executionContext) fieldContext_App_iconURL(_ context.Context, field gr
 
 func (ec *executionContext) _App_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.App) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNInt2int(ctx, field.Selections, obj.TotalCount)
+		return intField(&obj.TotalCount)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -3310,7 +3310,7 @@ func (ec *executionContext) fieldContext_App_totalCount(_ context.Context, field
 
 func (ec *executionContext) _App_assignedCount(ctx context.Context, field graphql.CollectedField, obj *ent.App) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNInt2int(ctx, field.Selections, obj.AssignedCount)
+		return intField(&obj.AssignedCount)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -3336,7 +3336,7 @@ func (ec *executionContext) fieldContext_App_assignedCount(_ context.Context, fi
 
 func (ec *executionContext) _App_availableCount(ctx context.Context, field graphql.CollectedField, obj *ent.App) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNInt2int(ctx, field.Selections, obj.AvailableCount)
+		return intField(&obj.AvailableCount)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -3362,7 +3362,7 @@ func (ec *executionContext) fieldContext_App_availableCount(_ context.Context, f
 
 func (ec *executionContext) _App_retiredCount(ctx context.Context, field graphql.CollectedField, obj *ent.App) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNInt2int(ctx, field.Selections, obj.RetiredCount)
+		return intField(&obj.RetiredCount)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -3451,7 +3451,7 @@ func (ec *executionContext) fieldContext_App_supportedPlatforms(_ context.Contex
 
 func (ec *executionContext) _App_lowLicenceThreshold(ctx context.Context, field graphql.CollectedField, obj *ent.App) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalOInt2ᚖint(ctx, field.Selections, obj.LowLicenceThreshold)
+		return intField(obj.LowLicenceThreshold)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -3601,7 +3601,7 @@ func (ec *executionContext) fieldContext_AppConnection_pageInfo(_ context.Contex
 
 func (ec *executionContext) _AppConnection_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.AppConnection) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNInt2int(ctx, field.Selections, obj.TotalCount)
+		return intField(&obj.TotalCount)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -3773,7 +3773,7 @@ func (ec *executionContext) fieldContext_AuditEvent_createdAt(_ context.Context,
 
 func (ec *executionContext) _AuditEvent_actor(ctx context.Context, field graphql.CollectedField, obj *ent.AuditEvent) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNString2string(ctx, field.Selections, obj.Actor)
+		return stringField(&obj.Actor)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -3799,7 +3799,7 @@ func (ec *executionContext) fieldContext_AuditEvent_actor(_ context.Context, fie
 
 func (ec *executionContext) _AuditEvent_action(ctx context.Context, field graphql.CollectedField, obj *ent.AuditEvent) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNString2string(ctx, field.Selections, obj.Action)
+		return stringField(&obj.Action)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -3825,7 +3825,7 @@ func (ec *executionContext) fieldContext_AuditEvent_action(_ context.Context, fi
 
 func (ec *executionContext) _AuditEvent_outcome(ctx context.Context, field graphql.CollectedField, obj *ent.AuditEvent) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNString2string(ctx, field.Selections, obj.Outcome)
+		return stringField(&obj.Outcome)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -3851,7 +3851,7 @@ func (ec *executionContext) fieldContext_AuditEvent_outcome(_ context.Context, f
 
 func (ec *executionContext) _AuditEvent_detail(ctx context.Context, field graphql.CollectedField, obj *ent.AuditEvent) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNString2string(ctx, field.Selections, obj.Detail)
+		return stringField(&obj.Detail)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -3995,7 +3995,7 @@ func (ec *executionContext) fieldContext_AuditEventConnection_pageInfo(_ context
 
 func (ec *executionContext) _AuditEventConnection_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.AuditEventConnection) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNInt2int(ctx, field.Selections, obj.TotalCount)
+		return intField(&obj.TotalCount)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -4204,7 +4204,7 @@ func (ec *executionContext) fieldContext_Customer_updatedAt(_ context.Context, f
 
 func (ec *executionContext) _Customer_name(ctx context.Context, field graphql.CollectedField, obj *ent.Customer) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNString2string(ctx, field.Selections, obj.Name)
+		return stringField(&obj.Name)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -4398,7 +4398,7 @@ func (ec *executionContext) fieldContext_CustomerConnection_pageInfo(_ context.C
 
 func (ec *executionContext) _CustomerConnection_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.CustomerConnection) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNInt2int(ctx, field.Selections, obj.TotalCount)
+		return intField(&obj.TotalCount)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -4585,7 +4585,7 @@ func (ec *executionContext) fieldContext_LicenceAssignment_id(_ context.Context,
 
 func (ec *executionContext) _LicenceAssignment_adamID(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceAssignment) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNString2string(ctx, field.Selections, obj.AdamID)
+		return stringField(&obj.AdamID)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -4611,7 +4611,7 @@ func (ec *executionContext) fieldContext_LicenceAssignment_adamID(_ context.Cont
 
 func (ec *executionContext) _LicenceAssignment_pricingParam(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceAssignment) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNString2string(ctx, field.Selections, obj.PricingParam)
+		return stringField(&obj.PricingParam)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -4637,7 +4637,7 @@ func (ec *executionContext) fieldContext_LicenceAssignment_pricingParam(_ contex
 
 func (ec *executionContext) _LicenceAssignment_serialNumber(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceAssignment) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalOString2ᚖstring(ctx, field.Selections, obj.SerialNumber)
+		return stringField(obj.SerialNumber)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -4663,7 +4663,7 @@ func (ec *executionContext) fieldContext_LicenceAssignment_serialNumber(_ contex
 
 func (ec *executionContext) _LicenceAssignment_clientUserID(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceAssignment) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalOString2ᚖstring(ctx, field.Selections, obj.ClientUserID)
+		return stringField(obj.ClientUserID)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -4845,7 +4845,7 @@ func (ec *executionContext) fieldContext_LicenceAssignmentConnection_pageInfo(_ 
 
 func (ec *executionContext) _LicenceAssignmentConnection_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceAssignmentConnection) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNInt2int(ctx, field.Selections, obj.TotalCount)
+		return intField(&obj.TotalCount)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -4954,7 +4954,7 @@ func (ec *executionContext) fieldContext_LicenceAssignmentEdge_cursor(_ context.
 
 func (ec *executionContext) _LicenceFailure_adamID(ctx context.Context, field graphql.CollectedField, obj *schematype.LicenceFailure) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalOString2ᚖstring(ctx, field.Selections, obj.AdamID)
+		return stringField(obj.AdamID)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -4980,7 +4980,7 @@ func (ec *executionContext) fieldContext_LicenceFailure_adamID(_ context.Context
 
 func (ec *executionContext) _LicenceFailure_pricingParam(ctx context.Context, field graphql.CollectedField, obj *schematype.LicenceFailure) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalOString2ᚖstring(ctx, field.Selections, obj.PricingParam)
+		return stringField(obj.PricingParam)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -5006,7 +5006,7 @@ func (ec *executionContext) fieldContext_LicenceFailure_pricingParam(_ context.C
 
 func (ec *executionContext) _LicenceFailure_serialNumber(ctx context.Context, field graphql.CollectedField, obj *schematype.LicenceFailure) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalOString2ᚖstring(ctx, field.Selections, obj.SerialNumber)
+		return stringField(obj.SerialNumber)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -5032,7 +5032,7 @@ func (ec *executionContext) fieldContext_LicenceFailure_serialNumber(_ context.C
 
 func (ec *executionContext) _LicenceFailure_clientUserID(ctx context.Context, field graphql.CollectedField, obj *schematype.LicenceFailure) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalOString2ᚖstring(ctx, field.Selections, obj.ClientUserID)
+		return stringField(obj.ClientUserID)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -5058,7 +5058,7 @@ func (ec *executionContext) fieldContext_LicenceFailure_clientUserID(_ context.C
 
 func (ec *executionContext) _LicenceFailure_code(ctx context.Context, field graphql.CollectedField, obj *schematype.LicenceFailure) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNString2string(ctx, field.Selections, obj.Code)
+		return stringField(&obj.Code)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -5084,7 +5084,7 @@ func (ec *executionContext) fieldContext_LicenceFailure_code(_ context.Context, 
 
 func (ec *executionContext) _LicenceFailure_message(ctx context.Context, field graphql.CollectedField, obj *schematype.LicenceFailure) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNString2string(ctx, field.Selections, obj.Message)
+		return stringField(&obj.Message)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -5188,7 +5188,7 @@ func (ec *executionContext) fieldContext_LicenceOperation_status(_ context.Conte
 
 func (ec *executionContext) _LicenceOperation_requested(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceOperation) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNInt2int(ctx, field.Selections, obj.Requested)
+		return intField(&obj.Requested)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -5214,7 +5214,7 @@ func (ec *executionContext) fieldContext_LicenceOperation_requested(_ context.Co
 
 func (ec *executionContext) _LicenceOperation_completed(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceOperation) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNInt2int(ctx, field.Selections, obj.Completed)
+		return intField(&obj.Completed)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -5484,7 +5484,7 @@ func (ec *executionContext) fieldContext_LicenceOperationConnection_pageInfo(_ c
 
 func (ec *executionContext) _LicenceOperationConnection_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceOperationConnection) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNInt2int(ctx, field.Selections, obj.TotalCount)
+		return intField(&obj.TotalCount)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -5639,7 +5639,7 @@ func (ec *executionContext) fieldContext_LicenceOperationPayload_operation(_ con
 
 func (ec *executionContext) _LicenceTotals_total(ctx context.Context, field graphql.CollectedField, obj *domain.LicenceTotals) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNInt2int(ctx, field.Selections, obj.Total)
+		return intField(&obj.Total)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -5665,7 +5665,7 @@ func (ec *executionContext) fieldContext_LicenceTotals_total(_ context.Context, 
 
 func (ec *executionContext) _LicenceTotals_assigned(ctx context.Context, field graphql.CollectedField, obj *domain.LicenceTotals) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNInt2int(ctx, field.Selections, obj.Assigned)
+		return intField(&obj.Assigned)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -5691,7 +5691,7 @@ func (ec *executionContext) fieldContext_LicenceTotals_assigned(_ context.Contex
 
 func (ec *executionContext) _LicenceTotals_available(ctx context.Context, field graphql.CollectedField, obj *domain.LicenceTotals) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNInt2int(ctx, field.Selections, obj.Available)
+		return intField(&obj.Available)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -5717,7 +5717,7 @@ func (ec *executionContext) fieldContext_LicenceTotals_available(_ context.Conte
 
 func (ec *executionContext) _LicenceTotals_retired(ctx context.Context, field graphql.CollectedField, obj *domain.LicenceTotals) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNInt2int(ctx, field.Selections, obj.Retired)
+		return intField(&obj.Retired)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -5743,7 +5743,7 @@ func (ec *executionContext) fieldContext_LicenceTotals_retired(_ context.Context
 
 func (ec *executionContext) _LicenceTotals_unlimitedCount(ctx context.Context, field graphql.CollectedField, obj *domain.LicenceTotals) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNInt2int(ctx, field.Selections, obj.UnlimitedCount)
+		return intField(&obj.UnlimitedCount)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -5861,7 +5861,7 @@ func (ec *executionContext) fieldContext_LicenceWarning_token(_ context.Context,
 
 func (ec *executionContext) _LicenceWarning_availableCount(ctx context.Context, field graphql.CollectedField, obj *domain.LicenceWarning) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNInt2int(ctx, field.Selections, obj.AvailableCount)
+		return intField(&obj.AvailableCount)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -5887,7 +5887,7 @@ func (ec *executionContext) fieldContext_LicenceWarning_availableCount(_ context
 
 func (ec *executionContext) _LicenceWarning_threshold(ctx context.Context, field graphql.CollectedField, obj *domain.LicenceWarning) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNInt2int(ctx, field.Selections, obj.Threshold)
+		return intField(&obj.Threshold)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -5976,7 +5976,7 @@ func (ec *executionContext) fieldContext_LicenceWarning_issuedAt(_ context.Conte
 
 func (ec *executionContext) _MDMInfo_id(ctx context.Context, field graphql.CollectedField, obj *schematype.MDMInfo) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNString2string(ctx, field.Selections, obj.ID)
+		return stringField(&obj.ID)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -6002,7 +6002,7 @@ func (ec *executionContext) fieldContext_MDMInfo_id(_ context.Context, field gra
 
 func (ec *executionContext) _MDMInfo_name(ctx context.Context, field graphql.CollectedField, obj *schematype.MDMInfo) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNString2string(ctx, field.Selections, obj.Name)
+		return stringField(&obj.Name)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -6028,7 +6028,7 @@ func (ec *executionContext) fieldContext_MDMInfo_name(_ context.Context, field g
 
 func (ec *executionContext) _MDMInfo_metadata(ctx context.Context, field graphql.CollectedField, obj *schematype.MDMInfo) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNString2string(ctx, field.Selections, obj.Metadata)
+		return stringField(&obj.Metadata)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -7250,7 +7250,7 @@ func (ec *executionContext) fieldContext_ServerToken_state(_ context.Context, fi
 
 func (ec *executionContext) _ServerToken_orgName(ctx context.Context, field graphql.CollectedField, obj *ent.ServerToken) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNString2string(ctx, field.Selections, obj.OrgName)
+		return stringField(&obj.OrgName)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -7276,7 +7276,7 @@ func (ec *executionContext) fieldContext_ServerToken_orgName(_ context.Context, 
 
 func (ec *executionContext) _ServerToken_locationName(ctx context.Context, field graphql.CollectedField, obj *ent.ServerToken) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNString2string(ctx, field.Selections, obj.LocationName)
+		return stringField(&obj.LocationName)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -7302,7 +7302,7 @@ func (ec *executionContext) fieldContext_ServerToken_locationName(_ context.Cont
 
 func (ec *executionContext) _ServerToken_locationUID(ctx context.Context, field graphql.CollectedField, obj *ent.ServerToken) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNString2string(ctx, field.Selections, obj.LocationUID)
+		return stringField(&obj.LocationUID)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -7328,7 +7328,7 @@ func (ec *executionContext) fieldContext_ServerToken_locationUID(_ context.Conte
 
 func (ec *executionContext) _ServerToken_countryCode(ctx context.Context, field graphql.CollectedField, obj *ent.ServerToken) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNString2string(ctx, field.Selections, obj.CountryCode)
+		return stringField(&obj.CountryCode)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -7354,7 +7354,7 @@ func (ec *executionContext) fieldContext_ServerToken_countryCode(_ context.Conte
 
 func (ec *executionContext) _ServerToken_defaultPlatform(ctx context.Context, field graphql.CollectedField, obj *ent.ServerToken) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNString2string(ctx, field.Selections, obj.DefaultPlatform)
+		return stringField(&obj.DefaultPlatform)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -7380,7 +7380,7 @@ func (ec *executionContext) fieldContext_ServerToken_defaultPlatform(_ context.C
 
 func (ec *executionContext) _ServerToken_websiteURL(ctx context.Context, field graphql.CollectedField, obj *ent.ServerToken) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNString2string(ctx, field.Selections, obj.WebsiteURL)
+		return stringField(&obj.WebsiteURL)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -7526,7 +7526,7 @@ func (ec *executionContext) fieldContext_ServerToken_lastSyncedAt(_ context.Cont
 
 func (ec *executionContext) _ServerToken_lastErrorCode(ctx context.Context, field graphql.CollectedField, obj *ent.ServerToken) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNString2string(ctx, field.Selections, obj.LastErrorCode)
+		return stringField(&obj.LastErrorCode)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -7552,7 +7552,7 @@ func (ec *executionContext) fieldContext_ServerToken_lastErrorCode(_ context.Con
 
 func (ec *executionContext) _ServerToken_lastError(ctx context.Context, field graphql.CollectedField, obj *ent.ServerToken) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNString2string(ctx, field.Selections, obj.LastError)
+		return stringField(&obj.LastError)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -7972,7 +7972,7 @@ func (ec *executionContext) fieldContext_ServerTokenConnection_pageInfo(_ contex
 
 func (ec *executionContext) _ServerTokenConnection_totalCount(ctx context.Context, field graphql.CollectedField, obj *ent.ServerTokenConnection) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNInt2int(ctx, field.Selections, obj.TotalCount)
+		return intField(&obj.TotalCount)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -8305,7 +8305,7 @@ func (ec *executionContext) fieldContext_TokenExpiryWarning_token(_ context.Cont
 
 func (ec *executionContext) _TokenExpiryWarning_daysUntilExpiry(ctx context.Context, field graphql.CollectedField, obj *domain.Warning) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNInt2int(ctx, field.Selections, obj.DaysUntilExpiry)
+		return intField(&obj.DaysUntilExpiry)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -8532,7 +8532,7 @@ func (ec *executionContext) fieldContext_UploadServerTokenPayload_renews(_ conte
 
 func (ec *executionContext) _Viewer_name(ctx context.Context, field graphql.CollectedField, obj *model.Viewer) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNString2string(ctx, field.Selections, obj.Name)
+		return stringField(&obj.Name)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -8610,7 +8610,7 @@ func (ec *executionContext) fieldContext_Viewer_allCustomers(_ context.Context, 
 
 func (ec *executionContext) _Viewer_defaultLowLicenceThreshold(ctx context.Context, field graphql.CollectedField, obj *model.Viewer) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNInt2int(ctx, field.Selections, obj.DefaultLowLicenceThreshold)
+		return intField(&obj.DefaultLowLicenceThreshold)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -8636,7 +8636,7 @@ func (ec *executionContext) fieldContext_Viewer_defaultLowLicenceThreshold(_ con
 
 func (ec *executionContext) ___Directive_name(ctx context.Context, field graphql.CollectedField, obj *introspection.Directive) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNString2string(ctx, field.Selections, obj.Name)
+		return stringField(&obj.Name)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -8792,7 +8792,7 @@ func (ec *executionContext) fieldContext___Directive_args(ctx context.Context, f
 
 func (ec *executionContext) ___EnumValue_name(ctx context.Context, field graphql.CollectedField, obj *introspection.EnumValue) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNString2string(ctx, field.Selections, obj.Name)
+		return stringField(&obj.Name)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -8887,7 +8887,7 @@ func (ec *executionContext) fieldContext___EnumValue_deprecationReason(_ context
 
 func (ec *executionContext) ___Field_name(ctx context.Context, field graphql.CollectedField, obj *introspection.Field) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNString2string(ctx, field.Selections, obj.Name)
+		return stringField(&obj.Name)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -9072,7 +9072,7 @@ func (ec *executionContext) fieldContext___Field_deprecationReason(_ context.Con
 
 func (ec *executionContext) ___InputValue_name(ctx context.Context, field graphql.CollectedField, obj *introspection.InputValue) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalNString2string(ctx, field.Selections, obj.Name)
+		return stringField(&obj.Name)
 	}
 	return graphql.ResolveField(
 		ctx,
@@ -9167,7 +9167,7 @@ func (ec *executionContext) fieldContext___InputValue_type(_ context.Context, fi
 
 func (ec *executionContext) ___InputValue_defaultValue(ctx context.Context, field graphql.CollectedField, obj *introspection.InputValue) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
-		return ec.marshalOString2ᚖstring(ctx, field.Selections, obj.DefaultValue)
+		return stringField(obj.DefaultValue)
 	}
 	return graphql.ResolveField(
 		ctx,
