@@ -386,6 +386,27 @@ func TestConsoleViewerKey(t *testing.T) {
 	}
 }
 
+// A link opened the moment the console is signed in is followed: the
+// hash changes as soon as the customer list is in the page, before the
+// console's effects have run, and the console still lands on the customer.
+func TestConsoleHashRightAfterSignIn(t *testing.T) {
+	s := startServer(t, nil)
+	admin := s.key()
+	id := s.createCustomer(admin, "Fabrikam")
+	ctx := browser(t)
+	jump := fmt.Sprintf(`new MutationObserver((_, obs) => {
+		if ([...document.querySelectorAll('h1')].some(h => h.textContent.trim() === 'Customers')) {
+			obs.disconnect();
+			location.hash = '#/customer/' + encodeURIComponent(%q);
+		}
+	}).observe(document.body, {childList: true, subtree: true})`, id)
+	do(ctx, t, "signing in", chromedp.Navigate(s.URL+"/"),
+		chromedp.SendKeys(labelled("API key"), admin, chromedp.NodeVisible),
+		chromedp.Evaluate[chromedp.Void](jump),
+		click(button("Sign in")),
+		waitText(heading("Fabrikam")))
+}
+
 // The viewer query for scoped and technician keys, and the server's
 // default low-licence threshold it reports to every role.
 func TestViewerQuery(t *testing.T) {

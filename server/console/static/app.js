@@ -11,7 +11,7 @@ import { Customers, CustomerPage, Overview, Audit } from './views.js';
 function parseRoute() {
   const [path, query] = location.hash.replace(/^#/, '').split('?');
   const parts = (path || '/').split('/').filter(Boolean);
-  return { name: parts[0] || 'customers', id: parts[1] ? decodeURIComponent(parts[1]) : '', params: new URLSearchParams(query || '') };
+  return { hash: location.hash, name: parts[0] || 'customers', id: parts[1] ? decodeURIComponent(parts[1]) : '', params: new URLSearchParams(query || '') };
 }
 
 function SignIn({ onSignedIn }) {
@@ -62,6 +62,9 @@ function Shell({ viewer, onSignOut }) {
   useEffect(() => {
     const onHash = () => setRoute(parseRoute());
     window.addEventListener('hashchange', onHash);
+    // Effects run after the first paint: a hash changed in between (a link
+    // followed, a bookmark opened right after signing in) fired no event we heard.
+    if (location.hash !== route.hash) onHash();
     return () => window.removeEventListener('hashchange', onHash);
   }, []);
   useEffect(() => subscribe(WARNINGS, {}, (data) => {
