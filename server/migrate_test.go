@@ -204,7 +204,11 @@ func eachDatabase(t *testing.T, fn func(t *testing.T, postgres bool)) {
 func TestUpgradeDatabaseMadeByMain055a1ad(t *testing.T) {
 	eachDatabase(t, func(t *testing.T, postgres bool) {
 		url := loadBaselineDump(t, postgres)
-		s := startServer(t, map[string]string{"ORCHARD_DATABASE_URL": url, "ORCHARD_SECRET_KEY": baselineSealKey})
+		// The dump's PENDING upload was made on 2026-12-02: with the default
+		// day to live, the cleanup job discarded it at start from the next
+		// day on, and this test failed by the calendar.
+		s := startServer(t, map[string]string{"ORCHARD_DATABASE_URL": url, "ORCHARD_SECRET_KEY": baselineSealKey,
+			"ORCHARD_PENDING_TTL": "876000h"})
 		var got struct {
 			Customers struct {
 				TotalCount int
