@@ -56,5 +56,6 @@ func templates() []*gen.Template {
 		parse("./ent/template/collection.tmpl"),
 		parse("./ent/template/paginate.tmpl"),
 		parse("./ent/template/detach.tmpl"),
+		parse("./ent/template/scanners.tmpl"),
 	)
 }
