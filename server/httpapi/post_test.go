@@ -1,8 +1,10 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -108,6 +110,27 @@ func TestCompacted(t *testing.T) {
 		// The claim is about encoding/json: check it there too.
 		if out, err := json.Marshal(json.RawMessage(in)); err == nil && (string(out) == in) != want {
 			t.Errorf("encoding/json turns %s into %s; compacted says %v", in, out, want)
+		}
+	}
+}
+
+// BenchmarkCompacted scans an answer shaped like P2's: many short objects
+// of names and numbers.
+func BenchmarkCompacted(b *testing.B) {
+	var buf bytes.Buffer
+	buf.WriteString(`{"apps":[`)
+	for i := range 3000 {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		fmt.Fprintf(&buf, `{"node":{"adamID":"%d","name":"App \"%d\" for schools","totalCount":%d}}`, 400000000+i, i, 100+i)
+	}
+	buf.WriteString(`]}`)
+	data := buf.Bytes()
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if !compacted(data) {
+			b.Fatal("the answer is compact")
 		}
 	}
 }
