@@ -74,7 +74,9 @@ const (
 	listHelper     = "marshalListElements"
 	streamHelper   = "sharedEvents"
 	dataHelper     = "marshalResponseData"
+	heldHelper     = "fieldsHeldOnly"
 	tableFile      = "executor_gen.go"
+	directFile     = "executor_direct_gen.go"
 )
 
 func main() {
@@ -92,7 +94,7 @@ func main() {
 		log.Fatal("gqlgen ran without handing its codegen data to the plugin")
 	}
 	generated := cfg.Exec.Filename
-	if err := rewrite(generated, p.listElems(), p.enumMarshallers()); err != nil {
+	if err := rewrite(generated, p.listElems(), p.enumMarshallers(), p.fieldFuncs()); err != nil {
 		log.Fatalf("rewriting %s: %v (gqlgen's generated code changed shape: review graph/executor.go and this file)", generated, err)
 	}
 	// gqlgen validated its own output; the rewritten one must build too.
@@ -112,8 +114,14 @@ func (p *executorData) Name() string { return "orchard-executor" }
 // fields, before gqlgen builds the package it belongs to.
 func (p *executorData) GenerateCode(data *codegen.Data) error {
 	p.data = data
-	table := filepath.Join(filepath.Dir(data.Config.Exec.Filename), tableFile)
-	return writeFormatted(table, p.table(data.Config.Exec.Package))
+	dir := filepath.Dir(data.Config.Exec.Filename)
+	// fcFreeFields comes from the rewritten executor; until the rewrite
+	// writes it, an empty table lets gqlgen build the package, and answers
+	// "keep the FieldContext" everywhere.
+	if err := writeFormatted(filepath.Join(dir, directFile), directTable(data.Config.Exec.Package, nil)); err != nil {
+		return err
+	}
+	return writeFormatted(filepath.Join(dir, tableFile), p.table(data.Config.Exec.Package))
 }
 
 // listElems maps each marshaller's function name to the GraphQL type it
@@ -123,6 +131,21 @@ func (p *executorData) listElems() map[string]string {
 	for _, ref := range p.data.ReferencedTypes {
 		if ref.Definition != nil {
 			m[ref.MarshalFunc()] = ref.Definition.Name
+		}
+	}
+	return m
+}
+
+// objectField names one field of one GraphQL object.
+type objectField struct{ object, field string }
+
+// fieldFuncs maps the name of each object field's generated function
+// (gqlgen names it _Object_field) to the object and the field.
+func (p *executorData) fieldFuncs() map[string]objectField {
+	m := map[string]objectField{}
+	for _, o := range p.data.Objects {
+		for _, f := range o.Fields {
+			m["_"+o.Name+"_"+f.Name] = objectField{o.Name, f.Name}
 		}
 	}
 	return m
@@ -210,9 +233,11 @@ func (p *executorData) table(pkg string) []byte {
 // checking each call's shape, has each object marshaller make its values
 // with newObjectOut(fields) and return objectMarshaler(out, fields,
 // len(deferred.Defers)), and gives each plain
-// scalar field its direct path (directField). It fails when a pattern is missing or an original
-// call survives.
-func rewrite(path string, elems map[string]string, enums map[string]bool) error {
+// scalar field its direct path (directField), and each plain pointer to an
+// object a path without a FieldContext when its selection holds only such
+// fields (fieldsHeldOnly, with the table it writes to executor_direct_gen.go).
+// It fails when a pattern is missing or an original call survives.
+func rewrite(path string, elems map[string]string, enums map[string]bool, funcs map[string]objectField) error {
 	src, err := os.ReadFile(path)
 	if err != nil {
 		return err
@@ -230,6 +255,10 @@ func rewrite(path string, elems map[string]string, enums map[string]bool) error 
 	var errs []string
 	counts := map[string]int{}
 	safe, held := neverNullMarshallers(file, enums)
+	implementors := implementorsVars(file)
+	// The fields written without a FieldContext of their own, by object:
+	// an object field whose selection holds only these needs none either.
+	fcFree := map[string]map[string]bool{}
 	for _, decl := range file.Decls {
 		fn, ok := decl.(*ast.FuncDecl)
 		if !ok || fn.Body == nil {
@@ -242,8 +271,17 @@ func rewrite(path string, elems map[string]string, enums map[string]bool) error 
 				edit{fset.Position(ret.Pos()).Offset, fset.Position(ret.End()).Offset,
 					"return " + objectHelper + "(out, fields, len(deferred.Defers))"})
 		}
-		if direct, ok := directField(fn, safe, held); ok {
+		if direct, free, ok := directField(fn, safe, held, elems, implementors); ok {
 			counts["direct"]++
+			if of, known := funcs[fn.Name.Name]; known && free {
+				if fcFree[of.object] == nil {
+					fcFree[of.object] = map[string]bool{}
+				}
+				fcFree[of.object][of.field] = true
+			}
+			if strings.Contains(direct, heldHelper+"(") {
+				counts[heldHelper]++
+			}
 			// Before gqlgen's return, which stays for the equivalence test.
 			at := fset.Position(fn.Body.List[0].Pos()).Offset
 			edits = append(edits, edit{at, at, "if !" + directSwitch + " {\n" + direct + "}\n"})
@@ -312,6 +350,9 @@ func rewrite(path string, elems map[string]string, enums map[string]bool) error 
 	if counts["direct"] == 0 {
 		errs = append(errs, "no plain scalar field found (graphql.ResolveField reading obj.Field with a never-null marshaller)")
 	}
+	if counts[heldHelper] == 0 || len(fcFree) == 0 {
+		errs = append(errs, "no plain object field found (graphql.ResolveField reading obj.Field, a pointer to an object with its Implementors var)")
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("\n\t%s", strings.Join(errs, "\n\t"))
 	}
@@ -330,7 +371,63 @@ func rewrite(path string, elems map[string]string, enums map[string]bool) error 
 			return fmt.Errorf("%s survived the rewrite", name)
 		}
 	}
+	if err := writeFormatted(filepath.Join(filepath.Dir(path), directFile), directTable(file.Name.Name, fcFree)); err != nil {
+		return err
+	}
 	return writeFormatted(path, out)
+}
+
+// directTable writes fcFreeFields: per object, the fields the rewritten
+// executor writes without a FieldContext of their own (see
+// graph.fieldsHeldOnly).
+func directTable(pkg string, fcFree map[string]map[string]bool) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "// Code generated by ent/gqlgen.go from the rewritten executor. DO NOT EDIT.\n\npackage %s\n\n", pkg)
+	b.WriteString("// fcFreeFields lists, per object, the fields written without a FieldContext\n// of their own: plain scalars read from the object.\n")
+	b.WriteString("var fcFreeFields = map[string]map[string]bool{\n")
+	for _, name := range sortedKeys(fcFree) {
+		fmt.Fprintf(&b, "\t%q: {", name)
+		for i, f := range sortedKeys(fcFree[name]) {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "%q: true", f)
+		}
+		b.WriteString("},\n")
+	}
+	b.WriteString("}\n")
+	return b.Bytes()
+}
+
+// implementorsVars maps each object to the variable gqlgen declares with
+// the names it satisfies (var appImplementors = []string{"App", "Node"}).
+func implementorsVars(file *ast.File) map[string]string {
+	m := map[string]string{}
+	for _, decl := range file.Decls {
+		g, ok := decl.(*ast.GenDecl)
+		if !ok || g.Tok != token.VAR {
+			continue
+		}
+		for _, spec := range g.Specs {
+			v, ok := spec.(*ast.ValueSpec)
+			if !ok || len(v.Names) != 1 || len(v.Values) != 1 || !strings.HasSuffix(v.Names[0].Name, "Implementors") {
+				continue
+			}
+			lit, ok := v.Values[0].(*ast.CompositeLit)
+			if !ok || len(lit.Elts) == 0 {
+				continue
+			}
+			first, ok := lit.Elts[0].(*ast.BasicLit)
+			if !ok || first.Kind != token.STRING {
+				continue
+			}
+			name, err := strconv.Unquote(first.Value)
+			if err == nil {
+				m[name] = v.Names[0].Name
+			}
+		}
+	}
+	return m
 }
 
 // queryData is how the generated Exec writes a query's answer.
@@ -454,59 +551,70 @@ type heldScalar struct {
 // the field keeps its FieldContext, which the paths of errors below it and
 // its own null check read, and the panic guard; what it loses is only
 // graphql.ResolveField's closures and its call of the field middleware,
-// which Orchard keeps empty.
-func directField(fn *ast.FuncDecl, safe map[string]bool, held map[string]heldScalar) (string, bool) {
+// which Orchard keeps empty. A pointer to an object skips the FieldContext
+// too when the selection below it is written without any (graph.
+// fieldsHeldOnly, checked at run time against fcFreeFields). The second
+// result says whether the field itself is written without a FieldContext.
+func directField(fn *ast.FuncDecl, safe map[string]bool, held map[string]heldScalar, elems, implementors map[string]string) (string, bool, bool) {
 	if fn.Recv == nil || !strings.HasPrefix(fn.Name.Name, "_") || !hasParam(fn, "obj") || len(fn.Body.List) != 1 {
-		return "", false
+		return "", false, false
 	}
 	ret, ok := fn.Body.List[0].(*ast.ReturnStmt)
 	if !ok || len(ret.Results) != 1 {
-		return "", false
+		return "", false, false
 	}
 	call, ok := ret.Results[0].(*ast.CallExpr)
 	if !ok || exprString(call.Fun) != "graphql.ResolveField" || len(call.Args) != 9 || !isIdent(call.Args[5], "nil") {
-		return "", false
+		return "", false, false
 	}
 	fieldContext := onlyReturn(call.Args[3])
 	if len(fieldContext) != 1 {
-		return "", false
+		return "", false, false
 	}
 	fc, ok := fieldContext[0].(*ast.CallExpr)
 	if !ok || len(fc.Args) != 2 || exprString(fc.Args[0]) != "ctx" || exprString(fc.Args[1]) != "field" ||
 		!strings.HasPrefix(exprString(fc.Fun), "ec.fieldContext_") || !isIdent(call.Args[7], "true") {
-		return "", false
+		return "", false, false
 	}
 	read := onlyReturn(call.Args[4])
 	if len(read) != 2 || !isIdent(read[1], "nil") {
-		return "", false
+		return "", false, false
 	}
 	field, ok := read[0].(*ast.SelectorExpr)
 	if !ok || !isIdent(field.X, "obj") {
-		return "", false
+		return "", false, false
 	}
 	marshal := onlyReturn(call.Args[6])
 	if len(marshal) != 1 {
-		return "", false
+		return "", false, false
 	}
 	m, ok := marshal[0].(*ast.CallExpr)
 	if !ok || len(m.Args) != 3 || exprString(m.Args[1]) != "selections" || exprString(m.Args[2]) != "v" {
-		return "", false
+		return "", false, false
 	}
 	name, ok := m.Fun.(*ast.SelectorExpr)
 	if !ok || !isIdent(name.X, "ec") || !strings.HasPrefix(name.Sel.Name, "marshal") {
-		return "", false
+		return "", false, false
 	}
 	if h, ok := held[name.Sel.Name]; ok {
 		if h.pointer {
-			return "return " + h.helper + "(obj." + field.Sel.Name + ")\n", true
+			return "return " + h.helper + "(obj." + field.Sel.Name + ")\n", true, true
 		}
-		return "return " + h.helper + "(&obj." + field.Sel.Name + ")\n", true
+		return "return " + h.helper + "(&obj." + field.Sel.Name + ")\n", true, true
 	}
 	value := "ec." + name.Sel.Name + "(ctx, field.Selections, obj." + field.Sel.Name + ")"
 	if safe[name.Sel.Name] {
-		return "return " + value + "\n", true
+		return "return " + value + "\n", true, true
 	}
-	return `fc, err := ` + exprString(fc) + `
+	// A pointer to an object whose selection holds only fields written
+	// without a FieldContext needs none either: nothing under it reads a
+	// path, fails or panics (fieldsHeldOnly).
+	skip := ""
+	if typ, ok := elems[name.Sel.Name]; ok && implementors[typ] != "" && strings.Contains(name.Sel.Name, "2ᚖ") {
+		skip = "if obj." + field.Sel.Name + " != nil && " + heldHelper + "(ctx, ec.OperationContext, field.Selections, " +
+			implementors[typ] + ", " + strconv.Quote(typ) + ") {\n" + "return " + value + "\n}\n"
+	}
+	return skip + `fc, err := ` + exprString(fc) + `
 		if err != nil {
 			return graphql.Null
 		}
@@ -517,7 +625,7 @@ func directField(fn *ast.FuncDecl, safe map[string]bool, held map[string]heldSca
 				ret = graphql.Null
 			}
 		}()
-		return ` + value + "\n", true
+		return ` + value + "\n", false, true
 }
 
 // onlyReturn gives the results of a function literal whose body is one

@@ -273,6 +273,7 @@ type fieldsMemoEntry struct {
 	n         int
 	satisfies *string
 	fields    []graphql.CollectedField
+	heldOnly  int8 // fieldsHeldOnly's answer: 0 not asked yet, 1 yes, -1 no
 }
 
 type fieldsMemoKey struct{}
@@ -287,17 +288,72 @@ func collectFields(ctx context.Context, oc *graphql.OperationContext, sel ast.Se
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if e := m.entry(oc, sel, satisfies); e != nil {
+		return e.fields
+	}
+	return graphql.CollectFields(oc, sel, satisfies)
+}
+
+// entry finds or makes the memo's entry for sel on satisfies; nil when
+// the memo is full. The caller holds m.mu.
+func (m *fieldsMemo) entry(oc *graphql.OperationContext, sel ast.SelectionSet, satisfies []string) *fieldsMemoEntry {
 	for i := range m.used {
 		if e := &m.entries[i]; e.sel == &sel[0] && e.n == len(sel) && e.satisfies == &satisfies[0] {
-			return e.fields
+			return e
 		}
 	}
-	fields := graphql.CollectFields(oc, sel, satisfies)
-	if m.used < len(m.entries) {
-		m.entries[m.used] = fieldsMemoEntry{sel: &sel[0], n: len(sel), satisfies: &satisfies[0], fields: fields}
-		m.used++
+	if m.used == len(m.entries) {
+		return nil
 	}
-	return fields
+	e := &m.entries[m.used]
+	*e = fieldsMemoEntry{sel: &sel[0], n: len(sel), satisfies: &satisfies[0], fields: graphql.CollectFields(oc, sel, satisfies)}
+	m.used++
+	return e
+}
+
+// fieldsHeldOnly reports whether every field collected from sel on an
+// object of type typ (satisfies is its implementors) is written without a
+// FieldContext of its own (fcFreeFields: plain scalars the object holds, or
+// __typename), and none is deferred. The object field that leads to such a
+// selection needs no FieldContext either: below it nothing reads a path,
+// records an error or panics, and the FieldContext of a field that does
+// read one is made as before. Asked only inside a list marshalled in a
+// plain loop, whose memo answers it once for all the elements; elsewhere
+// the answer is no, and the field keeps gqlgen's way.
+func fieldsHeldOnly(ctx context.Context, oc *graphql.OperationContext, sel ast.SelectionSet, satisfies []string, typ string) bool {
+	if gqlgenOriginal || len(sel) == 0 || len(satisfies) == 0 {
+		return false
+	}
+	m, _ := ctx.Value(fieldsMemoKey{}).(*fieldsMemo)
+	if m == nil {
+		return false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.entry(oc, sel, satisfies)
+	if e == nil {
+		return false
+	}
+	if e.heldOnly == 0 {
+		e.heldOnly = -1
+		if heldOnly(e.fields, fcFreeFields[typ]) {
+			e.heldOnly = 1
+		}
+	}
+	return e.heldOnly == 1
+}
+
+func heldOnly(fields []graphql.CollectedField, free map[string]bool) bool {
+	if len(fields) == 0 {
+		return false
+	}
+	for i := range fields {
+		f := &fields[i]
+		if f.IsDeferred() || (f.Name != "__typename" && !free[f.Name]) {
+			return false
+		}
+	}
+	return true
 }
 
 // sharedEvents wraps the marshaller of a subscription's events (the

@@ -80,6 +80,16 @@ func TestExecutorRewriteEquivalence(t *testing.T) {
 				want: []string{`"name":"defer"`, `"name":"ServerToken"`}},
 			{name: "type", query: `{ __type(name: "App") { name fields { name type { kind ofType { name } } } } }`, want: []string{`"adamID"`}},
 			{name: "validation error", query: `{ tokens(first: 2) { edges { node { nope } } } }`, want: []string{`GRAPHQL_VALIDATION_FAILED`}},
+			// An edge's node whose selection is only plain fields is written
+			// without a FieldContext (fieldsHeldOnly).
+			{name: "plain nodes", query: `{ tokens(first: 3) { edges { node { __typename locationUID n: locationName ... on ServerToken { orgName } } } } customers(first: 2) { edges { node { id name } } } }`,
+				want: []string{`"__typename":"ServerToken"`, `"n":"`, `"name":"C1"`}},
+			{name: "one node plain, its alias not", query: `{ tokens(first: 2) { edges { node { apps(first: 2) { edges { a: node { adamID } b: node { adamID token { locationUID } } } } } } } }`,
+				want: []string{`"a":{"adamID"`, `"b":{"adamID":"0","token":{"locationUID"`}},
+			// gqlgen answers a deferred fragment of plain fields inline, and
+			// defers one with a field it resolves concurrently.
+			{name: "plain nodes with deferred fragments", deferred: true, query: `{ tokens(first: 2) { edges { node { locationUID ... @defer(label: "plain") { orgName } ... @defer(label: "late") { appCount } } } } }`,
+				want: []string{`"orgName":"Org"`, `"label":"late"`, `"path":["tokens","edges",0,"node"]`}},
 			{name: "defer with labels and paths", deferred: true, query: `{ tokens(first: 3) { edges { node { id
 				... @defer(label: "counts") { appCount licences { total } }
 				apps(first: 3) { edges { node { adamID ... @defer(label: "token") { token { locationUID } } } } }

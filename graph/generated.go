@@ -3627,6 +3627,9 @@ func (ec *executionContext) fieldContext_AppConnection_totalCount(_ context.Cont
 
 func (ec *executionContext) _AppEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.AppEdge) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
+		if obj.Node != nil && fieldsHeldOnly(ctx, ec.OperationContext, field.Selections, appImplementors, "App") {
+			return ec.marshalOApp2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐApp(ctx, field.Selections, obj.Node)
+		}
 		fc, err := ec.fieldContext_AppEdge_node(ctx, field)
 		if err != nil {
 			return graphql.Null
@@ -4021,6 +4024,9 @@ func (ec *executionContext) fieldContext_AuditEventConnection_totalCount(_ conte
 
 func (ec *executionContext) _AuditEventEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.AuditEventEdge) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
+		if obj.Node != nil && fieldsHeldOnly(ctx, ec.OperationContext, field.Selections, auditEventImplementors, "AuditEvent") {
+			return ec.marshalOAuditEvent2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐAuditEvent(ctx, field.Selections, obj.Node)
+		}
 		fc, err := ec.fieldContext_AuditEventEdge_node(ctx, field)
 		if err != nil {
 			return graphql.Null
@@ -4424,6 +4430,9 @@ func (ec *executionContext) fieldContext_CustomerConnection_totalCount(_ context
 
 func (ec *executionContext) _CustomerEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.CustomerEdge) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
+		if obj.Node != nil && fieldsHeldOnly(ctx, ec.OperationContext, field.Selections, customerImplementors, "Customer") {
+			return ec.marshalOCustomer2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐCustomer(ctx, field.Selections, obj.Node)
+		}
 		fc, err := ec.fieldContext_CustomerEdge_node(ctx, field)
 		if err != nil {
 			return graphql.Null
@@ -4871,6 +4880,9 @@ func (ec *executionContext) fieldContext_LicenceAssignmentConnection_totalCount(
 
 func (ec *executionContext) _LicenceAssignmentEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceAssignmentEdge) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
+		if obj.Node != nil && fieldsHeldOnly(ctx, ec.OperationContext, field.Selections, licenceAssignmentImplementors, "LicenceAssignment") {
+			return ec.marshalOLicenceAssignment2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceAssignment(ctx, field.Selections, obj.Node)
+		}
 		fc, err := ec.fieldContext_LicenceAssignmentEdge_node(ctx, field)
 		if err != nil {
 			return graphql.Null
@@ -5510,6 +5522,9 @@ func (ec *executionContext) fieldContext_LicenceOperationConnection_totalCount(_
 
 func (ec *executionContext) _LicenceOperationEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.LicenceOperationEdge) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
+		if obj.Node != nil && fieldsHeldOnly(ctx, ec.OperationContext, field.Selections, licenceOperationImplementors, "LicenceOperation") {
+			return ec.marshalOLicenceOperation2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceOperation(ctx, field.Selections, obj.Node)
+		}
 		fc, err := ec.fieldContext_LicenceOperationEdge_node(ctx, field)
 		if err != nil {
 			return graphql.Null
@@ -5593,6 +5608,9 @@ func (ec *executionContext) fieldContext_LicenceOperationEdge_cursor(_ context.C
 
 func (ec *executionContext) _LicenceOperationPayload_operation(ctx context.Context, field graphql.CollectedField, obj *model.LicenceOperationPayload) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
+		if obj.Operation != nil && fieldsHeldOnly(ctx, ec.OperationContext, field.Selections, licenceOperationImplementors, "LicenceOperation") {
+			return ec.marshalNLicenceOperation2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceOperation(ctx, field.Selections, obj.Operation)
+		}
 		fc, err := ec.fieldContext_LicenceOperationPayload_operation(ctx, field)
 		if err != nil {
 			return graphql.Null
@@ -5769,6 +5787,9 @@ func (ec *executionContext) fieldContext_LicenceTotals_unlimitedCount(_ context.
 
 func (ec *executionContext) _LicenceWarning_app(ctx context.Context, field graphql.CollectedField, obj *domain.LicenceWarning) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
+		if obj.App != nil && fieldsHeldOnly(ctx, ec.OperationContext, field.Selections, appImplementors, "App") {
+			return ec.marshalNApp2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐApp(ctx, field.Selections, obj.App)
+		}
 		fc, err := ec.fieldContext_LicenceWarning_app(ctx, field)
 		if err != nil {
 			return graphql.Null
@@ -5815,6 +5836,9 @@ func (ec *executionContext) fieldContext_LicenceWarning_app(_ context.Context, f
 
 func (ec *executionContext) _LicenceWarning_token(ctx context.Context, field graphql.CollectedField, obj *domain.LicenceWarning) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
+		if obj.Token != nil && fieldsHeldOnly(ctx, ec.OperationContext, field.Selections, serverTokenImplementors, "ServerToken") {
+			return ec.marshalNServerToken2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐServerToken(ctx, field.Selections, obj.Token)
+		}
 		fc, err := ec.fieldContext_LicenceWarning_token(ctx, field)
 		if err != nil {
 			return graphql.Null
@@ -7443,6 +7467,9 @@ func (ec *executionContext) fieldContext_ServerToken_expiresAt(_ context.Context
 
 func (ec *executionContext) _ServerToken_managedBy(ctx context.Context, field graphql.CollectedField, obj *ent.ServerToken) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
+		if obj.ManagedBy != nil && fieldsHeldOnly(ctx, ec.OperationContext, field.Selections, mDMInfoImplementors, "MDMInfo") {
+			return ec.marshalOMDMInfo2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋschematypeᚐMDMInfo(ctx, field.Selections, obj.ManagedBy)
+		}
 		fc, err := ec.fieldContext_ServerToken_managedBy(ctx, field)
 		if err != nil {
 			return graphql.Null
@@ -7998,6 +8025,9 @@ func (ec *executionContext) fieldContext_ServerTokenConnection_totalCount(_ cont
 
 func (ec *executionContext) _ServerTokenEdge_node(ctx context.Context, field graphql.CollectedField, obj *ent.ServerTokenEdge) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
+		if obj.Node != nil && fieldsHeldOnly(ctx, ec.OperationContext, field.Selections, serverTokenImplementors, "ServerToken") {
+			return ec.marshalOServerToken2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐServerToken(ctx, field.Selections, obj.Node)
+		}
 		fc, err := ec.fieldContext_ServerTokenEdge_node(ctx, field)
 		if err != nil {
 			return graphql.Null
@@ -8081,6 +8111,9 @@ func (ec *executionContext) fieldContext_ServerTokenEdge_cursor(_ context.Contex
 
 func (ec *executionContext) _ServerTokenPayload_token(ctx context.Context, field graphql.CollectedField, obj *model.ServerTokenPayload) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
+		if obj.Token != nil && fieldsHeldOnly(ctx, ec.OperationContext, field.Selections, serverTokenImplementors, "ServerToken") {
+			return ec.marshalNServerToken2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐServerToken(ctx, field.Selections, obj.Token)
+		}
 		fc, err := ec.fieldContext_ServerTokenPayload_token(ctx, field)
 		if err != nil {
 			return graphql.Null
@@ -8259,6 +8292,9 @@ func (ec *executionContext) fieldContext_Subscription_licenceWarnings(ctx contex
 
 func (ec *executionContext) _TokenExpiryWarning_token(ctx context.Context, field graphql.CollectedField, obj *domain.Warning) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
+		if obj.Token != nil && fieldsHeldOnly(ctx, ec.OperationContext, field.Selections, serverTokenImplementors, "ServerToken") {
+			return ec.marshalNServerToken2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐServerToken(ctx, field.Selections, obj.Token)
+		}
 		fc, err := ec.fieldContext_TokenExpiryWarning_token(ctx, field)
 		if err != nil {
 			return graphql.Null
@@ -8394,6 +8430,9 @@ func (ec *executionContext) fieldContext_TokenExpiryWarning_issuedAt(_ context.C
 
 func (ec *executionContext) _UploadServerTokenPayload_token(ctx context.Context, field graphql.CollectedField, obj *model.UploadServerTokenPayload) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
+		if obj.Token != nil && fieldsHeldOnly(ctx, ec.OperationContext, field.Selections, serverTokenImplementors, "ServerToken") {
+			return ec.marshalNServerToken2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐServerToken(ctx, field.Selections, obj.Token)
+		}
 		fc, err := ec.fieldContext_UploadServerTokenPayload_token(ctx, field)
 		if err != nil {
 			return graphql.Null
@@ -8440,6 +8479,9 @@ func (ec *executionContext) fieldContext_UploadServerTokenPayload_token(_ contex
 
 func (ec *executionContext) _UploadServerTokenPayload_conflict(ctx context.Context, field graphql.CollectedField, obj *model.UploadServerTokenPayload) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
+		if obj.Conflict != nil && fieldsHeldOnly(ctx, ec.OperationContext, field.Selections, mDMInfoImplementors, "MDMInfo") {
+			return ec.marshalOMDMInfo2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋschematypeᚐMDMInfo(ctx, field.Selections, obj.Conflict)
+		}
 		fc, err := ec.fieldContext_UploadServerTokenPayload_conflict(ctx, field)
 		if err != nil {
 			return graphql.Null
@@ -8486,6 +8528,9 @@ func (ec *executionContext) fieldContext_UploadServerTokenPayload_conflict(_ con
 
 func (ec *executionContext) _UploadServerTokenPayload_renews(ctx context.Context, field graphql.CollectedField, obj *model.UploadServerTokenPayload) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
+		if obj.Renews != nil && fieldsHeldOnly(ctx, ec.OperationContext, field.Selections, serverTokenImplementors, "ServerToken") {
+			return ec.marshalOServerToken2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐServerToken(ctx, field.Selections, obj.Renews)
+		}
 		fc, err := ec.fieldContext_UploadServerTokenPayload_renews(ctx, field)
 		if err != nil {
 			return graphql.Null
@@ -8980,6 +9025,9 @@ func (ec *executionContext) fieldContext___Field_args(ctx context.Context, field
 
 func (ec *executionContext) ___Field_type(ctx context.Context, field graphql.CollectedField, obj *introspection.Field) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
+		if obj.Type != nil && fieldsHeldOnly(ctx, ec.OperationContext, field.Selections, __TypeImplementors, "__Type") {
+			return ec.marshalN__Type2ᚖgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐType(ctx, field.Selections, obj.Type)
+		}
 		fc, err := ec.fieldContext___Field_type(ctx, field)
 		if err != nil {
 			return graphql.Null
@@ -9121,6 +9169,9 @@ func (ec *executionContext) fieldContext___InputValue_description(_ context.Cont
 
 func (ec *executionContext) ___InputValue_type(ctx context.Context, field graphql.CollectedField, obj *introspection.InputValue) (ret graphql.Marshaler) {
 	if !gqlgenOriginal {
+		if obj.Type != nil && fieldsHeldOnly(ctx, ec.OperationContext, field.Selections, __TypeImplementors, "__Type") {
+			return ec.marshalN__Type2ᚖgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐType(ctx, field.Selections, obj.Type)
+		}
 		fc, err := ec.fieldContext___InputValue_type(ctx, field)
 		if err != nil {
 			return graphql.Null
