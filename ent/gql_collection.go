@@ -16,6 +16,7 @@ import (
 	"github.com/orchard-msp/orchard/ent/licenceassignment"
 	"github.com/orchard-msp/orchard/ent/licenceoperation"
 	"github.com/orchard-msp/orchard/ent/servertoken"
+	"github.com/vektah/gqlparser/v2/gqlerror"
 )
 
 // CollectFields tells the query-builder to eagerly load connected nodes by resolver context.
@@ -358,7 +359,11 @@ func (_q *CustomerQuery) collectFields(ctx context.Context, oneNode bool, opCtx 
 				path  = append(path, alias)
 				query = (&ServerTokenClient{config: _q.config}).Query()
 			)
-			args := newServerTokenPaginateArgs(unmarshalArgs(ctx, new(ServerTokenWhereInput), field.ArgumentMap(opCtx.Variables)))
+			raw, err := unmarshalArgs(ctx, alias, new(ServerTokenWhereInput), field.ArgumentMap(opCtx.Variables))
+			if err != nil {
+				return err
+			}
+			args := newServerTokenPaginateArgs(raw)
 			if err := validateFirstLast(args.first, args.last); err != nil {
 				return fmt.Errorf("validate first and last in path %q: %w", path, err)
 			}
@@ -875,7 +880,11 @@ func (_q *ServerTokenQuery) collectFields(ctx context.Context, oneNode bool, opC
 				path  = append(path, alias)
 				query = (&AppClient{config: _q.config}).Query()
 			)
-			args := newAppPaginateArgs(unmarshalArgs(ctx, new(AppWhereInput), field.ArgumentMap(opCtx.Variables)))
+			raw, err := unmarshalArgs(ctx, alias, new(AppWhereInput), field.ArgumentMap(opCtx.Variables))
+			if err != nil {
+				return err
+			}
+			args := newAppPaginateArgs(raw)
 			if err := validateFirstLast(args.first, args.last); err != nil {
 				return fmt.Errorf("validate first and last in path %q: %w", path, err)
 			}
@@ -969,7 +978,11 @@ func (_q *ServerTokenQuery) collectFields(ctx context.Context, oneNode bool, opC
 				path  = append(path, alias)
 				query = (&LicenceAssignmentClient{config: _q.config}).Query()
 			)
-			args := newLicenceAssignmentPaginateArgs(unmarshalArgs(ctx, new(LicenceAssignmentWhereInput), field.ArgumentMap(opCtx.Variables)))
+			raw, err := unmarshalArgs(ctx, alias, new(LicenceAssignmentWhereInput), field.ArgumentMap(opCtx.Variables))
+			if err != nil {
+				return err
+			}
+			args := newLicenceAssignmentPaginateArgs(raw)
 			if err := validateFirstLast(args.first, args.last); err != nil {
 				return fmt.Errorf("validate first and last in path %q: %w", path, err)
 			}
@@ -1063,7 +1076,11 @@ func (_q *ServerTokenQuery) collectFields(ctx context.Context, oneNode bool, opC
 				path  = append(path, alias)
 				query = (&LicenceOperationClient{config: _q.config}).Query()
 			)
-			args := newLicenceOperationPaginateArgs(unmarshalArgs(ctx, new(LicenceOperationWhereInput), field.ArgumentMap(opCtx.Variables)))
+			raw, err := unmarshalArgs(ctx, alias, new(LicenceOperationWhereInput), field.ArgumentMap(opCtx.Variables))
+			if err != nil {
+				return err
+			}
+			args := newLicenceOperationPaginateArgs(raw)
 			if err := validateFirstLast(args.first, args.last); err != nil {
 				return fmt.Errorf("validate first and last in path %q: %w", path, err)
 			}
@@ -1351,7 +1368,10 @@ func contextFields(ctx context.Context) []graphql.CollectedField {
 }
 
 // unmarshalArgs allows extracting the field arguments from their raw representation.
-func unmarshalArgs(ctx context.Context, whereInput any, args map[string]any) map[string]any {
+// A cursor that does not decode is the client's mistake, reported as such
+// (entgql left it a string, and the conversion to *Cursor panicked). The
+// server's PageLimit refuses it before this runs; this is for any other use.
+func unmarshalArgs(ctx context.Context, alias string, whereInput any, args map[string]any) (map[string]any, error) {
 	for _, k := range []string{firstField, lastField} {
 		v, ok := args[k]
 		if !ok || v == nil {
@@ -1364,13 +1384,17 @@ func unmarshalArgs(ctx context.Context, whereInput any, args map[string]any) map
 	}
 	for _, k := range []string{beforeField, afterField} {
 		v, ok := args[k]
-		if !ok {
+		if !ok || v == nil {
 			continue
 		}
 		c := &Cursor{}
-		if c.UnmarshalGQL(v) == nil {
-			args[k] = c
+		if err := c.UnmarshalGQL(v); err != nil {
+			return nil, &gqlerror.Error{
+				Message:    fmt.Sprintf("%s: %s is not a cursor of this connection (%v). Pass one it returned: an edge's cursor, or pageInfo's startCursor or endCursor.", alias, k, err),
+				Extensions: map[string]any{"code": "BAD_USER_INPUT"},
+			}
 		}
+		args[k] = c
 	}
 	if v, ok := args[whereField]; ok && whereInput != nil {
 		if err := graphql.UnmarshalInputFromContext(ctx, v, whereInput); err == nil {
@@ -1378,7 +1402,7 @@ func unmarshalArgs(ctx context.Context, whereInput any, args map[string]any) map
 		}
 	}
 
-	return args
+	return args, nil
 }
 
 // mayAddCondition appends another type condition to the satisfies list

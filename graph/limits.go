@@ -7,11 +7,14 @@ import (
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"github.com/orchard-msp/orchard/ent"
 )
 
 // PageLimit checks every connection in an operation before anything runs:
 // a connection whose edges are asked for needs first or last, at most Max.
-// A connection asked only for totalCount or pageInfo needs neither. It also
+// A connection asked only for totalCount or pageInfo needs neither. Its
+// after and before must be cursors it could have returned. It also
 // bounds the nesting depth of the operation.
 type PageLimit struct {
 	Max      int
@@ -105,6 +108,13 @@ func (w *walker) field(f *ast.Field, depth int) *gqlerror.Error {
 			return gqlerror.Errorf("%s: last must be between 0 and %d.", f.Alias, w.limit.Max)
 		case !hasFirst && !hasLast && asksForNodes(f.SelectionSet, w.doc):
 			return gqlerror.Errorf("%s: pass first or last (at most %d) to list edges; totalCount alone needs neither.", f.Alias, w.limit.Max)
+		}
+		for _, name := range []string{"after", "before"} {
+			if v := args[name]; v != nil {
+				if err := new(ent.Cursor).UnmarshalGQL(v); err != nil {
+					return gqlerror.Errorf("%s: %s is not a cursor of this connection (%v). Pass one it returned: an edge's cursor, or pageInfo's startCursor or endCursor.", f.Alias, name, err)
+				}
+			}
 		}
 	}
 	return w.selections(f.SelectionSet, depth+1)
