@@ -1390,7 +1390,7 @@ func unmarshalArgs(ctx context.Context, alias string, whereInput any, args map[s
 		c := &Cursor{}
 		if err := c.UnmarshalGQL(v); err != nil {
 			return nil, &gqlerror.Error{
-				Message:    fmt.Sprintf("%s: %s is not a cursor of this connection (%v). Pass one it returned: an edge's cursor, or pageInfo's startCursor or endCursor.", alias, k, err),
+				Message:    fmt.Sprintf("%s: %s is not a cursor Orchard returned (%v). Pass one a connection returned: an edge's cursor, or pageInfo's startCursor or endCursor.", alias, k, err),
 				Extensions: map[string]any{"code": "BAD_USER_INPUT"},
 			}
 		}

@@ -36,7 +36,7 @@ func TestNestedCursorInFieldCollection(t *testing.T) {
 	req.Header.Set("Content-Type", "application/json")
 	srv.ServeHTTP(rec, req.WithContext(viewer.NewContext(req.Context(), &viewer.Viewer{KeyID: 1, Role: viewer.Admin})))
 	got := rec.Body.String()
-	if panicked || !strings.Contains(got, `tokens: after is not a cursor of this connection`) || !strings.Contains(got, `"code":"BAD_USER_INPUT"`) {
+	if panicked || !strings.Contains(got, `tokens: after is not a cursor Orchard returned`) || !strings.Contains(got, `"code":"BAD_USER_INPUT"`) {
 		t.Errorf("panicked %v, answered %s", panicked, got)
 	}
 }

@@ -112,7 +112,7 @@ func (w *walker) field(f *ast.Field, depth int) *gqlerror.Error {
 		for _, name := range []string{"after", "before"} {
 			if v := args[name]; v != nil {
 				if err := new(ent.Cursor).UnmarshalGQL(v); err != nil {
-					return gqlerror.Errorf("%s: %s is not a cursor of this connection (%v). Pass one it returned: an edge's cursor, or pageInfo's startCursor or endCursor.", f.Alias, name, err)
+					return gqlerror.Errorf("%s: %s is not a cursor Orchard returned (%v). Pass one a connection returned: an edge's cursor, or pageInfo's startCursor or endCursor.", f.Alias, name, err)
 				}
 			}
 		}

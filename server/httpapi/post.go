@@ -157,7 +157,7 @@ func compacted(b []byte) bool {
 			}
 		case c == '"':
 			inString = true
-		default: // whitespace between tokens
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
 			return false
 		}
 	}
