@@ -225,7 +225,7 @@ func (p *executorData) table(pkg string) []byte {
 // rewrite replaces, in the generated executor, every
 //
 //	graphql.NewDeferredGroup(ctx)                       → deferredGroupIfNeeded(ctx, fields)
-//	graphql.MarshalSliceConcurrently(ctx, n, w, p, fn)  → marshalListElements(ctx, "Elem", sel, n, w, p, fn)
+//	graphql.MarshalSliceConcurrently(ctx, n, w, p, fn)  → marshalListElements(ctx, "Elem", sel, n, w, p, result, fn)
 //	graphql.CollectFields(ec.OperationContext, sel, x)  → collectFields(ctx, ec.OperationContext, sel, x)
 //	var buf bytes.Buffer … response.Data = buf.Bytes()  → response.Data = marshalResponseData(data)
 //
@@ -266,7 +266,7 @@ func rewrite(path string, elems map[string]string, enums map[string]bool, funcs 
 		if ret, out, ok := objectReturn(fn); ok {
 			counts["object"]++
 			edits = append(edits,
-				edit{fset.Position(out.Pos()).Offset, fset.Position(out.End()).Offset, outHelper + "(fields)"},
+				edit{fset.Position(out.Pos()).Offset, fset.Position(out.End()).Offset, outHelper + "(ctx, fields)"},
 				edit{fset.Position(ret.Pos()).Offset, fset.Position(ret.End()).Offset,
 					"return " + objectHelper + "(out, fields, len(deferred.Defers))"})
 		}
@@ -326,14 +326,23 @@ func rewrite(path string, elems map[string]string, enums map[string]bool, funcs 
 			case "MarshalSliceConcurrently":
 				counts[sel.Sel.Name]++
 				elem, known := elems[fn.Name.Name]
-				_, isFunc := lastArg(call).(*ast.FuncLit)
-				if len(call.Args) != 5 || !isIdent(call.Args[0], "ctx") || !isFunc || !hasParam(fn, "sel") || !known {
-					errs = append(errs, fmt.Sprintf("%s: %s: expected graphql.MarshalSliceConcurrently(ctx, len(v), workerLimit, omitPanicHandler, func(ctx, i) ...) in a marshaller of a known type taking sel", at, fn.Name.Name))
+				marshal, isFunc := lastArg(call).(*ast.FuncLit)
+				result, ok := elementResult(marshal)
+				if len(call.Args) != 5 || !isIdent(call.Args[0], "ctx") || !isFunc || !ok || !hasParam(fn, "sel") || !known {
+					errs = append(errs, fmt.Sprintf("%s: %s: expected graphql.MarshalSliceConcurrently(ctx, len(v), workerLimit, omitPanicHandler, func(ctx, i) { fc := graphql.GetFieldContext(ctx); fc.Result = ...; ... }) in a marshaller of a known type taking sel", at, fn.Name.Name))
 					return true
 				}
-				// Keep gqlgen's own arguments, from len(v) on, as they are.
-				edits = append(edits, edit{fset.Position(call.Pos()).Offset, fset.Position(call.Args[1].Pos()).Offset,
-					listHelper + "(ctx, " + strconv.Quote(elem) + ", sel, "})
+				// Keep gqlgen's own arguments, from len(v) on, as they are,
+				// but hand the element's Result over separately: setting it
+				// in the closure would make every element's FieldContext,
+				// which marshalListElements makes only when something asks.
+				body := marshal.Body.List
+				edits = append(edits,
+					edit{fset.Position(call.Pos()).Offset, fset.Position(call.Args[1].Pos()).Offset,
+						listHelper + "(ctx, " + strconv.Quote(elem) + ", sel, "},
+					edit{fset.Position(marshal.Pos()).Offset, fset.Position(marshal.Pos()).Offset,
+						"func(i int) any { return " + exprString(result) + " }, "},
+					edit{fset.Position(body[0].Pos()).Offset, fset.Position(body[2].Pos()).Offset, ""})
 			}
 			return true
 		})
@@ -434,6 +443,26 @@ func implementorsVars(file *ast.File) map[string]string {
 		}
 	}
 	return m
+}
+
+// elementResult finds the element's result in gqlgen's element closure,
+// which begins
+//
+//	fc := graphql.GetFieldContext(ctx)
+//	fc.Result = &v[i]
+func elementResult(fn *ast.FuncLit) (ast.Expr, bool) {
+	if fn == nil || len(fn.Body.List) < 3 {
+		return nil, false
+	}
+	def, ok := fn.Body.List[0].(*ast.AssignStmt)
+	if !ok || def.Tok != token.DEFINE || len(def.Lhs) != 1 || !isIdent(def.Lhs[0], "fc") || len(def.Rhs) != 1 || exprString(def.Rhs[0]) != "graphql.GetFieldContext(ctx)" {
+		return nil, false
+	}
+	set, ok := fn.Body.List[1].(*ast.AssignStmt)
+	if !ok || set.Tok != token.ASSIGN || len(set.Lhs) != 1 || exprString(set.Lhs[0]) != "fc.Result" || len(set.Rhs) != 1 {
+		return nil, false
+	}
+	return set.Rhs[0], true
 }
 
 // queryData is how the generated Exec writes a query's answer.

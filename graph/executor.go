@@ -67,23 +67,96 @@ func deferredGroupIfNeeded(ctx context.Context, fields []graphql.CollectedField)
 // a goroutine per element. Each element gets its own FieldContext with its
 // index, and a panic is recovered per element, as in
 // graphql.MarshalSliceConcurrently.
-func marshalListElements(ctx context.Context, elem string, sel ast.SelectionSet, n int, workerLimit int64, omitPanicHandler bool, marshal func(ctx context.Context, i int) graphql.Marshaler) graphql.Array {
+//
+// result(i) is what gqlgen's element closure sets as its FieldContext's
+// Result.
+func marshalListElements(ctx context.Context, elem string, sel ast.SelectionSet, n int, workerLimit int64, omitPanicHandler bool, result func(i int) any, marshal func(ctx context.Context, i int) graphql.Marshaler) graphql.Array {
 	if gqlgenOriginal || n < 2 || reachesConcurrent(elem, sel, 0) {
-		return graphql.MarshalSliceConcurrently(ctx, n, workerLimit, omitPanicHandler, marshal)
+		return graphql.MarshalSliceConcurrently(ctx, n, workerLimit, omitPanicHandler, func(ctx context.Context, i int) graphql.Marshaler {
+			graphql.GetFieldContext(ctx).Result = result(i)
+			return marshal(ctx, i)
+		})
 	}
 	ret := make(graphql.Array, n)
-	// Every element collects the same fields from the same selections.
-	ctx = context.WithValue(ctx, fieldsMemoKey{}, &fieldsMemo{})
-	// One allocation each for all the elements' contexts and indexes,
-	// rather than one per element.
-	fcs := make([]graphql.FieldContext, n)
-	idx := make([]int, n)
-	for i := range n {
-		idx[i] = i
-		fcs[i].Index = &idx[i]
-		ret[i] = marshalElement(graphql.WithFieldContext(ctx, &fcs[i]), i, omitPanicHandler, marshal)
+	// Every element collects the same fields from the same selections, and
+	// its objects come from one slab.
+	ctx = context.WithValue(ctx, fieldsMemoKey{}, &fieldsMemo{slab: min(n, maxSlab)})
+	// The elements' contexts in one allocation, where
+	// graphql.WithFieldContext would make a context and a FieldContext for
+	// each; the FieldContexts are made only if something asks for one.
+	list := &elementList{parent: graphql.GetFieldContext(ctx), n: n, result: result}
+	elems := make([]elementContext, n)
+	for i := range elems {
+		elems[i] = elementContext{Context: ctx, list: list, index: i}
+		ret[i] = marshalElement(&elems[i], i, omitPanicHandler, marshal)
 	}
 	return ret
+}
+
+// elementList is what a list's elementContexts share: their FieldContexts,
+// made together the first time one is asked for. Usually none is: below
+// an edge whose node selects only fields the object holds, nothing reads
+// a path (see fieldsHeldOnly).
+type elementList struct {
+	parent *graphql.FieldContext
+	n      int
+	result func(i int) any
+	once   sync.Once
+	fcs    []graphql.FieldContext
+	idx    []int
+}
+
+func (l *elementList) fieldContext(i int) *graphql.FieldContext {
+	l.once.Do(func() {
+		l.fcs = make([]graphql.FieldContext, l.n)
+		l.idx = make([]int, l.n)
+		for j := range l.fcs {
+			l.idx[j] = j
+			l.fcs[j].Index = &l.idx[j]
+			l.fcs[j].Parent = l.parent
+			l.fcs[j].Result = l.result(j)
+		}
+	})
+	return &l.fcs[i]
+}
+
+// elementContext is what graphql.WithFieldContext(list, fc) returns for
+// the list's element index, as a type of Orchard's own: the list's are
+// allocated together, and graphql.GetFieldContext finds the element's
+// FieldContext in it (made when first asked for) and every other value in
+// the list's context.
+type elementContext struct {
+	context.Context
+	list  *elementList
+	index int
+}
+
+func (c *elementContext) Value(key any) any {
+	if key == fieldContextKey {
+		return c.list.fieldContext(c.index)
+	}
+	return c.Context.Value(key)
+}
+
+// fieldContextKey is the key graphql.WithFieldContext stores a
+// FieldContext under. gqlgen does not export it, so it is learnt from the
+// key graphql.GetFieldContext asks for; TestElementContext fails if the
+// two ever part.
+var fieldContextKey = func() any {
+	var p keyProbe
+	graphql.GetFieldContext(&p)
+	return p.key
+}()
+
+// keyProbe is a context that records the key it was asked for.
+type keyProbe struct {
+	context.Context
+	key any
+}
+
+func (p *keyProbe) Value(key any) any {
+	p.key = key
+	return nil
 }
 
 func marshalElement(ctx context.Context, i int, omitPanicHandler bool, marshal func(ctx context.Context, i int) graphql.Marshaler) (ret graphql.Marshaler) {
@@ -149,9 +222,10 @@ func reachesConcurrent(typ string, sel ast.SelectionSet, depth int) bool {
 // a field on its own goroutine or with @defer, which is all a FieldSet does
 // beyond holding values; that one shares its Values array. Most objects,
 // every node of a large list among them, schedule nothing: they then cost
-// one allocation, their values included when they select few fields, where
-// gqlgen's FieldSet, its values and objectFields cost three (a quarter of
-// P2's allocations).
+// one allocation at most, their values included when they select few
+// fields (inside a list marshalled in a plain loop, a share of the list's
+// slab), where gqlgen's FieldSet, its values and objectFields cost three
+// (a quarter of P2's allocations).
 type objectOut struct {
 	Values   []graphql.Marshaler
 	Invalids uint32
@@ -160,8 +234,16 @@ type objectOut struct {
 	inline   [4]graphql.Marshaler
 }
 
-func newObjectOut(fields []graphql.CollectedField) *objectOut {
-	o := &objectOut{fields: fields}
+// newObjectOut returns an empty objectOut for fields, from the slab of the
+// list it is in when there is one.
+func newObjectOut(ctx context.Context, fields []graphql.CollectedField) *objectOut {
+	var o *objectOut
+	if m, _ := ctx.Value(fieldsMemoKey{}).(*fieldsMemo); m != nil && !gqlgenOriginal {
+		o = m.objectOut()
+	} else {
+		o = new(objectOut)
+	}
+	o.fields = fields
 	if n := len(fields); n <= len(o.inline) {
 		o.Values = o.inline[:n:n]
 	} else {
@@ -266,6 +348,26 @@ type fieldsMemo struct {
 	mu      sync.Mutex
 	entries [8]fieldsMemoEntry
 	used    int
+	// objects is where the list's objectOuts come from, slab at a time
+	// (the list's length, at most maxSlab), rather than one allocation
+	// each; they all live until the answer is written.
+	objects []objectOut
+	slab    int
+}
+
+// maxSlab bounds the objectOuts allocated together.
+const maxSlab = 256
+
+// objectOut hands out the next objectOut of the memo's slab.
+func (m *fieldsMemo) objectOut() *objectOut {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.objects) == 0 {
+		m.objects = make([]objectOut, max(m.slab, 1))
+	}
+	o := &m.objects[0]
+	m.objects = m.objects[1:]
+	return o
 }
 
 type fieldsMemoEntry struct {

@@ -13956,7 +13956,7 @@ var appImplementors = []string{"App", "Node"}
 func (ec *executionContext) _App(ctx context.Context, sel ast.SelectionSet, obj *ent.App) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, appImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14070,7 +14070,7 @@ var appConnectionImplementors = []string{"AppConnection"}
 func (ec *executionContext) _AppConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.AppConnection) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, appConnectionImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14113,7 +14113,7 @@ var appEdgeImplementors = []string{"AppEdge"}
 func (ec *executionContext) _AppEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.AppEdge) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, appEdgeImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14151,7 +14151,7 @@ var auditEventImplementors = []string{"AuditEvent", "Node"}
 func (ec *executionContext) _AuditEvent(ctx context.Context, sel ast.SelectionSet, obj *ent.AuditEvent) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, auditEventImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14214,7 +14214,7 @@ var auditEventConnectionImplementors = []string{"AuditEventConnection"}
 func (ec *executionContext) _AuditEventConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.AuditEventConnection) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, auditEventConnectionImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14257,7 +14257,7 @@ var auditEventEdgeImplementors = []string{"AuditEventEdge"}
 func (ec *executionContext) _AuditEventEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.AuditEventEdge) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, auditEventEdgeImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14295,7 +14295,7 @@ var customerImplementors = []string{"Customer", "Node"}
 func (ec *executionContext) _Customer(ctx context.Context, sel ast.SelectionSet, obj *ent.Customer) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, customerImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14355,7 +14355,7 @@ var customerConnectionImplementors = []string{"CustomerConnection"}
 func (ec *executionContext) _CustomerConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.CustomerConnection) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, customerConnectionImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14398,7 +14398,7 @@ var customerEdgeImplementors = []string{"CustomerEdge"}
 func (ec *executionContext) _CustomerEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.CustomerEdge) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, customerEdgeImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14436,7 +14436,7 @@ var deleteCustomerPayloadImplementors = []string{"DeleteCustomerPayload"}
 func (ec *executionContext) _DeleteCustomerPayload(ctx context.Context, sel ast.SelectionSet, obj *model.DeleteCustomerPayload) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, deleteCustomerPayloadImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14469,7 +14469,7 @@ var deleteServerTokenPayloadImplementors = []string{"DeleteServerTokenPayload"}
 func (ec *executionContext) _DeleteServerTokenPayload(ctx context.Context, sel ast.SelectionSet, obj *model.DeleteServerTokenPayload) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, deleteServerTokenPayloadImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14502,7 +14502,7 @@ var licenceAssignmentImplementors = []string{"LicenceAssignment", "Node"}
 func (ec *executionContext) _LicenceAssignment(ctx context.Context, sel ast.SelectionSet, obj *ent.LicenceAssignment) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, licenceAssignmentImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14567,7 +14567,7 @@ var licenceAssignmentConnectionImplementors = []string{"LicenceAssignmentConnect
 func (ec *executionContext) _LicenceAssignmentConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.LicenceAssignmentConnection) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, licenceAssignmentConnectionImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14610,7 +14610,7 @@ var licenceAssignmentEdgeImplementors = []string{"LicenceAssignmentEdge"}
 func (ec *executionContext) _LicenceAssignmentEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.LicenceAssignmentEdge) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, licenceAssignmentEdgeImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14648,7 +14648,7 @@ var licenceFailureImplementors = []string{"LicenceFailure"}
 func (ec *executionContext) _LicenceFailure(ctx context.Context, sel ast.SelectionSet, obj *schematype.LicenceFailure) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, licenceFailureImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14706,7 +14706,7 @@ var licenceOperationImplementors = []string{"LicenceOperation", "Node"}
 func (ec *executionContext) _LicenceOperation(ctx context.Context, sel ast.SelectionSet, obj *ent.LicenceOperation) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, licenceOperationImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14780,7 +14780,7 @@ var licenceOperationConnectionImplementors = []string{"LicenceOperationConnectio
 func (ec *executionContext) _LicenceOperationConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.LicenceOperationConnection) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, licenceOperationConnectionImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14823,7 +14823,7 @@ var licenceOperationEdgeImplementors = []string{"LicenceOperationEdge"}
 func (ec *executionContext) _LicenceOperationEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.LicenceOperationEdge) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, licenceOperationEdgeImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14861,7 +14861,7 @@ var licenceOperationPayloadImplementors = []string{"LicenceOperationPayload"}
 func (ec *executionContext) _LicenceOperationPayload(ctx context.Context, sel ast.SelectionSet, obj *model.LicenceOperationPayload) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, licenceOperationPayloadImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14894,7 +14894,7 @@ var licenceTotalsImplementors = []string{"LicenceTotals"}
 func (ec *executionContext) _LicenceTotals(ctx context.Context, sel ast.SelectionSet, obj *domain.LicenceTotals) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, licenceTotalsImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -14947,7 +14947,7 @@ var licenceWarningImplementors = []string{"LicenceWarning"}
 func (ec *executionContext) _LicenceWarning(ctx context.Context, sel ast.SelectionSet, obj *domain.LicenceWarning) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, licenceWarningImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -15005,7 +15005,7 @@ var mDMInfoImplementors = []string{"MDMInfo"}
 func (ec *executionContext) _MDMInfo(ctx context.Context, sel ast.SelectionSet, obj *schematype.MDMInfo) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, mDMInfoImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -15051,7 +15051,7 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 		Object: "Mutation",
 	})
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		innerCtx := graphql.WithRootFieldContext(ctx, &graphql.RootFieldContext{
@@ -15175,7 +15175,7 @@ var pageInfoImplementors = []string{"PageInfo"}
 func (ec *executionContext) _PageInfo(ctx context.Context, sel ast.SelectionSet, obj *entgql.PageInfo[int]) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, pageInfoImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -15226,7 +15226,7 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 		Object: "Query",
 	})
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		innerCtx := graphql.WithRootFieldContext(ctx, &graphql.RootFieldContext{
@@ -15315,7 +15315,7 @@ var serverTokenImplementors = []string{"ServerToken", "Node"}
 func (ec *executionContext) _ServerToken(ctx context.Context, sel ast.SelectionSet, obj *ent.ServerToken) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, serverTokenImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -15471,7 +15471,7 @@ var serverTokenConnectionImplementors = []string{"ServerTokenConnection"}
 func (ec *executionContext) _ServerTokenConnection(ctx context.Context, sel ast.SelectionSet, obj *ent.ServerTokenConnection) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, serverTokenConnectionImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -15514,7 +15514,7 @@ var serverTokenEdgeImplementors = []string{"ServerTokenEdge"}
 func (ec *executionContext) _ServerTokenEdge(ctx context.Context, sel ast.SelectionSet, obj *ent.ServerTokenEdge) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, serverTokenEdgeImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -15552,7 +15552,7 @@ var serverTokenPayloadImplementors = []string{"ServerTokenPayload"}
 func (ec *executionContext) _ServerTokenPayload(ctx context.Context, sel ast.SelectionSet, obj *model.ServerTokenPayload) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, serverTokenPayloadImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -15609,7 +15609,7 @@ var tokenExpiryWarningImplementors = []string{"TokenExpiryWarning"}
 func (ec *executionContext) _TokenExpiryWarning(ctx context.Context, sel ast.SelectionSet, obj *domain.Warning) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, tokenExpiryWarningImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -15657,7 +15657,7 @@ var uploadServerTokenPayloadImplementors = []string{"UploadServerTokenPayload"}
 func (ec *executionContext) _UploadServerTokenPayload(ctx context.Context, sel ast.SelectionSet, obj *model.UploadServerTokenPayload) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, uploadServerTokenPayloadImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -15700,7 +15700,7 @@ var viewerImplementors = []string{"Viewer"}
 func (ec *executionContext) _Viewer(ctx context.Context, sel ast.SelectionSet, obj *model.Viewer) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, viewerImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -15748,7 +15748,7 @@ var __DirectiveImplementors = []string{"__Directive"}
 func (ec *executionContext) ___Directive(ctx context.Context, sel ast.SelectionSet, obj *introspection.Directive) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, __DirectiveImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -15801,7 +15801,7 @@ var __EnumValueImplementors = []string{"__EnumValue"}
 func (ec *executionContext) ___EnumValue(ctx context.Context, sel ast.SelectionSet, obj *introspection.EnumValue) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, __EnumValueImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -15849,7 +15849,7 @@ var __FieldImplementors = []string{"__Field"}
 func (ec *executionContext) ___Field(ctx context.Context, sel ast.SelectionSet, obj *introspection.Field) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, __FieldImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -15907,7 +15907,7 @@ var __InputValueImplementors = []string{"__InputValue"}
 func (ec *executionContext) ___InputValue(ctx context.Context, sel ast.SelectionSet, obj *introspection.InputValue) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, __InputValueImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -15965,7 +15965,7 @@ var __SchemaImplementors = []string{"__Schema"}
 func (ec *executionContext) ___Schema(ctx context.Context, sel ast.SelectionSet, obj *introspection.Schema) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, __SchemaImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -16023,7 +16023,7 @@ var __TypeImplementors = []string{"__Type"}
 func (ec *executionContext) ___Type(ctx context.Context, sel ast.SelectionSet, obj *introspection.Type) graphql.Marshaler {
 	fields := collectFields(ctx, ec.OperationContext, sel, __TypeImplementors)
 
-	out := newObjectOut(fields)
+	out := newObjectOut(ctx, fields)
 	deferred := deferredGroupIfNeeded(ctx, fields)
 	for i, field := range fields {
 		switch field.Name {
@@ -16375,9 +16375,7 @@ func (ec *executionContext) marshalNLicenceFailure2githubᚗcomᚋorchardᚑmsp�
 }
 
 func (ec *executionContext) marshalNLicenceFailure2ᚕgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋschematypeᚐLicenceFailureᚄ(ctx context.Context, sel ast.SelectionSet, v []schematype.LicenceFailure) graphql.Marshaler {
-	ret := marshalListElements(ctx, "LicenceFailure", sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
-		fc := graphql.GetFieldContext(ctx)
-		fc.Result = &v[i]
+	ret := marshalListElements(ctx, "LicenceFailure", sel, len(v), 0, false, func(i int) any { return &v[i] }, func(ctx context.Context, i int) graphql.Marshaler {
 		return ec.marshalNLicenceFailure2githubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋschematypeᚐLicenceFailure(ctx, sel, v[i])
 	})
 
@@ -16485,9 +16483,7 @@ func (ec *executionContext) marshalNLicenceWarningLevel2githubᚗcomᚋorchard�
 }
 
 func (ec *executionContext) marshalNNode2ᚕgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐNoder(ctx context.Context, sel ast.SelectionSet, v []ent.Noder) graphql.Marshaler {
-	ret := marshalListElements(ctx, "Node", sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
-		fc := graphql.GetFieldContext(ctx)
-		fc.Result = &v[i]
+	ret := marshalListElements(ctx, "Node", sel, len(v), 0, false, func(i int) any { return &v[i] }, func(ctx context.Context, i int) graphql.Marshaler {
 		return ec.marshalONode2githubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐNoder(ctx, sel, v[i])
 	})
 
@@ -16706,9 +16702,7 @@ func (ec *executionContext) marshalN__Directive2githubᚗcomᚋ99designsᚋgqlge
 }
 
 func (ec *executionContext) marshalN__Directive2ᚕgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐDirectiveᚄ(ctx context.Context, sel ast.SelectionSet, v []introspection.Directive) graphql.Marshaler {
-	ret := marshalListElements(ctx, "__Directive", sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
-		fc := graphql.GetFieldContext(ctx)
-		fc.Result = &v[i]
+	ret := marshalListElements(ctx, "__Directive", sel, len(v), 0, false, func(i int) any { return &v[i] }, func(ctx context.Context, i int) graphql.Marshaler {
 		return ec.marshalN__Directive2githubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐDirective(ctx, sel, v[i])
 	})
 
@@ -16750,9 +16744,7 @@ func (ec *executionContext) unmarshalN__DirectiveLocation2ᚕstringᚄ(ctx conte
 }
 
 func (ec *executionContext) marshalN__DirectiveLocation2ᚕstringᚄ(ctx context.Context, sel ast.SelectionSet, v []string) graphql.Marshaler {
-	ret := marshalListElements(ctx, "__DirectiveLocation", sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
-		fc := graphql.GetFieldContext(ctx)
-		fc.Result = &v[i]
+	ret := marshalListElements(ctx, "__DirectiveLocation", sel, len(v), 0, false, func(i int) any { return &v[i] }, func(ctx context.Context, i int) graphql.Marshaler {
 		return ec.marshalN__DirectiveLocation2string(ctx, sel, v[i])
 	})
 
@@ -16778,9 +16770,7 @@ func (ec *executionContext) marshalN__InputValue2githubᚗcomᚋ99designsᚋgqlg
 }
 
 func (ec *executionContext) marshalN__InputValue2ᚕgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐInputValueᚄ(ctx context.Context, sel ast.SelectionSet, v []introspection.InputValue) graphql.Marshaler {
-	ret := marshalListElements(ctx, "__InputValue", sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
-		fc := graphql.GetFieldContext(ctx)
-		fc.Result = &v[i]
+	ret := marshalListElements(ctx, "__InputValue", sel, len(v), 0, false, func(i int) any { return &v[i] }, func(ctx context.Context, i int) graphql.Marshaler {
 		return ec.marshalN__InputValue2githubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐInputValue(ctx, sel, v[i])
 	})
 
@@ -16806,9 +16796,7 @@ func (ec *executionContext) marshalN__Type2githubᚗcomᚋ99designsᚋgqlgenᚋg
 }
 
 func (ec *executionContext) marshalN__Type2ᚕgithubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐTypeᚄ(ctx context.Context, sel ast.SelectionSet, v []introspection.Type) graphql.Marshaler {
-	ret := marshalListElements(ctx, "__Type", sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
-		fc := graphql.GetFieldContext(ctx)
-		fc.Result = &v[i]
+	ret := marshalListElements(ctx, "__Type", sel, len(v), 0, false, func(i int) any { return &v[i] }, func(ctx context.Context, i int) graphql.Marshaler {
 		return ec.marshalN__Type2githubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐType(ctx, sel, v[i])
 	})
 
@@ -16854,9 +16842,7 @@ func (ec *executionContext) marshalOAppEdge2ᚕᚖgithubᚗcomᚋorchardᚑmsp�
 	if v == nil {
 		return graphql.Null
 	}
-	ret := marshalListElements(ctx, "AppEdge", sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
-		fc := graphql.GetFieldContext(ctx)
-		fc.Result = &v[i]
+	ret := marshalListElements(ctx, "AppEdge", sel, len(v), 0, false, func(i int) any { return &v[i] }, func(ctx context.Context, i int) graphql.Marshaler {
 		return ec.marshalOAppEdge2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐAppEdge(ctx, sel, v[i])
 	})
 
@@ -16914,9 +16900,7 @@ func (ec *executionContext) marshalOAuditEventEdge2ᚕᚖgithubᚗcomᚋorchard�
 	if v == nil {
 		return graphql.Null
 	}
-	ret := marshalListElements(ctx, "AuditEventEdge", sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
-		fc := graphql.GetFieldContext(ctx)
-		fc.Result = &v[i]
+	ret := marshalListElements(ctx, "AuditEventEdge", sel, len(v), 0, false, func(i int) any { return &v[i] }, func(ctx context.Context, i int) graphql.Marshaler {
 		return ec.marshalOAuditEventEdge2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐAuditEventEdge(ctx, sel, v[i])
 	})
 
@@ -17020,9 +17004,7 @@ func (ec *executionContext) marshalOCustomerEdge2ᚕᚖgithubᚗcomᚋorchardᚑ
 	if v == nil {
 		return graphql.Null
 	}
-	ret := marshalListElements(ctx, "CustomerEdge", sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
-		fc := graphql.GetFieldContext(ctx)
-		fc.Result = &v[i]
+	ret := marshalListElements(ctx, "CustomerEdge", sel, len(v), 0, false, func(i int) any { return &v[i] }, func(ctx context.Context, i int) graphql.Marshaler {
 		return ec.marshalOCustomerEdge2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐCustomerEdge(ctx, sel, v[i])
 	})
 
@@ -17202,9 +17184,7 @@ func (ec *executionContext) marshalOLicenceAssignmentEdge2ᚕᚖgithubᚗcomᚋo
 	if v == nil {
 		return graphql.Null
 	}
-	ret := marshalListElements(ctx, "LicenceAssignmentEdge", sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
-		fc := graphql.GetFieldContext(ctx)
-		fc.Result = &v[i]
+	ret := marshalListElements(ctx, "LicenceAssignmentEdge", sel, len(v), 0, false, func(i int) any { return &v[i] }, func(ctx context.Context, i int) graphql.Marshaler {
 		return ec.marshalOLicenceAssignmentEdge2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceAssignmentEdge(ctx, sel, v[i])
 	})
 
@@ -17262,9 +17242,7 @@ func (ec *executionContext) marshalOLicenceOperationEdge2ᚕᚖgithubᚗcomᚋor
 	if v == nil {
 		return graphql.Null
 	}
-	ret := marshalListElements(ctx, "LicenceOperationEdge", sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
-		fc := graphql.GetFieldContext(ctx)
-		fc.Result = &v[i]
+	ret := marshalListElements(ctx, "LicenceOperationEdge", sel, len(v), 0, false, func(i int) any { return &v[i] }, func(ctx context.Context, i int) graphql.Marshaler {
 		return ec.marshalOLicenceOperationEdge2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceOperationEdge(ctx, sel, v[i])
 	})
 
@@ -17299,9 +17277,7 @@ func (ec *executionContext) marshalOLicenceOperationKind2ᚕgithubᚗcomᚋorcha
 	if v == nil {
 		return graphql.Null
 	}
-	ret := marshalListElements(ctx, "LicenceOperationKind", sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
-		fc := graphql.GetFieldContext(ctx)
-		fc.Result = &v[i]
+	ret := marshalListElements(ctx, "LicenceOperationKind", sel, len(v), 0, false, func(i int) any { return &v[i] }, func(ctx context.Context, i int) graphql.Marshaler {
 		return ec.marshalNLicenceOperationKind2githubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋlicenceoperationᚐKind(ctx, sel, v[i])
 	})
 
@@ -17359,9 +17335,7 @@ func (ec *executionContext) marshalOLicenceOperationStatus2ᚕgithubᚗcomᚋorc
 	if v == nil {
 		return graphql.Null
 	}
-	ret := marshalListElements(ctx, "LicenceOperationStatus", sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
-		fc := graphql.GetFieldContext(ctx)
-		fc.Result = &v[i]
+	ret := marshalListElements(ctx, "LicenceOperationStatus", sel, len(v), 0, false, func(i int) any { return &v[i] }, func(ctx context.Context, i int) graphql.Marshaler {
 		return ec.marshalNLicenceOperationStatus2githubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋlicenceoperationᚐStatus(ctx, sel, v[i])
 	})
 
@@ -17450,9 +17424,7 @@ func (ec *executionContext) marshalOProductType2ᚕgithubᚗcomᚋorchardᚑmsp�
 	if v == nil {
 		return graphql.Null
 	}
-	ret := marshalListElements(ctx, "ProductType", sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
-		fc := graphql.GetFieldContext(ctx)
-		fc.Result = &v[i]
+	ret := marshalListElements(ctx, "ProductType", sel, len(v), 0, false, func(i int) any { return &v[i] }, func(ctx context.Context, i int) graphql.Marshaler {
 		return ec.marshalNProductType2githubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋappᚐProductType(ctx, sel, v[i])
 	})
 
@@ -17492,9 +17464,7 @@ func (ec *executionContext) marshalOServerTokenEdge2ᚕᚖgithubᚗcomᚋorchard
 	if v == nil {
 		return graphql.Null
 	}
-	ret := marshalListElements(ctx, "ServerTokenEdge", sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
-		fc := graphql.GetFieldContext(ctx)
-		fc.Result = &v[i]
+	ret := marshalListElements(ctx, "ServerTokenEdge", sel, len(v), 0, false, func(i int) any { return &v[i] }, func(ctx context.Context, i int) graphql.Marshaler {
 		return ec.marshalOServerTokenEdge2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐServerTokenEdge(ctx, sel, v[i])
 	})
 
@@ -17537,9 +17507,7 @@ func (ec *executionContext) marshalOServerTokenState2ᚕgithubᚗcomᚋorchard�
 	if v == nil {
 		return graphql.Null
 	}
-	ret := marshalListElements(ctx, "ServerTokenState", sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
-		fc := graphql.GetFieldContext(ctx)
-		fc.Result = &v[i]
+	ret := marshalListElements(ctx, "ServerTokenState", sel, len(v), 0, false, func(i int) any { return &v[i] }, func(ctx context.Context, i int) graphql.Marshaler {
 		return ec.marshalNServerTokenState2githubᚗcomᚋorchardᚑmspᚋorchardᚋentᚋservertokenᚐState(ctx, sel, v[i])
 	})
 
@@ -17703,9 +17671,7 @@ func (ec *executionContext) marshalO__EnumValue2ᚕgithubᚗcomᚋ99designsᚋgq
 	if v == nil {
 		return graphql.Null
 	}
-	ret := marshalListElements(ctx, "__EnumValue", sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
-		fc := graphql.GetFieldContext(ctx)
-		fc.Result = &v[i]
+	ret := marshalListElements(ctx, "__EnumValue", sel, len(v), 0, false, func(i int) any { return &v[i] }, func(ctx context.Context, i int) graphql.Marshaler {
 		return ec.marshalN__EnumValue2githubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐEnumValue(ctx, sel, v[i])
 	})
 
@@ -17722,9 +17688,7 @@ func (ec *executionContext) marshalO__Field2ᚕgithubᚗcomᚋ99designsᚋgqlgen
 	if v == nil {
 		return graphql.Null
 	}
-	ret := marshalListElements(ctx, "__Field", sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
-		fc := graphql.GetFieldContext(ctx)
-		fc.Result = &v[i]
+	ret := marshalListElements(ctx, "__Field", sel, len(v), 0, false, func(i int) any { return &v[i] }, func(ctx context.Context, i int) graphql.Marshaler {
 		return ec.marshalN__Field2githubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐField(ctx, sel, v[i])
 	})
 
@@ -17741,9 +17705,7 @@ func (ec *executionContext) marshalO__InputValue2ᚕgithubᚗcomᚋ99designsᚋg
 	if v == nil {
 		return graphql.Null
 	}
-	ret := marshalListElements(ctx, "__InputValue", sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
-		fc := graphql.GetFieldContext(ctx)
-		fc.Result = &v[i]
+	ret := marshalListElements(ctx, "__InputValue", sel, len(v), 0, false, func(i int) any { return &v[i] }, func(ctx context.Context, i int) graphql.Marshaler {
 		return ec.marshalN__InputValue2githubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐInputValue(ctx, sel, v[i])
 	})
 
@@ -17760,9 +17722,7 @@ func (ec *executionContext) marshalO__Type2ᚕgithubᚗcomᚋ99designsᚋgqlgen�
 	if v == nil {
 		return graphql.Null
 	}
-	ret := marshalListElements(ctx, "__Type", sel, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
-		fc := graphql.GetFieldContext(ctx)
-		fc.Result = &v[i]
+	ret := marshalListElements(ctx, "__Type", sel, len(v), 0, false, func(i int) any { return &v[i] }, func(ctx context.Context, i int) graphql.Marshaler {
 		return ec.marshalN__Type2githubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐType(ctx, sel, v[i])
 	})
 
