@@ -322,7 +322,7 @@ func rewrite(path string, elems map[string]string, enums map[string]bool, funcs 
 				}
 				edits = append(edits,
 					edit{fset.Position(marshal.End()).Offset, fset.Position(marshal.End()).Offset, ")"},
-					edit{fset.Position(marshal.Pos()).Offset, fset.Position(marshal.Pos()).Offset, streamHelper + "("})
+					edit{fset.Position(marshal.Pos()).Offset, fset.Position(marshal.Pos()).Offset, streamHelper + "(ctx, "})
 			case "MarshalSliceConcurrently":
 				counts[sel.Sel.Name]++
 				elem, known := elems[fn.Name.Name]

@@ -469,24 +469,21 @@ func heldOnly(fields []graphql.CollectedField, free map[string]bool) bool {
 // error: an error belongs to the response of the subscriber that met it,
 // so the others then render for themselves, as they do for an operation
 // with @defer and for an event without a Fanout.
-func sharedEvents[T any](marshal func(ctx context.Context, sel ast.SelectionSet, v T) graphql.Marshaler) func(ctx context.Context, sel ast.SelectionSet, v T) graphql.Marshaler {
+//
+// The subscription's shape is worked out when it starts (ctx is the
+// subscription field's), not on its first shared event, which would add
+// that work to every subscriber's share of a fan-out.
+func sharedEvents[T any](ctx context.Context, marshal func(ctx context.Context, sel ast.SelectionSet, v T) graphql.Marshaler) func(ctx context.Context, sel ast.SelectionSet, v T) graphql.Marshaler {
 	if gqlgenOriginal {
 		return marshal
 	}
-	var shape *string // worked out on the first shared event; "" never shares
+	shape := subscriptionShape(ctx) // "" never shares
 	return func(ctx context.Context, sel ast.SelectionSet, v T) graphql.Marshaler {
 		e, ok := any(v).(interface{ Fanout() *domain.Fanout })
-		if !ok || e.Fanout() == nil {
+		if !ok || e.Fanout() == nil || shape == "" {
 			return marshal(ctx, sel, v)
 		}
-		if shape == nil {
-			s := subscriptionShape(ctx)
-			shape = &s
-		}
-		if *shape == "" {
-			return marshal(ctx, sel, v)
-		}
-		b, shared := e.Fanout().Render(*shape, func() ([]byte, bool) {
+		b, shared := e.Fanout().Render(shape, func() ([]byte, bool) {
 			before := len(graphql.GetErrors(ctx))
 			var buf bytes.Buffer
 			marshal(ctx, sel, v).MarshalGQL(&buf)

@@ -8171,7 +8171,7 @@ func (ec *executionContext) _Subscription_tokenExpiryWarnings(ctx context.Contex
 			return ec.Resolvers.Subscription().TokenExpiryWarnings(ctx, fc.Args["customerID"].(*int))
 		},
 		nil,
-		sharedEvents(func(ctx context.Context, selections ast.SelectionSet, v *domain.Warning) graphql.Marshaler {
+		sharedEvents(ctx, func(ctx context.Context, selections ast.SelectionSet, v *domain.Warning) graphql.Marshaler {
 			return ec.marshalNTokenExpiryWarning2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋgraphᚋdomainᚐWarning(ctx, selections, v)
 		}),
 		true,
@@ -8215,7 +8215,7 @@ func (ec *executionContext) _Subscription_licenceOperationUpdates(ctx context.Co
 			return ec.Resolvers.Subscription().LicenceOperationUpdates(ctx, fc.Args["customerID"].(*int))
 		},
 		nil,
-		sharedEvents(func(ctx context.Context, selections ast.SelectionSet, v *ent.LicenceOperation) graphql.Marshaler {
+		sharedEvents(ctx, func(ctx context.Context, selections ast.SelectionSet, v *ent.LicenceOperation) graphql.Marshaler {
 			return ec.marshalNLicenceOperation2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋentᚐLicenceOperation(ctx, selections, v)
 		}),
 		true,
@@ -8259,7 +8259,7 @@ func (ec *executionContext) _Subscription_licenceWarnings(ctx context.Context, f
 			return ec.Resolvers.Subscription().LicenceWarnings(ctx, fc.Args["customerID"].(*int))
 		},
 		nil,
-		sharedEvents(func(ctx context.Context, selections ast.SelectionSet, v *domain.LicenceWarning) graphql.Marshaler {
+		sharedEvents(ctx, func(ctx context.Context, selections ast.SelectionSet, v *domain.LicenceWarning) graphql.Marshaler {
 			return ec.marshalNLicenceWarning2ᚖgithubᚗcomᚋorchardᚑmspᚋorchardᚋgraphᚋdomainᚐLicenceWarning(ctx, selections, v)
 		}),
 		true,

@@ -10,6 +10,9 @@ import (
 	"mime/multipart"
 	"net/http"
 	"os"
+	"os/signal"
+	"runtime"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"syscall"
@@ -39,6 +42,7 @@ func TestMain(m *testing.M) {
 		return
 	}
 	if os.Getenv("ORCHARD_TEST_RUN_MAIN") == "1" {
+		profileOnSignal(os.Getenv(envBenchProfile))
 		main()
 		return
 	}
@@ -379,4 +383,36 @@ func databaseEnv(t *testing.T, fn func(t *testing.T, env map[string]string)) {
 			fn(t, map[string]string{"ORCHARD_DATABASE_URL": db.URL})
 		})
 	}
+}
+
+// envBenchProfile names a file: a server the benchmarks start writes a CPU
+// profile there, from SIGUSR1 to SIGUSR2 (P6 sends them around its
+// fan-out).
+const envBenchProfile = "ORCHARD_BENCH_PROFILE"
+
+func profileOnSignal(path string) {
+	if path == "" {
+		return
+	}
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGUSR1, syscall.SIGUSR2)
+	go func() {
+		var f *os.File
+		for s := range sig {
+			switch {
+			case s == syscall.SIGUSR1 && f == nil:
+				var err error
+				if f, err = os.Create(path); err == nil {
+					// A fan-out lasts a fraction of a second: sample
+					// at 1 kHz rather than 100 Hz.
+					runtime.SetCPUProfileRate(1000)
+					_ = pprof.StartCPUProfile(f)
+				}
+			case s == syscall.SIGUSR2 && f != nil:
+				pprof.StopCPUProfile()
+				_ = f.Close()
+				f = nil
+			}
+		}
+	}()
 }

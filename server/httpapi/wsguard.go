@@ -28,10 +28,12 @@ import (
 // a frontend needs one or two.
 const MaxSubscriptionsPerSocket = 20
 
+// wsWriteTimeout bounds one message to a client; a client that stops
+// reading loses its socket instead of holding a goroutine forever. A
+// variable for the tests.
+var wsWriteTimeout = 10 * time.Second
+
 const (
-	// wsWriteTimeout bounds one message to a client; a client that stops
-	// reading loses its socket instead of holding a goroutine forever.
-	wsWriteTimeout = 10 * time.Second
 	// keyRecheckInterval is how often the keys behind open sockets are
 	// checked again, so a revoked or expired key loses its sockets within
 	// this (plus one query) on every instance.

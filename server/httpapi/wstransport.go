@@ -71,14 +71,15 @@ func (t *wsTransport) Do(w http.ResponseWriter, r *http.Request, exec graphql.Gr
 	}
 	o := t.accept
 	o.Subprotocols = []string{transportWS}
-	conn, err := websocket.Accept(smallBuffers{w}, r, &o)
+	hijack := &smallBuffers{ResponseWriter: w}
+	conn, err := websocket.Accept(hijack, r, &o)
 	if err != nil {
 		return // Accept has answered
 	}
 	conn.SetReadLimit(t.readLimit)
 	// The socket may outlive the request (see detachRequest).
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
-	c := &wsConn{t: t, conn: conn, exec: exec, ctx: ctx, cancel: cancel, subs: map[string]*wsSub{}}
+	c := &wsConn{t: t, conn: conn, raw: hijack.conn, exec: exec, ctx: ctx, cancel: cancel, subs: map[string]*wsSub{}}
 	if t.initTimeout > 0 {
 		c.timer = time.AfterFunc(t.initTimeout, func() {
 			c.closeWith(closeInitTimeout, "Connection initialisation timeout")
@@ -101,7 +102,11 @@ func (t *wsTransport) Do(w http.ResponseWriter, r *http.Request, exec graphql.Gr
 type wsConn struct {
 	t    *wsTransport
 	conn *websocket.Conn
-	exec graphql.GraphExecutor
+	// raw is the socket under conn, whose write deadline bounds each
+	// message; writeMu keeps one deadline per write.
+	raw     net.Conn
+	writeMu sync.Mutex
+	exec    graphql.GraphExecutor
 	// ctx ends when the socket closes, and with it every subscription;
 	// after connection_init it carries the viewer.
 	ctx    context.Context
@@ -477,10 +482,9 @@ func (c *wsConn) send(id string, s *wsSub, kind string, payload json.RawMessage)
 // envelope is wsEnvelope's encoding, built by hand: payload is already
 // compact JSON, which json.Marshal would scan again for every subscriber.
 func envelope(id, kind string, payload json.RawMessage) []byte {
-	qid, _ := json.Marshal(id)
-	b := make([]byte, 0, len(qid)+len(kind)+len(payload)+32)
+	b := make([]byte, 0, len(id)+len(kind)+len(payload)+34)
 	b = append(b, `{"id":`...)
-	b = append(b, qid...)
+	b = appendJSONString(b, id)
 	b = append(b, `,"type":"`...)
 	b = append(b, kind...)
 	b = append(b, '"')
@@ -491,9 +495,32 @@ func envelope(id, kind string, payload json.RawMessage) []byte {
 	return append(b, '}')
 }
 
+// appendJSONString appends s as a JSON string. Subscription IDs are
+// usually numbers or UUIDs, which need no escaping; others go through
+// encoding/json.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
 // write sends b unless the socket is closing (a socket whose key was
 // revoked gets nothing more). A client that does not read within
-// wsWriteTimeout loses its socket (coder/websocket closes it).
+// wsWriteTimeout loses its socket.
+//
+// The time limit is the socket's write deadline, set for this write and
+// cleared after it, rather than a context: coder/websocket arms a
+// context.AfterFunc for every message written under a context that can
+// end, which for one warning to ten thousand subscribers was a tenth of
+// the server's work (issue 15, P6). The deadline is cleared so that the
+// close handshake, which coder/websocket times itself, never meets a stale
+// one.
 func (c *wsConn) write(b []byte) {
 	c.mu.Lock()
 	closing := c.closing
@@ -501,9 +528,14 @@ func (c *wsConn) write(b []byte) {
 	if closing {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), wsWriteTimeout)
-	defer cancel()
-	_ = c.conn.Write(ctx, websocket.MessageText, b)
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	_ = c.raw.SetWriteDeadline(time.Now().Add(wsWriteTimeout))
+	err := c.conn.Write(context.Background(), websocket.MessageText, b)
+	_ = c.raw.SetWriteDeadline(time.Time{})
+	if err != nil {
+		c.closeNow()
+	}
 }
 
 // closeWith starts the close handshake with code, once, and ends every
@@ -548,15 +580,20 @@ const (
 )
 
 // smallBuffers hands coder/websocket the hijacked connection with buffers
-// of wsReadBuffer and wsWriteBuffer bytes instead of net/http's.
-type smallBuffers struct{ http.ResponseWriter }
+// of wsReadBuffer and wsWriteBuffer bytes instead of net/http's, and keeps
+// the connection for its write deadline.
+type smallBuffers struct {
+	http.ResponseWriter
+	conn net.Conn
+}
 
 // Hijack implements http.Hijacker.
-func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
 	if err != nil {
 		return nil, nil, err
 	}
+	w.conn = conn
 	// What the client sent right behind its handshake is already in
 	// net/http's reader: it goes into the new one's buffer, where
 	// coder/websocket looks for it.

@@ -2,8 +2,17 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/coder/websocket"
 )
 
 // envelope writes what json.Marshal of a wsEnvelope would.
@@ -12,6 +21,10 @@ func TestEnvelopeMatchesJSONMarshal(t *testing.T) {
 		{ID: "1", Type: "next", Payload: json.RawMessage(`{"data":{"a":1}}`)},
 		{ID: `we"ird\</script>` + "\u2028é\x01", Type: "error", Payload: json.RawMessage(`[{"message":"x"}]`)},
 		{ID: "7", Type: "complete"},
+		{ID: "0f8fad5b-d9cb-469f-a165-70867728950e", Type: "next", Payload: json.RawMessage(`{}`)},
+		{ID: "a<b>&c", Type: "next"},
+		{ID: "é", Type: "next"},
+		{ID: "", Type: "next"},
 	} {
 		want, err := json.Marshal(m)
 		if err != nil {
@@ -26,4 +39,76 @@ func TestEnvelopeMatchesJSONMarshal(t *testing.T) {
 			t.Fatalf("envelope(%q) = %s, decodes to %+v; want %s", m.ID, got, back, want)
 		}
 	}
+}
+
+// Each write is bounded by wsWriteTimeout: a client that stops reading
+// loses its socket once a write has waited that long, and a write that
+// went through leaves no deadline behind (the close handshake, which
+// writes on its own, would meet it).
+func TestWriteDeadline(t *testing.T) {
+	defer func(d time.Duration) { wsWriteTimeout = d }(wsWriteTimeout)
+	wsWriteTimeout = 300 * time.Millisecond
+	conns := make(chan *wsConn, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hijack := &smallBuffers{ResponseWriter: w}
+		conn, err := websocket.Accept(hijack, r, nil)
+		if err != nil {
+			return
+		}
+		// Small kernel buffers, so that a client that stops reading
+		// holds up a write after a few messages.
+		_ = hijack.conn.(*net.TCPConn).SetWriteBuffer(4096)
+		conns <- &wsConn{conn: conn, raw: hijack.conn}
+	}))
+	defer srv.Close()
+	dialer := &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dial := func() (*websocket.Conn, *wsConn) {
+		client, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), &websocket.DialOptions{
+			HTTPClient: &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = client.CloseNow() })
+		return client, <-conns
+	}
+
+	t.Run("the close handshake after a write", func(t *testing.T) {
+		client, c := dial()
+		c.write([]byte(`{"type":"ping"}`))
+		if _, b, err := client.Read(ctx); err != nil || string(b) != `{"type":"ping"}` {
+			t.Fatalf("got %q, %v", b, err)
+		}
+		time.Sleep(2 * wsWriteTimeout)
+		go func() { _ = c.conn.Close(websocket.StatusNormalClosure, "bye") }()
+		_, _, err := client.Read(ctx)
+		if websocket.CloseStatus(err) != websocket.StatusNormalClosure {
+			t.Fatalf("the client read %v, want a normal closure", err)
+		}
+	})
+
+	t.Run("a client that stops reading", func(t *testing.T) {
+		_, c := dial()
+		big := bytes.Repeat([]byte("x"), 64<<10)
+		for i := 0; ; i++ {
+			if i == 1000 {
+				t.Fatal("a thousand 64 KiB writes to a client that reads nothing went through")
+			}
+			start := time.Now()
+			c.write(big)
+			if took := time.Since(start); took >= wsWriteTimeout {
+				if took > wsWriteTimeout+2*time.Second {
+					t.Fatalf("the write waited %s, past the %s timeout", took, wsWriteTimeout)
+				}
+				break
+			}
+		}
+		if err := c.conn.Write(ctx, websocket.MessageText, []byte(`{}`)); err == nil {
+			t.Fatal("the socket is still open after a write timed out")
+		}
+	})
 }
