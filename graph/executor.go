@@ -64,9 +64,9 @@ func deferredGroupIfNeeded(ctx context.Context, fields []graphql.CollectedField)
 // marshalled one by one, each element would wait out the loader on its own
 // (a loader-backed list went from 4.6 to 20.4 ms that way). Otherwise nothing
 // under an element can block, and a plain loop gives the same answer without
-// a goroutine per element. Each element gets its own FieldContext with its
-// index, and a panic is recovered per element, as in
-// graphql.MarshalSliceConcurrently.
+// a goroutine per element. Each element has its own FieldContext with its
+// index (made when something below asks for it), and a panic is recovered
+// per element, as in graphql.MarshalSliceConcurrently.
 //
 // result(i) is what gqlgen's element closure sets as its FieldContext's
 // Result.
