@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"net"
 	"net/http"
 	"os"
@@ -167,4 +168,52 @@ func runClient(t *testing.T, bin string, args []string, s *testServer, key strin
 		t.Fatalf("%s: %v\n%s", bin, err, out)
 	}
 	return strings.TrimSpace(string(out))
+}
+
+// An upload whose operations leave out "variables", or are null, while the
+// map names variables.f is refused with what to send, not an internal
+// error (gqlgen panics assigning the file into the missing variables).
+func TestUploadWithoutVariablesIsBadUserInput(t *testing.T) {
+	s := startServer(t, nil)
+	key := s.key()
+	for name, ops := range map[string]string{
+		"NoVariables":    `{"query":"mutation($f: Upload!) { uploadServerToken(input: {customerID: \"x\", file: $f}) { token { id } } }"}`,
+		"NullOperations": `null`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			var buf bytes.Buffer
+			mw := multipart.NewWriter(&buf)
+			_ = mw.WriteField("operations", ops)
+			_ = mw.WriteField("map", `{"0":["variables.f"]}`)
+			fw, _ := mw.CreateFormFile("0", "token.vpptoken")
+			_, _ = fw.Write([]byte("hello"))
+			_ = mw.Close()
+			req, _ := http.NewRequest(http.MethodPost, s.URL+"/graphql", &buf)
+			req.Header.Set("Content-Type", mw.FormDataContentType())
+			req.Header.Set("Authorization", "Bearer "+key)
+			r := s.do(req)
+			if r.Status != http.StatusBadRequest || r.code() != "BAD_USER_INPUT" || !strings.Contains(r.Raw, "must carry a variables object") {
+				t.Fatalf("got HTTP %d %s; want 400 BAD_USER_INPUT saying to send the variables", r.Status, r.Raw)
+			}
+		})
+	}
+	t.Run("NodeFetch", func(t *testing.T) {
+		node, err := exec.LookPath("node")
+		if err != nil {
+			t.Skip("node is not installed")
+		}
+		const script = `
+const fd = new FormData();
+fd.append('operations', JSON.stringify({query: 'mutation($f: Upload!) { uploadServerToken(input: {customerID: "x", file: $f}) { token { id } } }'}));
+fd.append('map', JSON.stringify({'0': ['variables.f']}));
+fd.append('0', new Blob(['hello']), 'token.vpptoken');
+fetch(process.env.URL, {method: 'POST', body: fd, headers: {Authorization: 'Bearer ' + process.env.KEY}})
+  .then(async r => console.log(r.status, await r.text()))
+  .catch(e => { console.log('failed', e, e.cause); process.exit(1); });
+`
+		out := runClient(t, node, []string{"-e", script}, s, key)
+		if !strings.HasPrefix(out, "400 ") || !strings.Contains(out, `"BAD_USER_INPUT"`) {
+			t.Fatalf("node got %s; want 400 BAD_USER_INPUT", out)
+		}
+	})
 }

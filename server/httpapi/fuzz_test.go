@@ -86,6 +86,7 @@ func FuzzMultipart(f *testing.F) {
 	f.Add(`{"query":"mutation($f: Upload!) { uploadServerToken(input: {customerID: \"x\", file: $f}) { token { id } } }","variables":{"f":null}}`, `{"0":["variables.f"]}`, bytes.Repeat([]byte("A"), 70000))
 	f.Add(`{}`, `{"0":["variables.nope"]}`, []byte{})
 	f.Add(`not json`, `not json`, []byte{0, 1, 2})
+	f.Add(`null`, `{"0":["variables.f"]}`, []byte("A")) // gqlgen panicked on it
 	f.Fuzz(func(t *testing.T, operations, mapField string, file []byte) {
 		var buf bytes.Buffer
 		mw := multipart.NewWriter(&buf)

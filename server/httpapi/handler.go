@@ -268,6 +268,10 @@ func hasVariables(ops any) bool {
 			}
 		}
 		return len(v) > 0
+	case nil:
+		// null decodes into gqlgen's params without an error, and without
+		// variables (FuzzMultipart found it; it keeps a seed of it).
+		return false
 	}
 	return true // not JSON gqlgen can use: it answers that itself
 }
