@@ -113,16 +113,8 @@ func TestOversizedUploadIsAnswered(t *testing.T) {
 		if err != nil {
 			t.Skip("node is not installed")
 		}
-		const script = `
-const fd = new FormData();
-fd.append('operations', JSON.stringify({query: 'mutation($f: Upload!) { uploadServerToken(input: {customerID: "x", file: $f}) { token { id } } }', variables: {f: null}}));
-fd.append('map', JSON.stringify({'0': ['variables.f']}));
-fd.append('0', new Blob([new Uint8Array(Number(process.env.SIZE))]), 'big.vpptoken');
-fetch(process.env.URL, {method: 'POST', body: fd, headers: {Authorization: 'Bearer ' + process.env.KEY}})
-  .then(async r => console.log(r.status, await r.text()))
-  .catch(e => { console.log('failed', e, e.cause); process.exit(1); });
-`
-		out := runClient(t, node, []string{"-e", script}, s, key)
+		ops := `{"query":"mutation($f: Upload!) { uploadServerToken(input: {customerID: \"x\", file: $f}) { token { id } } }","variables":{"f":null}}`
+		out := runClient(t, node, []string{"-e", nodeUploadScript}, s, key, "OPS="+ops)
 		if !strings.HasPrefix(out, "413 ") || !strings.Contains(out, `"UPLOAD_TOO_LARGE"`) {
 			t.Fatalf("fetch got %s; want 413 UPLOAD_TOO_LARGE", out)
 		}
@@ -156,6 +148,19 @@ except Exception as e:
 		}
 	})
 }
+
+// nodeUploadScript posts a multipart upload with Node's fetch and FormData,
+// as a browser would: the operations field is $OPS, the file $BLOB bytes
+// (else $SIZE); it prints the status and the body.
+const nodeUploadScript = `
+const fd = new FormData();
+fd.append('operations', process.env.OPS);
+fd.append('map', JSON.stringify({'0': ['variables.f']}));
+fd.append('0', new Blob([new Uint8Array(Number(process.env.BLOB || process.env.SIZE))]), 'token.vpptoken');
+fetch(process.env.URL, {method: 'POST', body: fd, headers: {Authorization: 'Bearer ' + process.env.KEY}})
+  .then(async r => console.log(r.status, await r.text()))
+  .catch(e => { console.log('failed', e, e.cause); process.exit(1); });
+`
 
 func runClient(t *testing.T, bin string, args []string, s *testServer, key string, env ...string) string {
 	t.Helper()
@@ -202,16 +207,8 @@ func TestUploadWithoutVariablesIsBadUserInput(t *testing.T) {
 		if err != nil {
 			t.Skip("node is not installed")
 		}
-		const script = `
-const fd = new FormData();
-fd.append('operations', JSON.stringify({query: 'mutation($f: Upload!) { uploadServerToken(input: {customerID: "x", file: $f}) { token { id } } }'}));
-fd.append('map', JSON.stringify({'0': ['variables.f']}));
-fd.append('0', new Blob(['hello']), 'token.vpptoken');
-fetch(process.env.URL, {method: 'POST', body: fd, headers: {Authorization: 'Bearer ' + process.env.KEY}})
-  .then(async r => console.log(r.status, await r.text()))
-  .catch(e => { console.log('failed', e, e.cause); process.exit(1); });
-`
-		out := runClient(t, node, []string{"-e", script}, s, key)
+		ops := `{"query":"mutation($f: Upload!) { uploadServerToken(input: {customerID: \"x\", file: $f}) { token { id } } }"}`
+		out := runClient(t, node, []string{"-e", nodeUploadScript}, s, key, "OPS="+ops, "BLOB=5")
 		if !strings.HasPrefix(out, "400 ") || !strings.Contains(out, `"BAD_USER_INPUT"`) {
 			t.Fatalf("node got %s; want 400 BAD_USER_INPUT", out)
 		}
