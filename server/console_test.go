@@ -106,6 +106,24 @@ func focused(ctx context.Context, t *testing.T) string {
 	return s
 }
 
+// focusedOn waits up to two seconds for what has focus to satisfy ok, and
+// returns it: the console moves focus in an effect, which runs after the
+// paint that a wait for text sees.
+func focusedOn(ctx context.Context, t *testing.T, ok func(string) bool) string {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		got := focused(ctx, t)
+		if ok(got) || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// is matches one text exactly, for focusedOn.
+func is(want string) func(string) bool { return func(got string) bool { return got == want } }
+
 // do runs browser actions with a deadline of its own, and on failure says
 // what the page shows.
 func do(ctx context.Context, t *testing.T, what string, actions ...chromedp.Action[chromedp.Void]) {
@@ -227,13 +245,13 @@ func TestConsoleWizard(t *testing.T) {
 
 	// Step 1, from the header's button: the customer is chosen by name.
 	do(ctx, t, "starting the wizard", click(button("Upload server token")), waitText(heading("Select customer")))
-	if got := focused(ctx, t); got != "Select customer" {
+	if got := focusedOn(ctx, t, is("Select customer")); got != "Select customer" {
 		t.Errorf("focus on step 1 is on %q, want the heading", got)
 	}
 	do(ctx, t, "choosing the customer", chromedp.SetValue(labelled("Customer"), cust))
 	shoot(ctx, t, "1-select-customer")
 	do(ctx, t, "to step 2", click(button("Next")), waitText(heading("Download from Apple Business Manager")))
-	if got := focused(ctx, t); got != "Download from Apple Business Manager" {
+	if got := focusedOn(ctx, t, is("Download from Apple Business Manager")); got != "Download from Apple Business Manager" {
 		t.Errorf("focus on step 2 is on %q, want the heading", got)
 	}
 	attrs, err := chromedp.Run(ctx, chromedp.Attributes(button("Open Apple Business Manager")))
@@ -242,7 +260,7 @@ func TestConsoleWizard(t *testing.T) {
 	}
 	shoot(ctx, t, "2-download")
 	do(ctx, t, "to step 3", click(button("Next")), waitText(heading("Upload server token")))
-	if got := focused(ctx, t); got != "Upload server token" {
+	if got := focusedOn(ctx, t, is("Upload server token")); got != "Upload server token" {
 		t.Errorf("focus on step 3 is on %q", got)
 	}
 	// The file input is inside the drop zone.

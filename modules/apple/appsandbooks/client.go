@@ -598,9 +598,16 @@ func (c *Client) call(ctx context.Context, method string, u *url.URL, token []by
 		deadline = d
 	}
 	backoff := time.Duration(c.MinBackoff)
+	var last *attemptError
 	for attempt := 1; ; attempt++ {
 		left := time.Until(deadline)
 		if left <= 0 {
+			if last != nil {
+				// The wait before this retry ended past the deadline (a
+				// timer fires late on a busy machine): say what Apple
+				// last said.
+				return exhausted(last, attempt-1, nil)
+			}
 			// Earlier calls of the same action spent the budget.
 			return fault.New(fault.AppleUnavailable, "Apple did not answer in time. Try again in a few minutes.")
 		}
@@ -611,6 +618,7 @@ func (c *Client) call(ctx context.Context, method string, u *url.URL, token []by
 		if !ae.retry {
 			return ae.err
 		}
+		last = ae
 		if ctx.Err() != nil {
 			return exhausted(ae, attempt, ctx.Err())
 		}
