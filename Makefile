@@ -65,6 +65,7 @@ FUZZTIME ?= 20000x
 fuzz: ## run each fuzz target on FUZZTIME inputs (default 20000x; FUZZTIME=200000x for longer)
 	$(GO) test ./modules/tokenfile/vpptoken -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 	$(GO) test ./modules/secrets/aesgcm -run '^$$' -fuzz FuzzOpen -fuzztime $(FUZZTIME)
+	$(GO) test ./modules/apple/appsandbooks -run '^$$' -fuzz FuzzDecodePage -fuzztime $(FUZZTIME)
 	$(GO) test ./server/httpapi -run '^$$' -fuzz FuzzGraphQLHandler -fuzztime $(FUZZTIME)
 	$(GO) test ./server/httpapi -run '^$$' -fuzz FuzzMultipart -fuzztime $(FUZZTIME)
 

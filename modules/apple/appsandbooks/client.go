@@ -275,41 +275,38 @@ func (c *Client) Assets(ctx context.Context, token []byte) (*apple.Assets, error
 
 var errVersionChanged = errors.New("versionId changed during the fetch")
 
+// page reads and decodes one page of assets.
 func (c *Client) page(ctx context.Context, token []byte, index int) (*assetsResponse, error) {
-	body, err := c.pageBody(ctx, token, index)
-	if err != nil {
-		return nil, err
-	}
-	return decodePage(body)
-}
-
-// pageBody reads one page of assets without decoding it, so a caller can
-// let the next request go out while it decodes.
-func (c *Client) pageBody(ctx context.Context, token []byte, index int) ([]byte, error) {
 	var q url.Values
 	if index > 0 {
 		q = url.Values{"pageIndex": {strconv.Itoa(index)}}
 	}
-	var body rawBody
-	if err := c.call(ctx, http.MethodGet, c.endpoint("assets", q), token, nil, &body); err != nil {
+	var out pageOut
+	if err := c.call(ctx, http.MethodGet, c.endpoint("assets", q), token, nil, &out); err != nil {
 		return nil, err
 	}
-	return body, nil
+	return out.page, nil
 }
 
-// decodePage decodes an asset page with segmentio/encoding's JSON decoder,
-// which reads the same JSON into the same struct about four times faster
-// than encoding/json; a full sync decodes tens of thousands of assets.
+// pageOut, as call's out, receives a decoded asset page. attempt decodes
+// it before looking for an error body: a page decodePageFast reads has no
+// errorNumber, so 100 KB are scanned once, not twice.
+type pageOut struct{ page *assetsResponse }
+
+// decodePage decodes an asset page: a page as Apple writes it with
+// decodePageFast, anything else with segmentio/encoding's JSON decoder, which
+// reads the same JSON into the same struct about four times faster than
+// encoding/json. A full sync decodes tens of thousands of assets.
 func decodePage(body []byte) (*assetsResponse, error) {
+	if resp, ok := decodePageFast(body); ok {
+		return resp, nil
+	}
 	var resp assetsResponse
 	if err := fastjson.Unmarshal(body, &resp); err != nil {
 		return nil, fault.Wrap(fmt.Errorf("decoding an asset page: %w", err), fault.AppleUnavailable, "Apple's answer could not be read. Try again later.")
 	}
 	return &resp, nil
 }
-
-// rawBody, as call's out, receives a successful answer's bytes undecoded.
-type rawBody []byte
 
 func (c *Client) assetsOnce(ctx context.Context, token []byte) (*apple.Assets, error) {
 	// Page 0 says how many pages there are. When an earlier fetch of this
@@ -358,6 +355,11 @@ func (c *Client) assetsOnce(ctx context.Context, token []byte) (*apple.Assets, e
 	}
 	c.rememberPages(token, count)
 	out := &apple.Assets{VersionID: first.VersionID, MDMInfo: first.MDMInfo.domain(), TokenExpiresAt: parseAppleTime(first.TokenExpirationDate)}
+	n := 0
+	for _, p := range pages {
+		n += len(p.Assets) + len(p.UnlimitedAssets)
+	}
+	out.Assets = make([]apple.Asset, 0, n)
 	for i := range count {
 		p := pages[i]
 		if p == nil {
@@ -405,14 +407,8 @@ func (c *Client) fetchPages(ctx context.Context, token []byte, indexes []int) (m
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			// The slot is held for the request only: decoding several
-			// hundred assets overlaps with the next request's round trip.
-			body, err := c.pageBody(ctx, token, i)
+			p, err := c.page(ctx, token, i)
 			<-sem
-			var p *assetsResponse
-			if err == nil {
-				p, err = decodePage(body)
-			}
 			var ae *apple.Error
 			if err != nil && i > 0 && errors.As(err, &ae) && ae.Number == 9650 {
 				for old := past.Load(); int64(i) < old && !past.CompareAndSwap(old, int64(i)); old = past.Load() {
@@ -700,17 +696,25 @@ func (c *Client) attempt(ctx context.Context, timeout time.Duration, method stri
 		return &attemptError{err: fmt.Errorf("%s %s: %w", method, u.Path, scrub(err)), retry: true}
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
-	if err != nil {
+	buf := readBuffers.Get().(*bytes.Buffer)
+	defer releaseBuffer(buf)
+	if _, err := buf.ReadFrom(io.LimitReader(resp.Body, maxBody)); err != nil {
 		return &attemptError{err: fmt.Errorf("reading %s %s: %w", method, u.Path, err), retry: true}
 	}
+	// Everything kept from data below is copied out of it: the buffer is
+	// used again.
+	data := buf.Bytes()
 	retryAfter := parseRetryAfter(resp.Header.Get("Retry-After"))
 
+	var page *assetsResponse
+	po, isPage := out.(*pageOut)
+	if isPage && resp.StatusCode < 300 {
+		page, _ = decodePageFast(data)
+	}
 	// Apple's error body wins over the status code: 9622 comes with HTTP 200.
-	// Only a body that names errorNumber is decoded for it, so an asset page
-	// of several hundred entries is parsed once, not twice.
+	// Only a body that names errorNumber is decoded for it.
 	var eb errorBody
-	if bytes.Contains(data, errorNumberKey) && json.Unmarshal(data, &eb) == nil && eb.ErrorNumber != 0 {
+	if page == nil && bytes.Contains(data, errorNumberKey) && json.Unmarshal(data, &eb) == nil && eb.ErrorNumber != 0 {
 		return classify(eb, resp.StatusCode, retryAfter)
 	}
 	switch {
@@ -723,8 +727,14 @@ func (c *Client) attempt(ctx context.Context, timeout time.Duration, method stri
 	case resp.StatusCode >= 300:
 		return &attemptError{err: fault.Wrap(&apple.Error{Status: resp.StatusCode, Message: truncate(string(data), 200)}, fault.AppleUnavailable, "Apple answered with an unexpected error (HTTP %d). Try again later.", resp.StatusCode)}
 	}
-	if raw, ok := out.(*rawBody); ok {
-		*raw = data
+	if isPage {
+		if page == nil {
+			var err error
+			if page, err = decodePage(data); err != nil {
+				return &attemptError{err: err}
+			}
+		}
+		po.page = page
 		return nil
 	}
 	if out != nil {
@@ -736,6 +746,18 @@ func (c *Client) attempt(ctx context.Context, timeout time.Duration, method stri
 }
 
 var errorNumberKey = []byte(`"errorNumber"`)
+
+// readBuffers holds the buffers answers are read into; an asset page is
+// about 100 KB, and a sync reads hundreds of them.
+var readBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+func releaseBuffer(b *bytes.Buffer) {
+	if b.Cap() > 1<<20 {
+		return // an outsized answer's buffer is left to the collector
+	}
+	b.Reset()
+	readBuffers.Put(b)
+}
 
 // classify turns an Apple error number into Orchard's terms.
 func classify(eb errorBody, status int, retryAfter time.Duration) *attemptError {

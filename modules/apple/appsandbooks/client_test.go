@@ -183,6 +183,39 @@ func TestRetries(t *testing.T) {
 	})
 }
 
+// An asset page's request meets Apple's error bodies as every other does:
+// a 9646 wrapped in HTTP 200 is retried, a token error is not.
+func TestAssetsErrorBodies(t *testing.T) {
+	t.Run("RateLimitedWith200", func(t *testing.T) {
+		fake, token, loc := setup(t)
+		loc.Assets = appletest.MakeAssets(250)
+		fake.Fail(appletest.Failure{Status: 200, ErrorNumber: 9646})
+		c := newClient(t, fake, "")
+		got, err := c.Assets(context.Background(), token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got.Assets) != 250 {
+			t.Fatalf("%d assets, want 250: the error body was read as a page", len(got.Assets))
+		}
+		if n := fake.Count("GET /mdm/v2/assets"); n != 4 {
+			t.Fatalf("%d requests, want 4 (page 0 twice, then pages 1 and 2)", n)
+		}
+	})
+	t.Run("TokenExpired", func(t *testing.T) {
+		fake, token, loc := setup(t)
+		loc.ErrorNumber = 9621
+		c := newClient(t, fake, "")
+		_, err := c.Assets(context.Background(), token)
+		if got := fault.CodeOf(err); got != fault.TokenExpired {
+			t.Fatalf("code = %s (%v), want TOKEN_EXPIRED", got, err)
+		}
+		if n := fake.Count("GET /mdm/v2/assets"); n != 1 {
+			t.Fatalf("%d requests, want 1 (never retried)", n)
+		}
+	})
+}
+
 func TestAssetsAllPages(t *testing.T) {
 	fake, token, loc := setup(t)
 	loc.Assets = appletest.MakeAssets(1234)
