@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -172,7 +173,7 @@ func (s *Service) settle(ctx context.Context, evID int, fill func(o *outcome)) {
 		if err != nil {
 			return err
 		}
-		op, err := tx.LicenceOperation.Get(ctx, ev.OperationID)
+		op, err := outcomeOperation(ctx, tx, ev.OperationID)
 		if err != nil {
 			return err
 		}
@@ -185,6 +186,16 @@ func (s *Service) settle(ctx context.Context, evID int, fill func(o *outcome)) {
 		return
 	}
 	s.publishEffects(ctx, eff)
+}
+
+// outcomeOperation reads what applying an event's outcome needs of its
+// operation. The operation's targets are left out: for 10,000 devices they
+// are a JSON column of 10,000 strings, which every settle would decode for
+// nothing.
+func outcomeOperation(ctx context.Context, tx *ent.Tx, id int) (*ent.LicenceOperation, error) {
+	return tx.LicenceOperation.Query().Where(licenceoperation.ID(id)).
+		Select(licenceoperation.FieldKind, licenceoperation.FieldCustomerID, licenceoperation.FieldTokenID, licenceoperation.FieldRequested).
+		Only(ctx)
 }
 
 func terminal(st licenceevent.State) bool {
@@ -247,7 +258,9 @@ func (s *Service) applyOutcome(ctx context.Context, tx *ent.Tx, op *ent.LicenceO
 		return s.raiseLicenceWarnings(ctx, tx, changedApps, eff)
 	}
 	completed := ev.Completed + len(done)
-	upd := tx.LicenceEvent.UpdateOneID(ev.ID).SetResults(results).SetCompleted(completed).SetFailures(failures)
+	// Update, not UpdateOne: UpdateOne reads the row back, and an event's
+	// targets and results are large JSON columns.
+	upd := tx.LicenceEvent.Update().Where(licenceevent.ID(ev.ID)).SetResults(results).SetCompleted(completed).SetFailures(failures)
 	if o.notice {
 		upd.SetNotifiedAt(s.Now())
 	}
@@ -282,8 +295,10 @@ func (s *Service) rollUp(ctx context.Context, tx *ent.Tx, op *ent.LicenceOperati
 		failures = append(failures, e.Failures...)
 		finished = finished && terminal(e.State)
 	}
-	upd := tx.LicenceOperation.UpdateOneID(op.ID).
-		Where(licenceoperation.StatusEQ(licenceoperation.StatusPENDING)).
+	// Update, not UpdateOne, which would read the operation back with its
+	// targets; an operation no longer PENDING is left as it is.
+	upd := tx.LicenceOperation.Update().
+		Where(licenceoperation.ID(op.ID), licenceoperation.StatusEQ(licenceoperation.StatusPENDING)).
 		SetCompleted(completed)
 	if finished {
 		status := licenceoperation.StatusCOMPLETE
@@ -307,7 +322,7 @@ func (s *Service) rollUp(ctx context.Context, tx *ent.Tx, op *ent.LicenceOperati
 		}
 		s.log.InfoContext(ctx, "licence operation ended", "operation", op.ID, "status", status, "completed", completed, "failed", len(failures))
 	}
-	if err := upd.Exec(ctx); err != nil && !ent.IsNotFound(err) {
+	if err := upd.Exec(ctx); err != nil {
 		return err
 	}
 	eff.op(op.ID, op.CustomerID)
@@ -501,17 +516,33 @@ func (s *Service) RunLicenceEvents(ctx context.Context) int {
 			clear(sec)
 		}
 	}()
+	// The leases are taken in one transaction, in ID order so that two
+	// instances leasing the same events lock them in the same order: one
+	// commit for the round rather than one per event.
+	slices.SortFunc(due, func(a, b *ent.LicenceEvent) int { return cmp.Compare(a.ID, b.ID) })
+	var leased []*ent.LicenceEvent
+	err = withTx(ctx, s.client, func(tx *ent.Tx) error {
+		leased = leased[:0]
+		for _, ev := range due {
+			n, err := tx.LicenceEvent.Update().
+				Where(licenceevent.ID(ev.ID), licenceevent.StateEQ(ev.State), licenceevent.NextCheckAtEQ(ev.NextCheckAt)).
+				SetNextCheckAt(now.Add(sendLease)).Save(ctx)
+			if err != nil {
+				return err
+			}
+			if n == 1 { // otherwise another instance has it
+				leased = append(leased, ev)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		s.log.ErrorContext(ctx, "leasing due licence events", "err", err)
+		return 0
+	}
 	sem := make(chan struct{}, appleInFlight)
 	var wg sync.WaitGroup
-	looked := 0
-	for _, ev := range due {
-		n, err := s.client.LicenceEvent.Update().
-			Where(licenceevent.ID(ev.ID), licenceevent.StateEQ(ev.State), licenceevent.NextCheckAtEQ(ev.NextCheckAt)).
-			SetNextCheckAt(now.Add(sendLease)).Save(ctx)
-		if err != nil || n == 0 {
-			continue // another instance has it
-		}
-		looked++
+	for _, ev := range leased {
 		tok, ok := tokens[ev.TokenID]
 		if !ok {
 			tok, err = s.client.ServerToken.Get(ctx, ev.TokenID)
@@ -545,7 +576,7 @@ func (s *Service) RunLicenceEvents(ctx context.Context) int {
 		}()
 	}
 	wg.Wait()
-	return looked
+	return len(leased)
 }
 
 // checkEvent sends, resends or asks about one leased event.

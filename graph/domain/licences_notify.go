@@ -294,7 +294,7 @@ func (s *Service) recordNotification(ctx context.Context, tx *ent.Tx, p *pending
 			return err
 		}
 		apply = func() error {
-			op, err := tx.LicenceOperation.Get(ctx, ev.OperationID)
+			op, err := outcomeOperation(ctx, tx, ev.OperationID)
 			if err != nil {
 				return err
 			}
