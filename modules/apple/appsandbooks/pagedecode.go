@@ -2,6 +2,7 @@ package appsandbooks
 
 import (
 	"bytes"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -405,7 +406,7 @@ func (d *pageDecoder) raw() (span, bool) {
 		}
 		ascii = false
 	}
-	if i >= len(d.b) || i >= 1<<31 || !ascii && !utf8.Valid(d.b[from:i]) {
+	if i >= len(d.b) || int64(i) >= 1<<31 || !ascii && !utf8.Valid(d.b[from:i]) {
 		return span{}, false
 	}
 	d.i = i + 1
@@ -461,8 +462,13 @@ func (d *pageDecoder) known(into *string) bool {
 	return true
 }
 
-// int reads a plain integer: no fraction, no exponent, at most 18 digits.
-// Anything else is left to segmentio, which refuses some and not others.
+// maxIntDigits is the most digits an int always holds: 18 where int has 64
+// bits, 9 where it has 32.
+const maxIntDigits = strconv.IntSize * 9 / 32
+
+// int reads a plain integer: no fraction, no exponent, at most
+// maxIntDigits digits. Anything else is left to segmentio, which refuses
+// some and not others.
 func (d *pageDecoder) int(into *int) bool {
 	i, neg := d.i, false
 	if i < len(d.b) && d.b[i] == '-' {
@@ -474,7 +480,7 @@ func (d *pageDecoder) int(into *int) bool {
 		n = n*10 + int(d.b[i]-'0')
 	}
 	digits := i - from
-	if digits == 0 || digits > 18 || (digits > 1 && d.b[from] == '0') {
+	if digits == 0 || digits > maxIntDigits || (digits > 1 && d.b[from] == '0') {
 		return false
 	}
 	if i < len(d.b) {
