@@ -153,38 +153,23 @@ func (d *pageDecoder) mdmInfo(m *mdmInfo) bool {
 var assetKeys = []string{"adamId", "pricingParam", "productType", "availableCount", "assignedCount", "retiredCount", "totalCount", "supportedPlatforms"}
 
 func (d *pageDecoder) assets(into *[]responseAsset, ids *[]span) bool {
-	if !d.next('[') {
-		return false
-	}
 	// Apple's assets take about 200 bytes each: sizing the list from what
 	// is left of the page saves growing it several times.
 	list := make([]responseAsset, 0, min((len(d.b)-d.i)/180+1, 4096))
 	if d.platforms == nil {
 		d.platforms = make([]string, 0, 2*cap(list))
 	}
-	if d.next(']') {
-		*into = list
-		return true
-	}
-	for {
-		d.space()
+	ok := d.array(func() bool {
 		if d.i >= len(d.b) || d.b[d.i] != '{' {
 			return false // null or another type as an element: leave it to segmentio
 		}
 		list = append(list, responseAsset{})
 		id, ok := d.asset(&list[len(list)-1])
-		if !ok {
-			return false
-		}
 		*ids = append(*ids, id)
-		if d.next(']') {
-			*into = list
-			return true
-		}
-		if !d.next(',') {
-			return false
-		}
-	}
+		return ok
+	})
+	*into = list
+	return ok
 }
 
 // asset reads one asset, all but its adamId, and says where that is.
@@ -247,29 +232,16 @@ func (d *pageDecoder) asset(a *responseAsset) (id span, ok bool) {
 // slice's capacity ends at its length, so an append by a caller copies
 // rather than overwriting the next asset's.
 func (d *pageDecoder) platformList(into *[]string) bool {
-	if !d.next('[') {
-		return false
-	}
 	from := len(d.platforms)
-	if !d.next(']') {
-		for {
-			d.space()
-			var s string
-			if !d.known(&s) {
-				return false
-			}
-			d.platforms = append(d.platforms, s)
-			if d.next(']') {
-				break
-			}
-			if !d.next(',') {
-				return false
-			}
-		}
-	}
+	ok := d.array(func() bool {
+		var p string
+		ok := d.known(&p)
+		d.platforms = append(d.platforms, p)
+		return ok
+	})
 	to := len(d.platforms)
 	*into = d.platforms[from:to:to]
-	return true
+	return ok
 }
 
 // shareIDs gives every asset its adamId, cut from one string holding all
@@ -321,6 +293,28 @@ func (d *pageDecoder) object(field func(key []byte) bool) bool {
 			return false
 		}
 		if d.next('}') {
+			return true
+		}
+		if !d.next(',') {
+			return false
+		}
+	}
+}
+
+// array reads an array, calling elem with the decoder before each element.
+func (d *pageDecoder) array(elem func() bool) bool {
+	if !d.next('[') {
+		return false
+	}
+	if d.next(']') {
+		return true
+	}
+	for {
+		d.space()
+		if !elem() {
+			return false
+		}
+		if d.next(']') {
 			return true
 		}
 		if !d.next(',') {
@@ -506,43 +500,10 @@ func (d *pageDecoder) skip(depth int) bool {
 	case c == '"':
 		return d.skipString()
 	case c == '{':
-		d.i++
-		if d.next('}') {
-			return true
-		}
-		for {
-			d.space()
-			if !d.skipString() || !d.next(':') {
-				return false
-			}
-			d.space()
-			if !d.skip(depth + 1) {
-				return false
-			}
-			if d.next('}') {
-				return true
-			}
-			if !d.next(',') {
-				return false
-			}
-		}
+		// A key with an escape gives up here, as in the fields kept.
+		return d.object(func([]byte) bool { return d.skip(depth + 1) })
 	case c == '[':
-		d.i++
-		if d.next(']') {
-			return true
-		}
-		for {
-			d.space()
-			if !d.skip(depth + 1) {
-				return false
-			}
-			if d.next(']') {
-				return true
-			}
-			if !d.next(',') {
-				return false
-			}
-		}
+		return d.array(func() bool { return d.skip(depth + 1) })
 	case c == '-' || (c >= '0' && c <= '9'):
 		return d.skipNumber()
 	default:
