@@ -11,7 +11,8 @@
 //
 // A caller with a person waiting shortens the budget with apple.WithBudget;
 // one attempt never runs past what is left of it.
-//   - "maxInFlight": asset pages fetched at once, at most 5 (Apple's limit).
+//   - "maxInFlight": asset pages of one token fetched at once, however many
+//     fetches of it run, at most 5 (Apple's limit).
 //
 // Every response body is read: a JSON body with an errorNumber is an error
 // whatever the HTTP status, because Apple answers some errors (9622 for a
@@ -93,6 +94,10 @@ type Client struct {
 	// pageCounts remembers how many asset pages each token had last time,
 	// keyed by the token's SHA-256 (the token itself is never kept).
 	pageCounts sync.Map
+	// pageSlots holds each token's MaxInFlight request slots for asset
+	// pages, under the same key: two fetches of one token at once (a
+	// scheduled sync and a technician's) share Apple's five.
+	pageSlots sync.Map
 }
 
 // Interface guards.
@@ -325,7 +330,14 @@ func (c *Client) assetsOnce(ctx context.Context, token []byte) (*apple.Assets, e
 	if first.NextPageIndex != nil && first.TotalPages <= 1 {
 		// No page count: follow nextPageIndex one page at a time.
 		for next := first.NextPageIndex; next != nil; {
+			sem := c.slots(token)
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
 			p, err := c.page(ctx, token, *next)
+			<-sem
 			if err != nil {
 				return nil, err
 			}
@@ -389,7 +401,7 @@ func (c *Client) fetchPages(ctx context.Context, token []byte, indexes []int) (m
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var mu sync.Mutex
-	sem := make(chan struct{}, c.MaxInFlight)
+	sem := c.slots(token)
 	var wg sync.WaitGroup
 	// past is the lowest page Apple called out of range (9650): the list
 	// has shrunk since the page count was learnt, so pages after it are
@@ -441,6 +453,15 @@ func (c *Client) pageHint(token []byte) int {
 }
 
 func (c *Client) rememberPages(token []byte, n int) { c.pageCounts.Store(pageKey(token), n) }
+
+// slots is the token's semaphore for asset page requests.
+func (c *Client) slots(token []byte) chan struct{} {
+	if v, ok := c.pageSlots.Load(pageKey(token)); ok {
+		return v.(chan struct{})
+	}
+	v, _ := c.pageSlots.LoadOrStore(pageKey(token), make(chan struct{}, c.MaxInFlight))
+	return v.(chan struct{})
+}
 
 func (a responseAsset) domain(unlimited bool) apple.Asset {
 	return apple.Asset{

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -220,25 +221,37 @@ func TestAssetsAllPages(t *testing.T) {
 	fake, token, loc := setup(t)
 	loc.Assets = appletest.MakeAssets(1234)
 	loc.Assets[0].TotalCount = 2147483647 // an unlimited free app
+	loc.Assets[1].ProductType, loc.Assets[1].PricingParam, loc.Assets[1].SupportedPlatforms = "Book", "PLUS", []string{}
 	fake.PageSize = 100
 	fake.Latency = 10 * time.Millisecond
 	c := newClient(t, fake, "")
-	got, err := c.Assets(context.Background(), token)
-	if err != nil {
-		t.Fatal(err)
+	// Two fetches at once: the pages are read into shared buffers, and
+	// neither fetch may see the other's bytes.
+	var wg sync.WaitGroup
+	results := make([]*apple.Assets, 2)
+	errs := make([]error, 2)
+	for i := range results {
+		wg.Go(func() { results[i], errs[i] = c.Assets(context.Background(), token) })
 	}
-	if len(got.Assets) != 1234 || got.Pages != 13 {
-		t.Fatalf("got %d assets in %d pages, want 1234 in 13", len(got.Assets), got.Pages)
-	}
-	seen := map[string]bool{}
-	for _, a := range got.Assets {
-		seen[a.AdamID] = true
-	}
-	if len(seen) != 1234 {
-		t.Fatalf("%d distinct assets, want 1234", len(seen))
+	wg.Wait()
+	for i, got := range results {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		if len(got.Assets) != 1234 || got.Pages != 13 {
+			t.Fatalf("got %d assets in %d pages, want 1234 in 13", len(got.Assets), got.Pages)
+		}
+		for j, a := range got.Assets {
+			w := loc.Assets[j]
+			if a.AdamID != w.AdamID || a.PricingParam != w.PricingParam || a.ProductType != w.ProductType ||
+				a.TotalCount != w.TotalCount || a.AssignedCount != w.AssignedCount || a.AvailableCount != w.AvailableCount ||
+				a.RetiredCount != w.RetiredCount || strings.Join(a.SupportedPlatforms, ",") != strings.Join(w.SupportedPlatforms, ",") {
+				t.Fatalf("asset %d is %+v, Apple's is %+v", j, a, w)
+			}
+		}
 	}
 	if m := fake.MaxInFlight(); m > 5 || m < 2 {
-		t.Fatalf("max %d requests in flight, want 2..5 (parallel, within Apple's limit)", m)
+		t.Fatalf("max %d requests in flight for the two fetches, want 2..5 (parallel, within Apple's limit for the token)", m)
 	}
 }
 
