@@ -298,14 +298,10 @@ func (c *Client) page(ctx context.Context, token []byte, index int) (*assetsResp
 // errorNumber, so 100 KB are scanned once, not twice.
 type pageOut struct{ page *assetsResponse }
 
-// decodePage decodes an asset page: a page as Apple writes it with
-// decodePageFast, anything else with segmentio/encoding's JSON decoder, which
-// reads the same JSON into the same struct about four times faster than
-// encoding/json. A full sync decodes tens of thousands of assets.
-func decodePage(body []byte) (*assetsResponse, error) {
-	if resp, ok := decodePageFast(body); ok {
-		return resp, nil
-	}
+// decodePageGeneral decodes a page the fast path gave up on, with
+// segmentio/encoding's JSON decoder, which reads the same JSON into the same
+// struct about four times faster than encoding/json.
+func decodePageGeneral(body []byte) (*assetsResponse, error) {
 	var resp assetsResponse
 	if err := fastjson.Unmarshal(body, &resp); err != nil {
 		return nil, fault.Wrap(fmt.Errorf("decoding an asset page: %w", err), fault.AppleUnavailable, "Apple's answer could not be read. Try again later.")
@@ -329,8 +325,8 @@ func (c *Client) assetsOnce(ctx context.Context, token []byte) (*apple.Assets, e
 	var want []int
 	if first.NextPageIndex != nil && first.TotalPages <= 1 {
 		// No page count: follow nextPageIndex one page at a time.
+		sem := c.slots(token)
 		for next := first.NextPageIndex; next != nil; {
-			sem := c.slots(token)
 			select {
 			case sem <- struct{}{}:
 			case <-ctx.Done():
@@ -419,6 +415,8 @@ func (c *Client) fetchPages(ctx context.Context, token []byte, indexes []int) (m
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
+			// The slot is held through the page's decoding (about 0.1 ms
+			// for 500 assets), which tells a page from an error body.
 			p, err := c.page(ctx, token, i)
 			<-sem
 			var ae *apple.Error
@@ -751,7 +749,7 @@ func (c *Client) attempt(ctx context.Context, timeout time.Duration, method stri
 	if isPage {
 		if page == nil {
 			var err error
-			if page, err = decodePage(data); err != nil {
+			if page, err = decodePageGeneral(data); err != nil {
 				return &attemptError{err: err}
 			}
 		}

@@ -18,9 +18,9 @@ import (
 // case) and on anything it does not handle exactly as segmentio's decoder
 // would: an escape inside a field it keeps, a number that is not a plain
 // integer, a repeated key, a key that matches a field only when case is
-// ignored, a value of an unexpected type, invalid JSON. decodePage then
-// reads the page with segmentio's decoder, so the answer is always that
-// decoder's; FuzzDecodePage holds the two to that.
+// ignored, a value of an unexpected type, invalid JSON. attempt then reads
+// the page with segmentio's decoder (decodePageGeneral), so the answer is
+// always that decoder's; FuzzDecodePage holds the two to that.
 func decodePageFast(body []byte) (resp *assetsResponse, ok bool) {
 	d := pageDecoder{b: body}
 	resp = &assetsResponse{}
