@@ -66,6 +66,9 @@ type wsSessions struct {
 	open     map[socket]struct{}
 	shutting bool
 	empty    chan struct{} // closed when shutting and the last socket is gone
+	// watching says watchWrites runs: from the first socket until none
+	// is open.
+	watching bool
 }
 
 // socket is an open websocket of either transport.
@@ -76,6 +79,9 @@ type socket interface {
 	closeNow()
 	// keyID is the API key the socket authenticated with, 0 before.
 	keyID() int
+	// writingSince is when the write under way began (wsClock), 0 when
+	// none is, or when the socket bounds its writes itself.
+	writingSince() int64
 }
 
 func newWSSessions() *wsSessions {
@@ -86,9 +92,49 @@ func (ss *wsSessions) add(s socket) {
 	ss.mu.Lock()
 	ss.open[s] = struct{}{}
 	late := ss.shutting
+	if !ss.watching {
+		ss.watching = true
+		go ss.watchWrites(wsWriteTimeout)
+	}
 	ss.mu.Unlock()
 	if late {
 		s.shut(closeGoingAway, "server shutting down")
+	}
+}
+
+// wsEpoch is where wsClock counts from.
+var wsEpoch = time.Now()
+
+// wsClock is the monotonic time in nanoseconds since wsEpoch, never 0.
+func wsClock() int64 { return max(1, int64(time.Since(wsEpoch))) }
+
+// watchWrites drops, a few times per timeout, every socket whose write has
+// been waiting longer than timeout: its client stopped reading, and the
+// goroutine writing to it would otherwise wait for ever. Dropping the
+// connection ends the write with an error. It returns when no socket is
+// open; the next add starts it again.
+func (ss *wsSessions) watchWrites(timeout time.Duration) {
+	t := time.NewTicker(max(timeout/4, time.Millisecond))
+	defer t.Stop()
+	var stalled []socket
+	for range t.C {
+		since := wsClock() - int64(timeout)
+		stalled = stalled[:0]
+		ss.mu.Lock()
+		if len(ss.open) == 0 {
+			ss.watching = false
+			ss.mu.Unlock()
+			return
+		}
+		for s := range ss.open {
+			if w := s.writingSince(); w != 0 && w < since {
+				stalled = append(stalled, s)
+			}
+		}
+		ss.mu.Unlock()
+		for _, s := range stalled {
+			s.closeNow()
+		}
 	}
 }
 
@@ -361,6 +407,10 @@ func (s *wsSession) closeWith(code int, reason string) {
 func (s *wsSession) shut(code int, reason string) { s.closeWith(code, reason) }
 
 func (s *wsSession) closeNow() { _ = s.conn.CloseNow() }
+
+// writingSince implements socket: gqlgen's transport bounds each write
+// with a context (wsWriteTimeout).
+func (s *wsSession) writingSince() int64 { return 0 }
 
 func (s *wsSession) isClosing() bool {
 	s.mu.Lock()

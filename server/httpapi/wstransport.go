@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -79,7 +80,7 @@ func (t *wsTransport) Do(w http.ResponseWriter, r *http.Request, exec graphql.Gr
 	conn.SetReadLimit(t.readLimit)
 	// The socket may outlive the request (see detachRequest).
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
-	c := &wsConn{t: t, conn: conn, raw: hijack.conn, exec: exec, ctx: ctx, cancel: cancel, subs: map[string]*wsSub{}}
+	c := &wsConn{t: t, conn: conn, exec: exec, ctx: ctx, cancel: cancel, subs: map[string]*wsSub{}}
 	if t.initTimeout > 0 {
 		c.timer = time.AfterFunc(t.initTimeout, func() {
 			c.closeWith(closeInitTimeout, "Connection initialisation timeout")
@@ -102,10 +103,11 @@ func (t *wsTransport) Do(w http.ResponseWriter, r *http.Request, exec graphql.Gr
 type wsConn struct {
 	t    *wsTransport
 	conn *websocket.Conn
-	// raw is the socket under conn, whose write deadline bounds each
-	// message; writeMu keeps one deadline per write.
-	raw     net.Conn
+	// writeMu keeps one write at a time, so that writing says when the
+	// write under way began (wsClock; 0 between writes). wsSessions drops
+	// a socket whose write has waited past wsWriteTimeout.
 	writeMu sync.Mutex
+	writing atomic.Int64
 	exec    graphql.GraphExecutor
 	// ctx ends when the socket closes, and with it every subscription;
 	// after connection_init it carries the viewer.
@@ -325,19 +327,19 @@ func (c *wsConn) run(ctx context.Context, id string, s *wsSub, payload json.RawM
 		for signal.Pending() > 0 {
 			// The executor runs on a worker; the write, which waits for a
 			// slow client, here.
-			var answer []byte
+			var msg *bytes.Buffer
 			var p any
 			c.t.workers.run(func() {
 				defer func() { p = recover() }()
-				answer = nextAnswer(ctx, responses)
+				msg = nextMessage(ctx, id, responses)
 			})
 			if p != nil {
 				panic(p)
 			}
-			if answer == nil {
+			if msg == nil {
 				return
 			}
-			c.send(id, s, "next", answer)
+			c.sendMessage(s, msg)
 		}
 	}
 }
@@ -345,24 +347,38 @@ func (c *wsConn) run(ctx context.Context, id string, s *wsSub, payload json.RawM
 // next takes the subscription's next event from the executor and sends
 // it; false when the stream has ended.
 func (c *wsConn) next(ctx context.Context, id string, s *wsSub, responses graphql.ResponseHandler) bool {
-	answer := nextAnswer(ctx, responses)
-	if answer != nil {
-		c.send(id, s, "next", answer)
+	msg := nextMessage(ctx, id, responses)
+	if msg != nil {
+		c.sendMessage(s, msg)
 	}
-	return answer != nil
+	return msg != nil
 }
 
-// nextAnswer is the payload of the subscription's next event, or nil when
-// the stream has ended.
-func nextAnswer(ctx context.Context, responses graphql.ResponseHandler) []byte {
+// nextMessage is the next message of subscription id, built around the
+// executor's next event in a buffer from messageBuffers (sendMessage
+// returns it); nil when the stream has ended.
+func nextMessage(ctx context.Context, id string, responses graphql.ResponseHandler) *bytes.Buffer {
 	resp := responses(ctx)
 	if resp == nil {
 		return nil
 	}
-	var answer bytes.Buffer
-	writeResponse(&answer, resp)
-	return answer.Bytes()
+	msg := messageBuffers.Get().(*bytes.Buffer)
+	msg.Reset()
+	msg.Write(appendEnvelopeHead(msg.AvailableBuffer(), id, "next"))
+	msg.WriteString(`,"payload":`)
+	writeResponse(msg, resp)
+	msg.WriteByte('}')
+	return msg
 }
+
+// messageBuffers hold next messages while they are built and written: one
+// warning to ten thousand subscribers would otherwise grow ten thousand
+// buffers and then copy each into an envelope.
+var messageBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooledMessage is the largest buffer messageBuffers keeps; a rare
+// large answer is left to the collector.
+const maxPooledMessage = 64 << 10
 
 // eventWorkers run the executor for subscriptions' events on a few
 // goroutines whose stacks stay grown while there is work, instead of on
@@ -479,20 +495,39 @@ func (c *wsConn) send(id string, s *wsSub, kind string, payload json.RawMessage)
 	c.write(envelope(id, kind, payload))
 }
 
+// sendMessage writes msg, a next message from nextMessage, unless s was
+// completed by the client, and returns msg to messageBuffers.
+func (c *wsConn) sendMessage(s *wsSub, msg *bytes.Buffer) {
+	c.mu.Lock()
+	done := s.completed
+	c.mu.Unlock()
+	if !done {
+		c.write(msg.Bytes())
+	}
+	if msg.Cap() <= maxPooledMessage {
+		messageBuffers.Put(msg)
+	}
+}
+
 // envelope is wsEnvelope's encoding, built by hand: payload is already
 // compact JSON, which json.Marshal would scan again for every subscriber.
 func envelope(id, kind string, payload json.RawMessage) []byte {
-	b := make([]byte, 0, len(id)+len(kind)+len(payload)+34)
-	b = append(b, `{"id":`...)
-	b = appendJSONString(b, id)
-	b = append(b, `,"type":"`...)
-	b = append(b, kind...)
-	b = append(b, '"')
+	b := appendEnvelopeHead(make([]byte, 0, len(id)+len(kind)+len(payload)+34), id, kind)
 	if len(payload) > 0 {
 		b = append(b, `,"payload":`...)
 		b = append(b, payload...)
 	}
 	return append(b, '}')
+}
+
+// appendEnvelopeHead appends a message's id and type, up to where its
+// payload goes.
+func appendEnvelopeHead(b []byte, id, kind string) []byte {
+	b = append(b, `{"id":`...)
+	b = appendJSONString(b, id)
+	b = append(b, `,"type":"`...)
+	b = append(b, kind...)
+	return append(b, '"')
 }
 
 // appendJSONString appends s as a JSON string. Subscription IDs are
@@ -512,15 +547,15 @@ func appendJSONString(b []byte, s string) []byte {
 
 // write sends b unless the socket is closing (a socket whose key was
 // revoked gets nothing more). A client that does not read within
-// wsWriteTimeout loses its socket.
+// wsWriteTimeout loses its socket (wsSessions.watchWrites).
 //
-// The time limit is the socket's write deadline, set for this write and
-// cleared after it, rather than a context: coder/websocket arms a
-// context.AfterFunc for every message written under a context that can
-// end, which for one warning to ten thousand subscribers was about 7% of
-// the server's CPU in a profile (issue 15, P6). The deadline is cleared so that the
-// close handshake, which coder/websocket times itself, never meets a stale
-// one.
+// The time limit is kept by that watcher rather than by a context or a
+// write deadline. coder/websocket arms a context.AfterFunc for every
+// message written under a context that can end, and a deadline set and
+// cleared around each message moves a runtime timer twice: for one
+// warning to ten thousand subscribers these were about 7% of the server's
+// CPU each in profiles (issue 15, P6). Here a write costs two atomic
+// stores.
 func (c *wsConn) write(b []byte) {
 	c.mu.Lock()
 	closing := c.closing
@@ -530,13 +565,15 @@ func (c *wsConn) write(b []byte) {
 	}
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
-	_ = c.raw.SetWriteDeadline(time.Now().Add(wsWriteTimeout))
+	c.writing.Store(wsClock())
 	err := c.conn.Write(context.Background(), websocket.MessageText, b)
-	_ = c.raw.SetWriteDeadline(time.Time{})
+	c.writing.Store(0)
 	if err != nil {
 		c.closeNow()
 	}
 }
+
+func (c *wsConn) writingSince() int64 { return c.writing.Load() }
 
 // closeWith starts the close handshake with code, once, and ends every
 // subscription; it returns false, for handle. The handshake runs in the
@@ -580,11 +617,9 @@ const (
 )
 
 // smallBuffers hands coder/websocket the hijacked connection with buffers
-// of wsReadBuffer and wsWriteBuffer bytes instead of net/http's, and keeps
-// the connection for its write deadline.
+// of wsReadBuffer and wsWriteBuffer bytes instead of net/http's.
 type smallBuffers struct {
 	http.ResponseWriter
-	conn net.Conn
 }
 
 // Hijack implements http.Hijacker.
@@ -593,7 +628,6 @@ func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	w.conn = conn
 	// What the client sent right behind its handshake is already in
 	// net/http's reader: it goes into the new one's buffer, where
 	// coder/websocket looks for it.
