@@ -135,6 +135,7 @@ func (ss *wsSessions) watchWrites(timeout time.Duration) {
 		for _, s := range stalled {
 			s.closeNow()
 		}
+		clear(stalled) // keeps no closed socket from the collector
 	}
 }
 
