@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -551,8 +550,8 @@ func benchLoopback(b *bench) []benchRow {
 	if err := db.Close(); err != nil {
 		b.t.Fatal(err)
 	}
-	ours := startInstance(b.t, env)
-	base := startInstance(b.t, append(env, envBenchBaseline+"=1"))
+	ours := serveChild(b.t, env)
+	base := serveChild(b.t, append(env, envBenchBaseline+"=1"))
 
 	pinned := pinForLoad(ours.cmd.Process.Pid, base.cmd.Process.Pid)
 	defer pinned.undo()
@@ -767,25 +766,12 @@ func benchFanOut(b *bench) []benchRow {
 	fake := appletest.New()
 	defer fake.Close()
 	dir := b.t.TempDir()
-	env := append(os.Environ(), "ORCHARD_TEST_RUN_MAIN=1", "ORCHARD_DATA_DIR="+dir, "ORCHARD_LISTEN=127.0.0.1:0",
+	env := append(os.Environ(), "ORCHARD_TEST_RUN_MAIN=1", "ORCHARD_DATA_DIR="+dir,
 		"ORCHARD_APPLE_URL="+fake.BaseURL(), "ORCHARD_LOG_LEVEL=warn", "ORCHARD_RATE_LIMIT=0")
 	key := childAPIKey(b.t, env, "fanout")
-	listen := freeAddr(b.t)
-	cmd := exec.Command(os.Args[0], "serve")
-	cmd.Env = append(env, "ORCHARD_LISTEN="+listen)
-	if err := cmd.Start(); err != nil {
-		b.t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	s := &testServer{t: b.t, URL: "http://" + listen}
-	waitFor(b.t, func() bool {
-		resp, err := http.Get(s.URL + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil
-	})
-	s.env = map[string]string{}
+	server := serveChild(b.t, env)
+	defer server.stop()
+	s, cmd, listen := server.srv, server.cmd, strings.TrimPrefix(server.srv.URL, "http://")
 	admin := key
 	cust := s.createCustomer(admin, "Fan-out")
 	// Memory is read after a collection: orchard serve runs at GOGC=400, so
@@ -919,15 +905,6 @@ func waitForGC(t *testing.T, base, adminKey string, since time.Time) {
 func goMemStat(t *testing.T, base, adminKey, which string) int64 {
 	r := scrape(t, base, "Bearer "+adminKey)
 	return int64(r.value(t, "go_memstats_"+which+"_inuse_bytes", nil))
-}
-
-func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // P7: hostile documents are refused quickly and without SQL.

@@ -28,7 +28,7 @@ func burst(t *testing.T, sig syscall.Signal, n int) (acked []string, dir string,
 	env := append(os.Environ(), "ORCHARD_TEST_RUN_MAIN=1", "ORCHARD_DATA_DIR="+dir,
 		"ORCHARD_APPLE_URL="+fake.BaseURL(), "ORCHARD_RATE_LIMIT=0", "ORCHARD_LOG_LEVEL=warn")
 	key := childAPIKey(t, env, "crash")
-	in := startInstance(t, env)
+	in := serveChild(t, env)
 	s := in.srv
 	cust := s.createCustomer(key, "Crash")
 	exp := time.Now().AddDate(1, 0, 0)
@@ -69,10 +69,9 @@ func burst(t *testing.T, sig syscall.Signal, n int) (acked []string, dir string,
 	}
 	wg.Wait()
 	once.Do(func() { _ = in.cmd.Process.Signal(sig); close(signalled) })
-	done := make(chan error, 1)
-	go func() { done <- in.cmd.Wait() }()
 	select {
-	case exitErr = <-done:
+	case <-in.exited:
+		exitErr = in.err
 	case <-time.After(10 * time.Second):
 		t.Fatal("the server did not end within 10 s of the signal")
 	}

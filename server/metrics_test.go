@@ -418,7 +418,7 @@ func TestMetricsLeaderOnlyOnPostgres(t *testing.T) {
 		"ORCHARD_DATABASE_URL="+db.URL, "ORCHARD_APPLE_URL="+fake.BaseURL(), "ORCHARD_METRICS_TOKEN="+token,
 		"ORCHARD_SECRET_KEY=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", "ORCHARD_EXPIRY_SCAN_INTERVAL=1s")
 	key := childAPIKey(t, env, "metrics")
-	a, b := startInstance(t, env), startInstance(t, env)
+	a, b := serveChild(t, env), serveChild(t, env)
 
 	cust := a.srv.createCustomer(key, "Shared")
 	exp := time.Now().AddDate(0, 0, 90)

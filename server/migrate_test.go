@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"database/sql"
@@ -11,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,72 +24,6 @@ const (
 	baselineSealKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 )
 
-// child is an orchard command running as a child process.
-type childProc struct {
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	out  bytes.Buffer
-	done chan error
-}
-
-func (c *childProc) log() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.out.String()
-}
-
-// startChild starts orchard with args and env, collecting stderr.
-func startChild(t *testing.T, env []string, args ...string) *childProc {
-	t.Helper()
-	c := &childProc{cmd: exec.Command(os.Args[0], args...), done: make(chan error, 1)}
-	c.cmd.Env = append(env, "ORCHARD_TEST_RUN_MAIN=1")
-	stderr, _ := c.cmd.StderrPipe()
-	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			c.mu.Lock()
-			c.out.WriteString(sc.Text() + "\n")
-			c.mu.Unlock()
-		}
-		c.done <- c.cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		_ = c.cmd.Process.Kill()
-		select {
-		case <-c.done:
-		case <-time.After(5 * time.Second):
-		}
-	})
-	return c
-}
-
-// waitReady polls /readyz until it answers 200, failing when the process
-// exits first.
-func waitReady(t *testing.T, c *childProc, base string, within time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-c.done:
-			c.done <- err
-			t.Fatalf("serve exited (%v) before it was ready:\n%s", err, c.log())
-		default:
-		}
-		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("serve was not ready within %v:\n%s", within, c.log())
-}
-
 // Eight servers started at the same moment on one empty PostgreSQL schema
 // all become ready, and the schema is created once. Before versioned
 // migrations three of four crashed on pg_type_typname_nsp_index.
@@ -101,20 +33,18 @@ func TestEightServersStartTogetherOnEmptyPostgres(t *testing.T) {
 	}
 	url := testdb.EmptyPostgres(t)
 	const n = 8
-	addrs := make([]string, n)
 	envs := make([][]string, n)
 	for i := range n {
-		addrs[i] = freeAddr(t)
 		envs[i] = append(os.Environ(), "ORCHARD_DATABASE_URL="+url, "ORCHARD_APPLE=simulator",
-			"ORCHARD_SECRET_KEY="+baselineSealKey, "ORCHARD_DATA_DIR="+t.TempDir(), "ORCHARD_LISTEN="+addrs[i])
+			"ORCHARD_SECRET_KEY="+baselineSealKey, "ORCHARD_DATA_DIR="+t.TempDir())
 	}
-	children := make([]*childProc, n)
+	children := make([]*serveProc, n)
 	began := time.Now()
 	for i := range n {
-		children[i] = startChild(t, envs[i], "serve")
+		children[i] = startServe(t, envs[i])
 	}
-	for i, c := range children {
-		waitReady(t, c, "http://"+addrs[i], 90*time.Second)
+	for _, c := range children {
+		c.waitUp("/readyz", 90*time.Second)
 	}
 	t.Logf("%d servers ready %v after the first start", n, time.Since(began).Round(time.Millisecond))
 
@@ -137,10 +67,9 @@ func TestEightServersStartTogetherOnEmptyPostgres(t *testing.T) {
 // both succeed, and the key works on that server.
 func TestApikeyAndServeTogetherOnFreshSQLite(t *testing.T) {
 	dir := t.TempDir()
-	addr := freeAddr(t)
 	env := append(os.Environ(), "ORCHARD_DATA_DIR="+filepath.Join(dir, "data"), "ORCHARD_APPLE=simulator",
-		"ORCHARD_SECRET_KEY="+baselineSealKey, "ORCHARD_LISTEN="+addr, "ORCHARD_DATABASE_URL=")
-	srv := startChild(t, env, "serve")
+		"ORCHARD_SECRET_KEY="+baselineSealKey, "ORCHARD_DATABASE_URL=")
+	srv := startServe(t, env)
 	key := exec.Command(os.Args[0], "apikey", "create", "--name", "racer")
 	key.Env = append(env, "ORCHARD_TEST_RUN_MAIN=1")
 	var stderr bytes.Buffer
@@ -149,8 +78,8 @@ func TestApikeyAndServeTogetherOnFreshSQLite(t *testing.T) {
 	if err != nil {
 		t.Fatalf("apikey create: %v\n%s", err, stderr.String())
 	}
-	waitReady(t, srv, "http://"+addr, 60*time.Second)
-	s := &testServer{t: t, URL: "http://" + addr}
+	srv.waitUp("/readyz", 60*time.Second)
+	s := srv.srv
 	var v struct{ Customers struct{ TotalCount int } }
 	s.gql(strings.TrimSpace(string(out)), `{ customers { totalCount } }`, nil).decode(t, &v)
 	if v.Customers.TotalCount != 0 {

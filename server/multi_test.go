@@ -1,32 +1,15 @@
 package main
 
 import (
-	"bufio"
-	"net/http"
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/orchard-msp/orchard/graph/domain/testdb"
 	"github.com/orchard-msp/orchard/modules/apple/appletest"
 )
-
-// instance is `orchard serve` as a child process.
-type instance struct {
-	cmd *exec.Cmd
-	srv *testServer
-	mu  sync.Mutex
-	log strings.Builder
-}
-
-func (i *instance) logged(s string) bool {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	return strings.Contains(i.log.String(), s)
-}
 
 // childAPIKey runs `orchard apikey create` as a child process with env and
 // returns the new admin key.
@@ -39,35 +22,6 @@ func childAPIKey(t *testing.T, env []string, name string) string {
 		t.Fatalf("apikey create: %v", err)
 	}
 	return strings.TrimSpace(string(out))
-}
-
-func startInstance(t *testing.T, env []string) *instance {
-	t.Helper()
-	listen := freeAddr(t)
-	cmd := exec.Command(os.Args[0], "serve")
-	cmd.Env = append(env, "ORCHARD_LISTEN="+listen)
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	in := &instance{cmd: cmd, srv: &testServer{t: t, URL: "http://" + listen, env: map[string]string{}}}
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			in.mu.Lock()
-			in.log.WriteString(sc.Text() + "\n")
-			in.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	waitFor(t, func() bool {
-		resp, err := http.Get(in.srv.URL + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil
-	})
-	return in
 }
 
 // Two instances on one PostgreSQL: a warning raised on B reaches a
@@ -84,7 +38,7 @@ func TestTwoInstancesOnPostgres(t *testing.T) {
 		"ORCHARD_SECRET_KEY=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", "ORCHARD_EXPIRY_SCAN_INTERVAL=1s")
 
 	key := childAPIKey(t, env, "multi")
-	a, b := startInstance(t, env), startInstance(t, env)
+	a, b := serveChild(t, env), serveChild(t, env)
 
 	sub := subscriber(t, a.srv, key, "1", nil)
 	time.Sleep(200 * time.Millisecond)

@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"database/sql"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -184,49 +182,22 @@ func TestSIGTERM(t *testing.T) {
 	dir := t.TempDir()
 	fake := appletest.New()
 	defer fake.Close()
-	env := append(os.Environ(), "ORCHARD_TEST_RUN_MAIN=1", "ORCHARD_DATA_DIR="+dir, "ORCHARD_LISTEN=127.0.0.1:0", "ORCHARD_APPLE_URL="+fake.BaseURL())
+	env := append(os.Environ(), "ORCHARD_TEST_RUN_MAIN=1", "ORCHARD_DATA_DIR="+dir, "ORCHARD_APPLE_URL="+fake.BaseURL())
 
 	key := childAPIKey(t, env, "sig")
 
-	cmd := exec.Command(os.Args[0], "serve")
-	cmd.Env = env
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			line := sc.Text()
-			if i := strings.Index(line, `"addr":"`); i >= 0 && strings.Contains(line, "orchard serving") {
-				rest := line[i+len(`"addr":"`):]
-				addr <- rest[:strings.Index(rest, `"`)]
-			}
-		}
-	}()
-	var s testServer
-	s.t = t
-	select {
-	case a := <-addr:
-		s.URL = "http://" + a
-	case <-time.After(30 * time.Second):
-		t.Fatal("server did not start")
-	}
-	ws := subscriber(t, &s, key, "1", nil)
+	server := serveChild(t, env)
+	ws := subscriber(t, server.srv, key, "1", nil)
 	time.Sleep(100 * time.Millisecond)
 
 	start := time.Now()
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := server.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
 	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v", err)
+	case <-server.exited:
+		if server.err != nil {
+			t.Fatalf("exit after SIGTERM: %v", server.err)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("still running 10 s after SIGTERM")

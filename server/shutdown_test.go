@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,37 +18,6 @@ import (
 	"github.com/orchard-msp/orchard/graph/domain/testdb"
 	"github.com/orchard-msp/orchard/modules/apple/appletest"
 )
-
-// serveProcess starts `orchard serve` as a child process with env and
-// returns it with its base URL.
-func serveProcess(t *testing.T, env []string) (*exec.Cmd, string) {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], "serve")
-	cmd.Env = env
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			line := sc.Text()
-			if i := strings.Index(line, `"addr":"`); i >= 0 && strings.Contains(line, "orchard serving") {
-				rest := line[i+len(`"addr":"`):]
-				addr <- rest[:strings.Index(rest, `"`)]
-			}
-		}
-	}()
-	select {
-	case a := <-addr:
-		return cmd, "http://" + a
-	case <-time.After(30 * time.Second):
-		t.Fatal("server did not start")
-		return nil, ""
-	}
-}
 
 // rawSubscriber opens a socket, authenticates and subscribes to the
 // warnings, reporting failures instead of ending the test (it runs on many
@@ -102,13 +69,14 @@ func TestSIGTERMClosesEveryWebsocket(t *testing.T) {
 	}
 	fake := appletest.New()
 	defer fake.Close()
-	env := append(os.Environ(), "ORCHARD_TEST_RUN_MAIN=1", "ORCHARD_DATA_DIR="+t.TempDir(), "ORCHARD_LISTEN=127.0.0.1:0",
+	env := append(os.Environ(), "ORCHARD_TEST_RUN_MAIN=1", "ORCHARD_DATA_DIR="+t.TempDir(),
 		"ORCHARD_APPLE_URL="+fake.BaseURL(), "ORCHARD_RATE_LIMIT=0", "ORCHARD_SHUTDOWN_TIMEOUT=8s")
 	if os.Getenv("ORCHARD_TEST_DB") == "postgres" {
 		env = append(env, "ORCHARD_DATABASE_URL="+testdb.Postgres(t).URL)
 	}
 	key := childAPIKey(t, env, "sig")
-	cmd, url := serveProcess(t, env)
+	server := serveChild(t, env)
+	url := server.srv.URL
 
 	conns := make([]*websocket.Conn, n)
 	var wg sync.WaitGroup
@@ -144,11 +112,12 @@ func TestSIGTERMClosesEveryWebsocket(t *testing.T) {
 		wg.Go(func() { codes[i], _ = closeCodeOf(c, 20*time.Second) })
 	}
 	start := time.Now()
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := server.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("exit after SIGTERM: %v", err)
+	<-server.exited
+	if server.err != nil {
+		t.Fatalf("exit after SIGTERM: %v", server.err)
 	}
 	exited := time.Since(start)
 	wg.Wait()
