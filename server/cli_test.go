@@ -245,12 +245,7 @@ func TestStartFailuresAreJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { busy.Close() }) // after the parallel subtests
-	refused, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closedAddr := refused.Addr().String()
-	refused.Close()
+	closedAddr := freeAddr(t) // nothing listens there, and no port the kernel picks lands on it
 	for _, tc := range []struct {
 		name string
 		args []string
