@@ -245,7 +245,8 @@ func TestStartFailuresAreJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { busy.Close() }) // after the parallel subtests
-	closedAddr := freeAddr(t) // nothing listens there, and no port the kernel picks lands on it
+	// Nothing listens there, and no port the kernel picks lands on it.
+	closedAddr := freeAddr(t)
 	for _, tc := range []struct {
 		name string
 		args []string
