@@ -137,9 +137,11 @@ func startServe(t *testing.T, env []string) *serveProc {
 	return s
 }
 
-func (s *serveProc) start() {
+func (s *serveProc) start() { s.startOn(freeAddr(s.t)) }
+
+// startOn starts the child listening on addr.
+func (s *serveProc) startOn(addr string) {
 	s.t.Helper()
-	addr := freeAddr(s.t)
 	s.childProc = startChild(s.t, append(slices.Clip(s.env), "ORCHARD_LISTEN="+addr), "serve")
 	s.srv = &testServer{t: s.t, URL: "http://" + addr, env: map[string]string{}}
 }
@@ -206,8 +208,7 @@ func TestServeChildMovesOffATakenPort(t *testing.T) {
 	defer taken.Close()
 	env := append(os.Environ(), "ORCHARD_DATA_DIR="+t.TempDir(), "ORCHARD_APPLE=simulator")
 	s := &serveProc{t: t, env: env}
-	s.childProc = startChild(t, append(slices.Clip(env), "ORCHARD_LISTEN="+taken.Addr().String()), "serve")
-	s.srv = &testServer{t: t, URL: "http://" + taken.Addr().String()}
+	s.startOn(taken.Addr().String())
 	first := s.childProc
 	s.waitUp("/readyz", 30*time.Second)
 	if !first.logged("address already in use") || s.childProc == first || s.srv.URL == "http://"+taken.Addr().String() {
